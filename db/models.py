@@ -1,0 +1,181 @@
+"""SQLAlchemy 2 models of the pipeline's schema (created by the Alembic migrations)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MediaType(enum.StrEnum):
+    IMAGE = "IMAGE"
+    AUDIO = "AUDIO"
+    VIDEO = "VIDEO"
+
+
+class MediaStatus(enum.StrEnum):
+    UPLOADED = "UPLOADED"
+    PROCESSING = "PROCESSING"
+    READY = "READY"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+class DerivativeType(enum.StrEnum):
+    THUMBNAIL = "THUMBNAIL"
+    MEDIUM = "MEDIUM"
+    LARGE = "LARGE"
+    WAVEFORM = "WAVEFORM"
+    PREVIEW = "PREVIEW"
+
+
+class TranscriptionSource(enum.StrEnum):
+    AUTO = "AUTO"
+    MANUAL = "MANUAL"
+
+
+class JobState(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Stored as short strings with a CHECK constraint: portable and readable in SQL.
+    return Enum(cls, native_enum=False, length=16, validate_strings=True, name=cls.__name__.lower())
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[dict[str, Any]]: JSON}
+
+
+class Timestamps:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class Alert(Timestamps, Base):
+    __tablename__ = "alert"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    category_code: Mapped[str] = mapped_column(String(16))
+
+    media: Mapped[list[Media]] = relationship(back_populates="alert")
+
+
+class Media(Timestamps, Base):
+    __tablename__ = "media"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    alert_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("alert.id", ondelete="CASCADE"))
+    type: Mapped[MediaType] = mapped_column(_enum(MediaType))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    filename: Mapped[str] = mapped_column(String(255))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    status: Mapped[MediaStatus] = mapped_column(_enum(MediaStatus), default=MediaStatus.UPLOADED)
+    status_message: Mapped[str | None] = mapped_column(Text)
+    is_enhanced: Mapped[bool] = mapped_column(Boolean, default=False)
+    source_media_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("media.id", ondelete="CASCADE"), unique=True
+    )
+    placeholder: Mapped[str | None] = mapped_column(String(128))
+
+    alert: Mapped[Alert] = relationship(back_populates="media")
+    derivatives: Mapped[list[MediaDerivative]] = relationship(
+        back_populates="media", cascade="all, delete-orphan", order_by="MediaDerivative.type"
+    )
+    jobs: Mapped[list[ProcessingJob]] = relationship(
+        back_populates="media", cascade="all, delete-orphan", order_by="ProcessingJob.job"
+    )
+
+
+class MediaDerivative(Timestamps, Base):
+    __tablename__ = "media_derivative"
+    __table_args__ = (UniqueConstraint("media_id", "type", name="uq_media_derivative_type"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    media_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    type: Mapped[DerivativeType] = mapped_column(_enum(DerivativeType))
+    storage_key: Mapped[str] = mapped_column(String(512))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    duration: Mapped[float | None] = mapped_column(Float)
+    extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    media: Mapped[Media] = relationship(back_populates="derivatives")
+
+
+class Transcription(Timestamps, Base):
+    __tablename__ = "transcription"
+    __table_args__ = (
+        UniqueConstraint("media_id", "version", name="uq_transcription_version"),
+        Index(
+            "uq_transcription_active",
+            "media_id",
+            unique=True,
+            sqlite_where=text("is_active"),
+            postgresql_where=text("is_active"),
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    media_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    source: Mapped[TranscriptionSource] = mapped_column(_enum(TranscriptionSource))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    text: Mapped[str] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(32))
+    duration: Mapped[float | None] = mapped_column(Float)
+    segments: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    model: Mapped[str | None] = mapped_column(String(64))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class ProcessingJob(Timestamps, Base):
+    __tablename__ = "processing_job"
+    __table_args__ = (UniqueConstraint("media_id", "job", name="uq_processing_job_media_job"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    media_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("media.id", ondelete="CASCADE"))
+    job: Mapped[str] = mapped_column(String(64))
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    estimated_cost: Mapped[float | None] = mapped_column(Float)
+    outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    media: Mapped[Media] = relationship(back_populates="jobs")

@@ -1,0 +1,235 @@
+"""The few functions that read and write the pipeline's rows. Flows and tasks call these."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import (
+    Alert,
+    DerivativeType,
+    JobState,
+    Media,
+    MediaDerivative,
+    MediaStatus,
+    MediaType,
+    ProcessingJob,
+    utcnow,
+)
+from media_pipeline.derivatives import Derivative
+from media_pipeline.errors import MediaNotFound, PermanentError
+from media_pipeline.storage import parse_uuid, relative_key
+
+
+def ensure_alert(session: Session, alert_id: uuid.UUID, category_code: str) -> Alert:
+    """The alert with that id, created when missing; its category must match."""
+    category_code = category_code.strip().upper()
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        alert = Alert(id=alert_id, category_code=category_code)
+        session.add(alert)
+        session.flush()
+    elif alert.category_code != category_code:
+        raise PermanentError(
+            f"alert {alert_id} has category {alert.category_code}, not {category_code}"
+        )
+    return alert
+
+
+def create_media(
+    session: Session,
+    *,
+    media_id: uuid.UUID,
+    alert_id: uuid.UUID,
+    media_type: MediaType,
+    filename: str,
+    mime_type: str,
+    size: int,
+    storage_key: str,
+    position: int = 0,
+    source_media_id: uuid.UUID | None = None,
+) -> Media:
+    media = Media(
+        id=media_id,
+        alert_id=alert_id,
+        type=media_type,
+        filename=filename,
+        mime_type=mime_type,
+        size=size,
+        storage_key=storage_key,
+        position=position,
+        is_enhanced=source_media_id is not None,
+        source_media_id=source_media_id,
+        status=MediaStatus.UPLOADED,
+    )
+    session.add(media)
+    session.flush()
+    return media
+
+
+def load_media(session: Session, media_id: object) -> Media:
+    media = session.get(Media, parse_uuid(media_id, "media id"))
+    if media is None:
+        raise MediaNotFound(f"media {media_id} does not exist")
+    return media
+
+
+def record_derivatives(
+    session: Session, media_id: uuid.UUID, media_root: Path, derivatives: Iterable[Derivative]
+) -> list[MediaDerivative]:
+    """One row per (media, type): an existing row is updated, never duplicated."""
+    existing = {
+        row.type: row
+        for row in session.scalars(
+            select(MediaDerivative).where(MediaDerivative.media_id == media_id)
+        )
+    }
+    rows = []
+    for derivative in derivatives:
+        kind = DerivativeType(derivative.kind)
+        row = existing.get(kind) or MediaDerivative(media_id=media_id, type=kind)
+        row.storage_key = relative_key(media_root, derivative.path)
+        row.mime_type = derivative.mime_type
+        row.width = derivative.width
+        row.height = derivative.height
+        row.bytes = derivative.bytes
+        row.duration = derivative.duration
+        row.extra = {
+            key: relative_key(media_root, value) if isinstance(value, Path) else value
+            for key, value in derivative.extra.items()
+        }
+        session.add(row)
+        rows.append(row)
+    session.flush()
+    return rows
+
+
+def start_jobs(
+    session: Session, media_id: uuid.UUID, job_names: Sequence[str], flow_run_id: str | None
+) -> None:
+    """Mark the jobs PENDING for this flow run (one row per media and job)."""
+    rows = {
+        row.job: row
+        for row in session.scalars(
+            select(ProcessingJob).where(
+                ProcessingJob.media_id == media_id, ProcessingJob.job.in_(job_names)
+            )
+        )
+    }
+    for name in job_names:
+        row = rows.get(name) or ProcessingJob(media_id=media_id, job=name)
+        row.state = JobState.PENDING
+        row.attempts = 0
+        row.error = None
+        row.flow_run_id = flow_run_id
+        row.started_at = None
+        row.finished_at = None
+        session.add(row)
+    session.flush()
+    refresh_media_status(session, media_id)
+
+
+def _job_row(session: Session, media_id: uuid.UUID, job: str) -> ProcessingJob:
+    row = session.scalar(
+        select(ProcessingJob).where(ProcessingJob.media_id == media_id, ProcessingJob.job == job)
+    )
+    if row is None:
+        row = ProcessingJob(media_id=media_id, job=job, attempts=0)
+        session.add(row)
+    return row
+
+
+def mark_job_running(session: Session, media_id: uuid.UUID, job: str) -> int:
+    """Record the start of an attempt; returns the attempt's number (1 for the first)."""
+    row = _job_row(session, media_id, job)
+    row.state = JobState.RUNNING
+    row.attempts = (row.attempts or 0) + 1
+    row.started_at = row.started_at or utcnow()
+    session.flush()
+    refresh_media_status(session, media_id)
+    return row.attempts
+
+
+def note_attempt_error(session: Session, media_id: uuid.UUID, job: str, error: str) -> None:
+    """Keep the last attempt's error on the row while the job may still be retried."""
+    _job_row(session, media_id, job).error = error
+    session.flush()
+
+
+def finish_job(
+    session: Session,
+    media_id: uuid.UUID,
+    job: str,
+    state: JobState,
+    *,
+    error: str | None = None,
+    outputs: dict[str, Any] | None = None,
+    estimated_cost: float | None = None,
+) -> None:
+    row = _job_row(session, media_id, job)
+    row.state = state
+    row.error = error
+    row.finished_at = utcnow()
+    if outputs is not None:
+        row.outputs = outputs
+    if estimated_cost is not None:
+        row.estimated_cost = estimated_cost
+    session.flush()
+    refresh_media_status(session, media_id)
+
+
+def derive_status(states: Iterable[JobState]) -> MediaStatus:
+    """Media status from its jobs' states (DESIGN.md section 4)."""
+    states = list(states)
+    if not states:
+        return MediaStatus.UPLOADED
+    if any(s in (JobState.PENDING, JobState.RUNNING) for s in states):
+        return MediaStatus.PROCESSING
+    if JobState.FAILED not in states:
+        return MediaStatus.READY
+    if JobState.SUCCEEDED in states:
+        return MediaStatus.PARTIAL
+    return MediaStatus.FAILED
+
+
+def refresh_media_status(session: Session, media_id: uuid.UUID) -> MediaStatus:
+    """Recompute the media's status from all of its job rows, whichever run wrote them."""
+    jobs = list(session.scalars(select(ProcessingJob).where(ProcessingJob.media_id == media_id)))
+    status = derive_status(job.state for job in jobs)
+    media = load_media(session, media_id)
+    media.status = status
+    failed = [f"{job.job}: {job.error}" for job in jobs if job.state is JobState.FAILED]
+    media.status_message = "; ".join(failed) or None
+    session.flush()
+    return status
+
+
+
+def media_summary(session: Session, media_id: object) -> dict[str, Any]:
+    """The media's status and every job's state and outputs, as plain JSON values."""
+    media = load_media(session, media_id)
+    return {
+        "media_id": str(media.id),
+        "alert_id": str(media.alert_id),
+        "type": media.type.value,
+        "status": media.status.value,
+        "status_message": media.status_message,
+        "placeholder": media.placeholder,
+        "jobs": [
+            {
+                "job": job.job,
+                "state": job.state.value,
+                "attempts": job.attempts,
+                "error": job.error,
+                "outputs": job.outputs.get("derivatives", []),
+                "estimated_cost": job.estimated_cost,
+                "flow_run_id": job.flow_run_id,
+            }
+            for job in media.jobs
+        ],
+    }

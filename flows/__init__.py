@@ -1,0 +1,1 @@
+"""Prefect flows: the per-media flow and maintenance flows."""

@@ -1,0 +1,76 @@
+"""The per-media flow: select the media's jobs, run them as concurrent task runs, record.
+
+``make_media_flow(table)`` builds the flow for a job table, so tests can run a copy of
+the table with jobs of their own; ``process_media`` is the flow for the real table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import Flow, flow, runtime
+from prefect.futures import wait
+from prefect.states import Completed, Failed, State
+
+from db.models import JobState
+from db.repository import finish_job, media_summary, start_jobs
+from db.session import session_scope
+from media_pipeline.storage import parse_uuid
+from tasks.execution import job_task
+from tasks.media_context import JobOutput, load_source
+from tasks.table import JOB_TABLE, JobTable
+
+
+def run_media_jobs(
+    media_id: str, jobs: list[str] | None = None, table: JobTable = JOB_TABLE
+) -> State[dict[str, Any]]:
+    """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named)."""
+    source = load_source(parse_uuid(media_id, "media id"))
+    selected = table.select(source, jobs)
+    flow_run_id = str(runtime.flow_run.id or "") or None
+    with session_scope() as session:
+        start_jobs(session, source.media_id, [job.name for job in selected], flow_run_id)
+
+    label = f"{source.type.value.lower()} · {source.short_id}"
+    futures = {
+        job.name: job_task(table, job, f"{job.name} · {label}").submit(
+            job.name, str(source.media_id)
+        )
+        for job in selected
+    }
+    wait(list(futures.values()))
+
+    with session_scope() as session:
+        for name, future in futures.items():
+            result = future.result(raise_on_failure=False)
+            if isinstance(result, JobOutput):
+                finish_job(
+                    session,
+                    source.media_id,
+                    name,
+                    JobState.SKIPPED if result.skipped_reason else JobState.SUCCEEDED,
+                    error=result.skipped_reason,
+                    outputs={"derivatives": result.outputs},
+                    estimated_cost=result.estimated_cost,
+                )
+            else:
+                finish_job(session, source.media_id, name, JobState.FAILED, error=str(result))
+        summary = media_summary(session, source.media_id)
+
+    failed = [job for job in summary["jobs"] if job["state"] == JobState.FAILED]
+    if failed:
+        reasons = "; ".join(f"{job['job']}: {job['error']}" for job in failed)
+        return Failed(message=f"media {source.media_id} {summary['status']}: {reasons}", data=summary)
+    return Completed(message=f"media {source.media_id} {summary['status']}", data=summary)
+
+
+def make_media_flow(table: JobTable, name: str = "process-media") -> Flow[..., Any]:
+    @flow(name=name, flow_run_name="media-{media_id}", validate_parameters=True)
+    def process_media(media_id: str, jobs: list[str] | None = None) -> State[dict[str, Any]]:
+        """Process one media: every job of the job table that applies to it."""
+        return run_media_jobs(media_id, jobs, table)
+
+    return process_media
+
+
+process_media = make_media_flow(JOB_TABLE)

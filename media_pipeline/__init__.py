@@ -1,0 +1,1 @@
+"""Media processing pipeline for alert media, orchestrated by Prefect 3."""

@@ -1,0 +1,105 @@
+"""The ``media-pipeline`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from media_pipeline.errors import PipelineError
+
+# Prefect's server tries to phone home; there is no network to reach on most deployments.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_# Prefect's server tries to phone home; there is no network to reach on most deployments.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
+app.add_typer(db_app, name="db")
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = "head") -> None:
+    """Apply the schema migrations (Alembic) to DATABASE_URL."""
+    from db.migrate import current_revision, upgrade
+
+    upgrade(revision=revision)
+    typer.echo(f"database at revision {current_revision()}")
+
+
+@app.command()
+def process(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    category: Annotated[str, typer.Option(help="Alert category code (DISP, DECD...)")] = "AUTRE",
+    alert: Annotated[str | None, typer.Option(help="Alert id (UUID); new alert if omitted")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Register FILE and process it in-process; exit 0 when READY, 1 otherwise."""
+    from media_pipeline.processing import process_file
+
+    try:
+        summary = process_file(file, alert, category)
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary)
+    raise typer.Exit(0 if summary["status"] == "READY" else 1)
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summaries as JSON")] = False,
+) -> None:
+    """Generate sample media, process each one, and print where the outputs are."""
+    from media_pipeline.demo import run_demo
+    from media_pipeline.settings import get_settings
+
+    summaries = run_demo()
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2))
+    else:
+        for summary in summaries:
+            print_summary(summary)
+            typer.echo("")
+        typer.echo(f"outputs are under {get_settings().media_root}")
+    raise typer.Exit(0 if all(s["status"] == "READY" for s in summaries) else 1)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    typer.echo(f"media {summary['media_id']} ({summary['type']}): {summary['status']}")
+    rows = [("job", "state", "attempts", "output")]
+    for job in summary["jobs"]:
+        outputs = job["outputs"] or [{}]
+        for index, output in enumerate(outputs):
+            rows.append(
+                (
+                    job["job"] if index == 0 else "",
+                    job["state"] if index == 0 else "",
+                    str(job["attempts"]) if index == 0 else "",
+                    describe_output(output) or (job["error"] or ""),
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                   + "  " + row[3])
+
+
+def describe_output(output: dict[str, Any]) -> str:
+    if not output:
+        return ""
+    size = f"{output['width']}x{output['height']}" if output.get("width") else ""
+    duration = f"{output['duration']:.1f}s" if output.get("duration") else ""
+    details = ", ".join(x for x in (size, duration, f"{output['bytes']:,} B") if x)
+    return f"{output['type']}: {output['path']} ({details})"

@@ -1,0 +1,187 @@
+"""Reading untrusted photos with Pillow: limits, fast decode, orientation, colour.
+
+Shared by the thumbnail and enhancement jobs. ``open_photo`` refuses what must never be
+decoded (bombs, non-images) before any pixel is read, lets the JPEG decoder scale down
+in the DCT domain to just above the size asked for, and reports the EXIF orientation
+so callers can resize first and rotate the smaller result.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+
+from media_pipeline.errors import InvalidMedia
+
+# EXIF orientations 5-8 store the picture rotated a quarter turn.
+QUARTER_TURN_ORIENTATIONS = {5, 6, 7, 8}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+EXIF_ORIENTATION = 0x0112
+
+
+@cache
+def register_image_plugins() -> None:
+    """HEIF/HEIC (iPhone photos) through pillow-heif, once per process."""
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    # Our own pixel limit is checked before decoding; Pillow's warning would be noise.
+    Image.MAX_IMAGE_PIXELS = None
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@contextmanager
+def open_photo(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """Open an image for reading, refusing empty files, non-images and bombs.
+
+    The image is not decoded yet: call :func:`decode` on it.
+    """
+    register_image_plugins()
+    if path.stat().st_size == 0:
+        raise InvalidMedia(f"{path.name}: the file is empty (0 bytes)")
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError:
+        raise InvalidMedia(f"{path.name}: cannot identify image file; not an image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidMedia(f"{path.name}: unreadable image ({exc})") from None
+    with image:
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise InvalidMedia(f"{path.name}: image has no pixels ({width}x{height})")
+        if width * height > max_pixels:
+            raise InvalidMedia(
+                f"{path.name}: {width}x{height} is {width * height / 1e6:.0f} MP, over the "
+                f"limit of {max_pixels / 1e6:.0f} MP (MEDIA_PIPELINE_MAX_PIXELS); "
+                "refused as a possible decompression bomb"
+            )
+        yield image
+
+
+def orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block must not make a good photo fail
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    width, height = image.size
+    return (height, width) if orientation(image) in QUARTER_TURN_ORIENTATIONS else (width, height)
+
+
+def decode(image: Image.Image, at_least: tuple[int, int] | None = None) -> Image.Image:
+    """Decode the first frame; a JPEG is scaled down in the DCT domain when it can be.
+
+    ``at_least`` is the smallest size needed, in the stored (not upright) orientation.
+    JPEGs decode to YCbCr (the JPEG's own colour space: no conversion both ways).
+    """
+    try:
+        image.seek(0)
+        if image.format == "JPEG" and image.mode == "RGB":
+            image.draft("YCbCr", at_least)
+        elif image.format == "JPEG" and at_least:
+            image.draft(image.mode, at_least)
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        name = Path(getattr(image, "filename", "") or "image").name
+        raise InvalidMedia(f"{name}: corrupt {image.format or 'image'} data ({exc})") from None
+    return image
+
+
+def transpose_upright(image: Image.Image, exif_orientation: int) -> Image.Image:
+    method = _TRANSPOSE.get(exif_orientation)
+    return image.transpose(method) if method is not None else image
+
+
+def to_srgb(image: Image.Image, icc_profile: bytes | None) -> Image.Image:
+    """RGB (or YCbCr) pixels in sRGB; an embedded ICC profile is applied, not dropped.
+
+    Alpha is flattened onto white; 16-bit greyscale is scaled, not clipped.
+    """
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.uint32)
+        peak = 65535 if image.mode.startswith("I;16") or array.max() > 255 else 255
+        image = Image.fromarray((array * 255 // peak).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("RGB", "L") and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        image = background
+    if icc_profile and image.mode in ("RGB", "CMYK", "L", "YCbCr"):
+        converted = _apply_icc(image, icc_profile)
+        if converted is not None:
+            return converted
+    if image.mode not in ("RGB", "YCbCr"):
+        image = image.convert("RGB")
+    return image
+
+
+@cache
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+@cache
+def _transform(icc_profile: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+    except (OSError, ImageCms.PyCMSError):
+        return None  # an unreadable profile: keep the pixels as they are
+    description = (ImageCms.getProfileDescription(source) or "").lower()
+    if "srgb" in description and mode == "RGB":
+        return None
+    try:
+        return ImageCms.buildTransform(source, _srgb_profile(), mode, "RGB")
+    except ImageCms.PyCMSError:
+        return None
+
+
+def _apply_icc(image: Image.Image, icc_profile: bytes) -> Image.Image | None:
+    mode = "RGB" if image.mode == "YCbCr" else image.mode
+    transform = _transform(icc_profile, mode)
+    if transform is None:
+        return None
+    source = image.convert("RGB") if image.mode == "YCbCr" else image
+    return ImageCms.applyTransform(source, transform)
+
+
+def fit_inside(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The largest size with ``size``'s aspect ratio inside ``box``; never larger than ``size``."""
+    width, height = size
+    scale = min(box[0] / width, box[1] / height, 1.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def save_jpeg(image: Image.Image, target: Path, quality: int, progressive: bool = False) -> None:
+    """Baseline or progressive JPEG, 4:2:0, no EXIF (no GPS or maker notes can leak)."""
+    image.save(
+        target,
+        "JPEG",
+        quality=quality,
+        subsampling="4:2:0",
+        progressive=progressive,
+        optimize=False,
+    )
+

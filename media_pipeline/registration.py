@@ -1,0 +1,49 @@
+"""Registering an upload: detect its type, store the original, create its rows."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from db.models import Media
+from db.repository import create_media, ensure_alert
+from db.session import session_scope
+from media_pipeline.detect import detect_media
+from media_pipeline.settings import get_settings
+from media_pipeline.storage import media_dir, parse_uuid, relative_key, store_original
+
+
+def register_media(
+    source: Path,
+    alert_id: object | None = None,
+    category: str = "AUTRE",
+    *,
+    position: int = 0,
+) -> Media:
+    """Create the media row for ``source`` (type detected from content) and store the file.
+
+    The alert is created when it does not exist. Returns the new (detached) row.
+    """
+    alert_uuid = parse_uuid(alert_id, "alert id") if alert_id is not None else uuid.uuid4()
+    detected = detect_media(source)
+    media_id = uuid.uuid4()
+    root = get_settings().media_root
+    destination = media_dir(root, alert_uuid, media_id) / f"original.{detected.extension}"
+    store_original(source, destination)
+    try:
+        with session_scope() as session:
+            ensure_alert(session, alert_uuid, category)
+            return create_media(
+                session,
+                media_id=media_id,
+                alert_id=alert_uuid,
+                media_type=detected.type,
+                filename=source.name[:255],
+                mime_type=detected.mime_type,
+                size=destination.stat().st_size,
+                storage_key=relative_key(root, destination),
+                position=position,
+            )
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,181 @@
+"""One typed settings object, read from environment variables, grouped by area.
+
+Names fixed by the design (``DATABASE_URL``, ``MEDIA_ROOT``, the providers' keys and
+URLs, the Vertex AI variables) are read as they are; everything else is
+``MEDIA_PIPELINE_<NAME>``. Secrets are ``SecretStr``: they never print.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PREFIX = "MEDIA_PIPELINE_"
+
+
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+class DatabaseSettings(_Group):
+    url: str = Field(
+        "",
+        validation_alias="DATABASE_URL",
+        description="SQLAlchemy URL of the app database; empty: a SQLite file in the data dir",
+    )
+
+
+class StorageSettings(_Group):
+    data_dir: Path = Field(
+        Path(".data"), description="Folder for the embedded defaults (SQLite file, media)"
+    )
+    media_root: Path | None = Field(
+        None,
+        validation_alias="MEDIA_ROOT",
+        description="Root of originals and derivatives; empty: <data dir>/media",
+    )
+
+
+class ImageSettings(_Group):
+    jpeg_quality: int = Field(82, ge=1, le=95, description="JPEG quality of image derivatives")
+    max_pixels: int = Field(
+        89_478_485,
+        gt=0,
+        description="Images with more pixels are refused as decompression bombs (Pillow's limit)",
+    )
+
+
+class FfmpegSettings(_Group):
+    ffmpeg_path: str = Field(
+        "", description="ffmpeg binary; empty: the one shipped by imageio-ffmpeg"
+    )
+    ffmpeg_timeout_seconds: float = Field(
+        300, gt=0, description="Time limit of one ffmpeg run on untrusted media"
+    )
+
+
+class OpenAISettings(_Group):
+    api_key: SecretStr = Field(
+        SecretStr(""), validation_alias="OPENAI_API_KEY", description="OpenAI API key"
+    )
+    base_url: str = Field(
+        "",
+        validation_alias="OPENAI_BASE_URL",
+        description="OpenAI-compatible endpoint; empty: api.openai.com",
+    )
+    transcription_model: str = Field("whisper-1", description="Speech-to-text model")
+    transcription_language: str = Field("", description="Language hint (ISO-639-1), optional")
+    openai_timeout_seconds: float = Field(120, gt=0, description="Timeout of one API call")
+    transcription_price_per_minute: float = Field(
+        0.006, ge=0, description="USD per audio minute, for the cost estimate"
+    )
+    transcription_max_upload_bytes: int = Field(
+        24 * 1024 * 1024, gt=0, description="Largest upload to the API (its limit: 25 MB)"
+    )
+    transcription_max_chunk_seconds: float = Field(
+        1200, gt=0, description="Longest audio sent in one call; longer audio is split"
+    )
+
+
+DEFAULT_ENHANCEMENT_PROMPT = (
+    "Enhance this portrait photograph for a missing-person or memorial notice. Keep the "
+    "person's identity exactly: same face, features, age, expression, hairstyle and "
+    "clothing. Do not add, remove or move any object or person. Keep natural skin texture; "
+    "no beautification or make-up. Fix blur, noise, compression artefacts, lighting and "
+    "colour balance so the person is clearly recognisable. Return a single photograph."
+)
+
+
+class GeminiSettings(_Group):
+    api_key: SecretStr = Field(
+        SecretStr(""), validation_alias="GEMINI_API_KEY", description="Gemini Developer API key"
+    )
+    base_url: str = Field(
+        "", validation_alias="GEMINI_BASE_URL", description="Gemini endpoint; empty: Google's"
+    )
+    use_vertexai: bool = Field(
+        False, validation_alias="GOOGLE_GENAI_USE_VERTEXAI", description="Use Vertex AI"
+    )
+    project: str = Field("", validation_alias="GOOGLE_CLOUD_PROJECT", description="Vertex project")
+    location: str = Field(
+        "", validation_alias="GOOGLE_CLOUD_LOCATION", description="Vertex location"
+    )
+    enhancement_model: str = Field("gemini-2.5-flash-image", description="Image model")
+    enhancement_categories: list[str] = Field(
+        ["DISP", "DECD"], description="Alert categories whose photos are enhanced"
+    )
+    enhancement_prompt: str = Field(DEFAULT_ENHANCEMENT_PROMPT, description="Enhancement prompt")
+    enhancement_max_side: int = Field(2048, gt=0, description="Longest side sent to the model")
+    gemini_timeout_seconds: float = Field(90, gt=0, description="Timeout of one API call")
+    enhancement_price_per_image: float = Field(
+        0.039, ge=0, description="USD per generated image, for the cost estimate"
+    )
+
+
+class OrchestrationSettings(_Group):
+    work_pool: str = Field("media", description="Prefect work pool of the deployments")
+    retry_attempts: int = Field(3, ge=1, description="Attempts per job, the first included")
+    retry_base_delay_seconds: float = Field(
+        2, ge=0, description="First retry delay; doubles at each attempt"
+    )
+    retry_jitter_seconds: float = Field(
+        0.2, ge=0, description="Random delay added to each retry delay, at most"
+    )
+    retry_after_cap_seconds: float = Field(
+        60, ge=0, description="Longest provider Retry-After waited out within an attempt"
+    )
+    openai_calls_per_minute: int = Field(10, gt=0, description="Rate limit of OpenAI calls")
+    gemini_calls_per_minute: int = Field(10, gt=0, description="Rate limit of Gemini calls")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    ffmpeg: FfmpegSettings = Field(default_factory=FfmpegSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    gemini: GeminiSettings = Field(default_factory=GeminiSettings)
+    orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+
+    @model_validator(mode="after")
+    def _absolute_paths(self) -> Settings:
+        data_dir = self.storage.data_dir.expanduser().resolve()
+        media_root = (self.storage.media_root or data_dir / "media").expanduser().resolve()
+        storage = self.storage.model_copy(update={"data_dir": data_dir, "media_root": media_root})
+        object.__setattr__(self, "storage", storage)
+        if not self.database.url:
+            url = f"sqlite:///{data_dir / 'media-pipeline.db'}"
+            object.__setattr__(self, "database", self.database.model_copy(update={"url": url}))
+        return self
+
+    @property
+    def media_root(self) -> Path:
+        assert self.storage.media_root is not None  # set by the validator
+        return self.storage.media_root
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; ``get_settings.cache_clear()`` re-reads the environment."""
+    return Settings()
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the README's configuration table."""
+    rows = []
+    for group in Settings.model_fields.values():
+        model = group.annotation
+        for name, field in model.model_fields.items():  # type: ignore[union-attr]
+            env = field.validation_alias or f"{PREFIX}{name.upper()}"
+            default = field.default
+            if isinstance(default, SecretStr):
+                default = ""
+            rows.append((str(env), "" if default is None else str(default), field.description or ""))
+    return rows

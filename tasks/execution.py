@@ -1,0 +1,72 @@
+"""How every job runs as a Prefect task: one retry policy, one place that records attempts.
+
+Prefect's task retries are the only retry layer: ``retry_attempts`` attempts in all,
+delays doubling from ``retry_base_delay_seconds`` (2 s, then 4 s) plus a little jitter
+(Prefect's ``retry_jitter_factor`` is not applied to task retries). A ``PermanentError``
+is never retried; ``NotConfigured`` ends the job SKIPPED with its reason.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+from prefect import Task, task
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+
+from db.repository import mark_job_running, note_attempt_error
+from db.session import session_scope
+from media_pipeline.errors import NotConfigured, PermanentError
+from media_pipeline.settings import get_settings
+from tasks.media_context import JobOutput
+from tasks.table import Job, JobTable
+
+
+def retry_delays() -> list[float]:
+    """Delays before attempts 2, 3, ...: exponential, each with its own jitter."""
+    policy = get_settings().orchestration
+    return [
+        policy.retry_base_delay_seconds * 2**n + random.uniform(0, policy.retry_jitter_seconds)
+        for n in range(policy.retry_attempts - 1)
+    ]
+
+
+def is_retryable(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect's retry condition; a plain function (a partial would disable retries)."""
+    return not isinstance(state.data, PermanentError)
+
+
+def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
+    """One attempt of one job: record it, run it, and turn ``NotConfigured`` into a skip."""
+    job = table.get(job_name)
+    media_uuid = uuid.UUID(media_id)
+    with session_scope() as session:
+        mark_job_running(session, media_uuid, job.name)
+    try:
+        return job.run(media_id)
+    except NotConfigured as exc:
+        return JobOutput(skipped_reason=str(exc))
+    except Exception as exc:
+        with session_scope() as session:
+            note_attempt_error(session, media_uuid, job.name, str(exc))
+        raise
+
+
+def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:
+    """The Prefect task for ``job``, with the retry policy and a readable run name."""
+
+    def run_job(job_name: str, media_id: str) -> JobOutput:
+        return execute_job(table, job_name, media_id)
+
+    attempts = get_settings().orchestration.retry_attempts
+    return task(
+        run_job,
+        name=job.name,
+        task_run_name=run_name,
+        retries=attempts - 1,
+        retry_delay_seconds=retry_delays(),
+        retry_condition_fn=is_retryable,
+        tags=[f"priority-{job.queue}", f"job-{job.name}"],
+    )

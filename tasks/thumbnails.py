@@ -1,0 +1,149 @@
+"""generate-thumbnails: THUMBNAIL 150x150 cover, MEDIUM inside 800x600, LARGE inside 1920x1080.
+
+The core decodes once, at the smallest JPEG DCT scale that still covers LARGE, resizes
+in the stored orientation and rotates the (smaller) result, then cascades: MEDIUM from
+LARGE, THUMBNAIL from MEDIUM. The square thumbnail keeps the region with the most
+detail. A BlurHash of the thumbnail is the placeholder apps show while loading.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import blurhash
+import numpy as np
+from PIL import Image
+
+from db.repository import load_media
+from db.session import session_scope
+from media_pipeline.derivatives import Derivative
+from media_pipeline.imaging import (
+    QUARTER_TURN_ORIENTATIONS,
+    decode,
+    fit_inside,
+    open_photo,
+    orientation,
+    save_jpeg,
+    to_srgb,
+    transpose_upright,
+)
+from media_pipeline.settings import get_settings
+from media_pipeline.storage import atomic_outputs, derivative_name
+from tasks.media_context import JobOutput, load_source, save_derivatives
+
+THUMBNAIL_SIDE = 150
+MEDIUM_BOX = (800, 600)
+LARGE_BOX = (1920, 1080)
+# Modes that resize well as they are; others (palette, 16-bit, alpha) are normalised first.
+_RESIZABLE_MODES = {"RGB", "YCbCr", "L", "CMYK"}
+
+
+@dataclass(frozen=True)
+class ThumbnailSet:
+    derivatives: list[Derivative]
+    placeholder: str
+
+
+def make_thumbnails(
+    source: Path,
+    out_dir: Path,
+    media_id: uuid.UUID | str,
+    *,
+    quality: int = 82,
+    max_pixels: int = 89_478_485,
+) -> ThumbnailSet:
+    """Write the three JPEG derivatives of ``source`` into ``out_dir`` (all or none)."""
+    with open_photo(source, max_pixels) as image:
+        exif_orientation = orientation(image)
+        quarter_turn = exif_orientation in QUARTER_TURN_ORIENTATIONS
+        stored = image.size
+        upright = (stored[1], stored[0]) if quarter_turn else stored
+        large_size = fit_inside(upright, LARGE_BOX)
+        medium_size = fit_inside(upright, MEDIUM_BOX)
+        icc_profile = image.info.get("icc_profile")
+        stored_large = (large_size[1], large_size[0]) if quarter_turn else large_size
+        picture = decode(image, at_least=stored_large)
+        if picture.mode not in _RESIZABLE_MODES:
+            picture, icc_profile = to_srgb(picture, icc_profile), None
+        if picture.size != stored_large:
+            picture = picture.resize(stored_large, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        large = to_srgb(transpose_upright(picture, exif_orientation), icc_profile)
+
+    medium = large if medium_size == large.size else large.resize(
+        medium_size, Image.Resampling.LANCZOS
+    )
+    thumbnail = cover_square(medium if min(medium.size) >= THUMBNAIL_SIDE else large)
+    images = {"THUMBNAIL": thumbnail, "MEDIUM": medium, "LARGE": large}
+    targets = [out_dir / derivative_name(media_id, kind, "jpg") for kind in images]
+    with atomic_outputs(*targets) as temps:
+        for (kind, picture), temp in zip(images.items(), temps, strict=True):
+            save_jpeg(picture, temp, quality, progressive=kind == "LARGE")
+        sizes = [temp.stat().st_size for temp in temps]
+    derivatives = [
+        Derivative(kind, target, "image/jpeg", size, picture.width, picture.height)
+        for (kind, picture), target, size in zip(images.items(), targets, sizes, strict=True)
+    ]
+    return ThumbnailSet(derivatives, placeholder_hash(thumbnail))
+
+
+def cover_square(image: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
+    """A ``side`` x ``side`` square covering the most detailed region, as sharp's `entropy`.
+
+    An image smaller than ``side`` gives its largest centred square, never an upscale.
+    """
+    width, height = image.size
+    short = min(width, height)
+    if short < side:
+        left, top = (width - short) // 2, (height - short) // 2
+        return image.crop((left, top, left + short, top + short))
+    scale = side / short
+    scaled_size = (max(side, round(width * scale)), max(side, round(height * scale)))
+    scaled = image.resize(scaled_size, Image.Resampling.LANCZOS) if scale != 1 else image
+    offset = interesting_offset(scaled, side)
+    box = (offset, 0, offset + side, side) if scaled.width > side else (0, offset, side, offset + side)
+    return scaled.crop(box)
+
+
+def interesting_offset(image: Image.Image, side: int) -> int:
+    """Where a ``side``-long window along the long axis holds the most edge energy.
+
+    Ties (a flat picture) go to the window nearest the centre.
+    """
+    luma = np.asarray(image.getchannel(0) if image.mode == "YCbCr" else image.convert("L"))
+    luma = luma.astype(np.int16)
+    energy = np.zeros(luma.shape, dtype=np.int32)
+    energy[:, 1:] += np.abs(np.diff(luma, axis=1))
+    energy[1:, :] += np.abs(np.diff(luma, axis=0))
+    profile = energy.sum(axis=0 if image.width > image.height else 1)
+    span = len(profile) - side
+    if span <= 0:
+        return 0
+    sums = np.convolve(profile, np.ones(side, dtype=np.int64), mode="valid")
+    best = sums.max()
+    candidates = np.flatnonzero(sums >= best * 0.97)
+    return int(candidates[np.argmin(np.abs(candidates - span / 2))])
+
+
+def placeholder_hash(thumbnail: Image.Image) -> str:
+    """A BlurHash (4x3 components) apps render while the real thumbnail loads."""
+    small = thumbnail.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
+    return blurhash.encode(small, 4, 3)
+
+
+def generate_thumbnails(media_id: str) -> JobOutput:
+    """Task layer: load the media, make its thumbnails, record rows and placeholder."""
+    source = load_source(media_id)
+    settings = get_settings()
+    result = make_thumbnails(
+        source.original,
+        source.folder,
+        source.media_id,
+        quality=settings.images.jpeg_quality,
+        max_pixels=settings.images.max_pixels,
+    )
+    output = save_derivatives(source.media_id, result.derivatives)
+    with session_scope() as session:
+        load_media(session, source.media_id).placeholder = result.placeholder
+    return output
