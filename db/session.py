@@ -22,9 +22,13 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    url = normalise_url(url or get_settings().database.url)
+    """The engine of ``url`` (default: ``DATABASE_URL``), created once per process."""
+    return _engine(normalise_url(url or get_settings().database.url))
+
+
+@lru_cache(maxsize=16)
+def _engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         database = make_url(url).database
         if database and database != ":memory:":

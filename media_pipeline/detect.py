@@ -21,7 +21,7 @@ from media_pipeline.imaging import register_image_plugins
 # Local files only: a crafted playlist must not make a demuxer open a URL.
 AV_OPTIONS = {"protocol_whitelist": "file"}
 # Demuxers that read other files or URLs named inside the input.
-REFUSED_FORMATS = {"hls", "concat", "dash", "image2", "tee", "ffconcat"}
+REFERENCING_FORMATS = {"hls", "concat", "dash", "tee", "ffconcat"}
 
 _AV_MIME = {
     "mp3": ("audio/mpeg", "mp3"),
@@ -74,22 +74,28 @@ def _detect_audio_video(path: Path) -> DetectedMedia:
     try:
         with av.open(str(path), options=AV_OPTIONS) as container:
             names = set(container.format.name.split(","))
-            if names & REFUSED_FORMATS:
-                raise InvalidMedia(f"{path.name}: {container.format.name} input is not accepted")
+            if names & REFERENCING_FORMATS:
+                raise InvalidMedia(
+                    f"{path.name}: {container.format.name} playlists are not accepted"
+                )
+            if container.format.name.endswith("_pipe") or "image2" in names:
+                raise _unrecognised(path, "an image Pillow cannot read")
             has_video = any(
                 not (s.disposition & av.stream.Disposition.attached_pic)
                 for s in container.streams.video
             )
             has_audio = bool(container.streams.audio)
     except av.FFmpegError as exc:
-        raise InvalidMedia(
-            f"{path.name}: not a recognised image, audio or video file ({exc.strerror})"
-        ) from None
+        raise _unrecognised(path, exc.strerror) from None
     if not has_video and not has_audio:
         raise InvalidMedia(f"{path.name}: the file has no audio or video stream")
     media_type = MediaType.VIDEO if has_video else MediaType.AUDIO
     mime, extension = _container_mime(names, media_type)
     return DetectedMedia(media_type, mime, extension)
+
+
+def _unrecognised(path: Path, detail: str | None) -> InvalidMedia:
+    return InvalidMedia(f"{path.name}: not a recognised image, audio or video file ({detail})")
 
 
 def _container_mime(names: set[str], media_type: MediaType) -> tuple[str, str]:

@@ -129,7 +129,7 @@ def interesting_offset(image: Image.Image, side: int) -> int:
 def placeholder_hash(thumbnail: Image.Image) -> str:
     """A BlurHash (4x3 components) apps render while the real thumbnail loads."""
     small = thumbnail.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
-    return blurhash.encode(small, 4, 3)
+    return blurhash.encode(np.asarray(small), components_x=4, components_y=3)
 
 
 def generate_thumbnails(media_id: str) -> JobOutput:

@@ -1,0 +1,140 @@
+"""Shared fixtures: app databases (SQLite and PostgreSQL), a Prefect server, media roots."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+# Before Prefect is imported anywhere: a private home, no telemetry.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="media-pipeline-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect-home")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+
+from db.migrate import upgrade  # noqa: E402
+from db.session import get_engine  # noqa: E402
+from media_pipeline.settings import get_settings  # noqa: E402
+from tests.support.databases import (  # noqa: E402
+    postgres_available,
+    scratch_database,
+    start_postgres_if_needed,
+)
+from tests.support.processes import (  # noqa: E402
+    free_port,
+    http_ok,
+    start_process,
+    stop_process,
+    wait_until,
+)
+
+PROVIDER_VARIABLES = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "GEMINI_API_KEY",
+    "GEMINI_BASE_URL",
+    "GOOGLE_GENAI_USE_VERTEXAI",
+    "GOOGLE_CLOUD_PROJECT",
+    "GOOGLE_CLOUD_LOCATION",
+    "DATABASE_URL",
+    "MEDIA_ROOT",
+)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def postgres() -> None:
+    start_postgres_if_needed()
+    if not postgres_available():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not running and could not be started")
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Every test gets its own data dir and media root, and no provider configured."""
+    for name in PROVIDER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name.startswith("MEDIA_PIPELINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("MEDIA_PIPELINE_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def app_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated, empty app database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{get_settings().storage.data_dir / 'app.db'}"
+        monkeypatch.setenv("DATABASE_URL", url)
+        get_settings.cache_clear()
+        upgrade(url)
+        yield url
+        get_engine(url).dispose()
+        return
+    request.getfixturevalue("postgres")
+    with scratch_database("mp_app") as name:
+        url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
+        monkeypatch.setenv("DATABASE_URL", url)
+        get_settings.cache_clear()
+        upgrade(url)
+        yield url
+        get_engine(url).dispose()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
+    """One Prefect server for the whole session, on PostgreSQL, on a free port."""
+    from prefect.logging.handlers import APILogHandler
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with scratch_database("mp_prefect") as name:
+        port = free_port()
+        env = {
+            **os.environ,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
+                f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
+            ),
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        log = session_dir / "prefect-server.log"
+        server = start_process(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env,
+            log,
+        )
+        url = f"http://127.0.0.1:{port}/api"
+        try:
+            wait_until(lambda: http_ok(f"{url}/health") or server.poll() is not None, 90,
+                       "the Prefect server")
+            if server.poll() is not None:
+                pytest.fail(f"the Prefect server exited: {log.read_text()[-2000:]}")
+            with temporary_settings(updates={PREFECT_API_URL: url}):
+                yield url
+                APILogHandler.flush()  # send buffered run logs while the server is up
+        finally:
+            stop_process(server)
+
+
+@pytest.fixture
+def sqlite_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated SQLite app database only (for tests whose subject is not the database)."""
+    url = f"sqlite:///{get_settings().storage.data_dir / 'app.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()

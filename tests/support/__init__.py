@@ -1,0 +1,1 @@
+"""Test support: services started on free ports, media factories."""
