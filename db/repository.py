@@ -209,7 +209,6 @@ def refresh_media_status(session: Session, media_id: uuid.UUID) -> MediaStatus:
     return status
 
 
-
 def media_summary(session: Session, media_id: object) -> dict[str, Any]:
     """The media's status and every job's state and outputs, as plain JSON values."""
     media = load_media(session, media_id)

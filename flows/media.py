@@ -60,7 +60,9 @@ def run_media_jobs(
     failed = [job for job in summary["jobs"] if job["state"] == JobState.FAILED]
     if failed:
         reasons = "; ".join(f"{job['job']}: {job['error']}" for job in failed)
-        return Failed(message=f"media {source.media_id} {summary['status']}: {reasons}", data=summary)
+        return Failed(
+            message=f"media {source.media_id} {summary['status']}: {reasons}", data=summary
+        )
     return Completed(message=f"media {source.media_id} {summary['status']}", data=summary)
 
 

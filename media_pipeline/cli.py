@@ -15,10 +15,7 @@ from media_pipeline.errors import PipelineError
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-db_# Prefect's server tries to phone home; there is no network to reach on most deployments.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
+db_app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
 app.add_typer(db_app, name="db")
 
 
@@ -76,6 +73,17 @@ def demo(
     raise typer.Exit(0 if all(s["status"] == "READY" for s in summaries) else 1)
 
 
+@app.command()
+def config() -> None:
+    """Print every setting: environment variable, default, meaning (Markdown table)."""
+    from media_pipeline.settings import settings_table
+
+    typer.echo("| variable | default | meaning |\n|---|---|---|")
+    for name, default, description in settings_table():
+        shown = default if len(default) <= 40 else default[:37] + "..."
+        typer.echo(f"| `{name}` | `{shown}` | {description} |")
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     typer.echo(f"media {summary['media_id']} ({summary['type']}): {summary['status']}")
     rows = [("job", "state", "attempts", "output")]
@@ -92,8 +100,11 @@ def print_summary(summary: dict[str, Any]) -> None:
             )
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-                   + "  " + row[3])
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[3]
+        )
 
 
 def describe_output(output: dict[str, Any]) -> str:

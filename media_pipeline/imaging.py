@@ -184,4 +184,3 @@ def save_jpeg(image: Image.Image, target: Path, quality: int, progressive: bool 
         progressive=progressive,
         optimize=False,
     )
-

@@ -11,7 +11,9 @@ from db.session import session_scope
 from media_pipeline.registration import register_media
 
 
-def process_file(file: Path, alert_id: str | None = None, category: str = "AUTRE") -> dict[str, Any]:
+def process_file(
+    file: Path, alert_id: str | None = None, category: str = "AUTRE"
+) -> dict[str, Any]:
     """Register ``file``, run the per-media flow on it, and return the media's summary."""
     from flows.media import process_media  # imports Prefect: only when needed
 

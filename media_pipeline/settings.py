@@ -177,5 +177,7 @@ def settings_table() -> list[tuple[str, str, str]]:
             default = field.default
             if isinstance(default, SecretStr):
                 default = ""
-            rows.append((str(env), "" if default is None else str(default), field.description or ""))
+            rows.append(
+                (str(env), "" if default is None else str(default), field.description or "")
+            )
     return rows

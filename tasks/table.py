@@ -59,7 +59,7 @@ class JobTable:
 
     def with_job(self, job: Job) -> JobTable:
         """A copy with ``job`` added (or replacing the job of the same name)."""
-        return JobTable(tuple(j for j in self.jobs if j.name != job.name) + (job,))
+        return JobTable((*tuple(j for j in self.jobs if j.name != job.name), job))
 
     def select(self, media: MediaSource, names: Sequence[str] | None = None) -> list[Job]:
         """The jobs that apply to ``media``, optionally limited to ``names``."""

@@ -71,8 +71,8 @@ def make_thumbnails(
             picture = picture.resize(stored_large, Image.Resampling.LANCZOS, reducing_gap=3.0)
         large = to_srgb(transpose_upright(picture, exif_orientation), icc_profile)
 
-    medium = large if medium_size == large.size else large.resize(
-        medium_size, Image.Resampling.LANCZOS
+    medium = (
+        large if medium_size == large.size else large.resize(medium_size, Image.Resampling.LANCZOS)
     )
     thumbnail = cover_square(medium if min(medium.size) >= THUMBNAIL_SIDE else large)
     images = {"THUMBNAIL": thumbnail, "MEDIUM": medium, "LARGE": large}
@@ -102,7 +102,11 @@ def cover_square(image: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
     scaled_size = (max(side, round(width * scale)), max(side, round(height * scale)))
     scaled = image.resize(scaled_size, Image.Resampling.LANCZOS) if scale != 1 else image
     offset = interesting_offset(scaled, side)
-    box = (offset, 0, offset + side, side) if scaled.width > side else (0, offset, side, offset + side)
+    box = (
+        (offset, 0, offset + side, side)
+        if scaled.width > side
+        else (0, offset, side, offset + side)
+    )
     return scaled.crop(box)
 
 

@@ -111,15 +111,27 @@ def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
         }
         log = session_dir / "prefect-server.log"
         server = start_process(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env,
             log,
         )
         url = f"http://127.0.0.1:{port}/api"
         try:
-            wait_until(lambda: http_ok(f"{url}/health") or server.poll() is not None, 90,
-                       "the Prefect server")
+            wait_until(
+                lambda: http_ok(f"{url}/health") or server.poll() is not None,
+                90,
+                "the Prefect server",
+            )
             if server.poll() is not None:
                 pytest.fail(f"the Prefect server exited: {log.read_text()[-2000:]}")
             with temporary_settings(updates={PREFECT_API_URL: url}):

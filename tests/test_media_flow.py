@@ -133,9 +133,16 @@ def add_media_row(path: Path, media_type: MediaType = MediaType.IMAGE) -> uuid.U
     target.write_bytes(path.read_bytes())
     with session_scope() as session:
         ensure_alert(session, alert_id, "AUTRE")
-        create_media(session, media_id=media_id, alert_id=alert_id, media_type=media_type,
-                     filename=path.name, mime_type="image/jpeg", size=target.stat().st_size,
-                     storage_key=relative_key(root, target))
+        create_media(
+            session,
+            media_id=media_id,
+            alert_id=alert_id,
+            media_type=media_type,
+            filename=path.name,
+            mime_type="image/jpeg",
+            size=target.stat().st_size,
+            storage_key=relative_key(root, target),
+        )
     return media_id
 
 
