@@ -79,7 +79,7 @@ def make_thumbnails(
     targets = [out_dir / derivative_name(media_id, kind, "jpg") for kind in images]
     with atomic_outputs(*targets) as temps:
         for (kind, picture), temp in zip(images.items(), temps, strict=True):
-            save_jpeg(picture, temp, quality, progressive=kind == "LARGE")
+            save_jpeg(picture, temp, quality)
         sizes = [temp.stat().st_size for temp in temps]
     derivatives = [
         Derivative(kind, target, "image/jpeg", size, picture.width, picture.height)
@@ -131,8 +131,11 @@ def interesting_offset(image: Image.Image, side: int) -> int:
 
 
 def placeholder_hash(thumbnail: Image.Image) -> str:
-    """A BlurHash (4x3 components) apps render while the real thumbnail loads."""
-    small = thumbnail.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR)
+    """A BlurHash (4x3 components) apps render while the real thumbnail loads.
+
+    Four by three cosine components carry no detail finer than a 16x16 input has.
+    """
+    small = thumbnail.convert("RGB").resize((16, 16), Image.Resampling.BILINEAR)
     return blurhash.encode(np.asarray(small), components_x=4, components_y=3)
 
 

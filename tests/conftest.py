@@ -96,7 +96,7 @@ def app_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 @pytest.fixture(scope="session")
 def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
     """One Prefect server for the whole session, on PostgreSQL, on a free port."""
-    from prefect.logging.handlers import APILogHandler
+    from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with scratch_database("mp_prefect") as name:
@@ -136,7 +136,7 @@ def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
                 pytest.fail(f"the Prefect server exited: {log.read_text()[-2000:]}")
             with temporary_settings(updates={PREFECT_API_URL: url}):
                 yield url
-                APILogHandler.flush()  # send buffered run logs while the server is up
+                APILogWorker.drain_all(timeout=10)  # send buffered run logs while the server is up
         finally:
             stop_process(server)
 
