@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.thumbnails import LARGE_BOX, MEDIUM_BOX, THUMBNAIL_SIDE, make_thumbnails  # noqa: E402
+from tasks.thumbnails import LARGE_BOX, MEDIUM_BOX, THUMBNAIL_SIDE, make_thumbnails
 
 CACHE = Path(__file__).parent / ".cache"
 MEDIA_ID = "00000000-0000-4000-8000-000000000000"

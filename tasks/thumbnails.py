@@ -78,7 +78,7 @@ def make_thumbnails(
     images = {"THUMBNAIL": thumbnail, "MEDIUM": medium, "LARGE": large}
     targets = [out_dir / derivative_name(media_id, kind, "jpg") for kind in images]
     with atomic_outputs(*targets) as temps:
-        for (kind, picture), temp in zip(images.items(), temps, strict=True):
+        for picture, temp in zip(images.values(), temps, strict=True):
             save_jpeg(picture, temp, quality)
         sizes = [temp.stat().st_size for temp in temps]
     derivatives = [
