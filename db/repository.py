@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -19,6 +19,8 @@ from db.models import (
     MediaStatus,
     MediaType,
     ProcessingJob,
+    Transcription,
+    TranscriptionSource,
     utcnow,
 )
 from media_pipeline.derivatives import Derivative
@@ -232,3 +234,56 @@ def media_summary(session: Session, media_id: object) -> dict[str, Any]:
             for job in media.jobs
         ],
     }
+
+
+def transcription_of_run(
+    session: Session, media_id: uuid.UUID, flow_run_id: str | None
+) -> Transcription | None:
+    """The automatic transcription a flow run already made (a re-run must not add one)."""
+    if not flow_run_id:
+        return None
+    return session.scalar(
+        select(Transcription).where(
+            Transcription.media_id == media_id,
+            Transcription.flow_run_id == flow_run_id,
+            Transcription.source == TranscriptionSource.AUTO,
+        )
+    )
+
+
+def add_transcription(
+    session: Session,
+    media_id: uuid.UUID,
+    *,
+    text: str,
+    language: str | None,
+    duration: float | None,
+    segments: list[dict[str, Any]],
+    model: str | None,
+    flow_run_id: str | None,
+    source: TranscriptionSource = TranscriptionSource.AUTO,
+) -> Transcription:
+    """The next version, active; the previously active one is deactivated with it."""
+    latest = session.scalar(
+        select(func.max(Transcription.version)).where(Transcription.media_id == media_id)
+    )
+    session.execute(
+        update(Transcription)
+        .where(Transcription.media_id == media_id, Transcription.is_active.is_(True))
+        .values(is_active=False)
+    )
+    row = Transcription(
+        media_id=media_id,
+        version=(latest or 0) + 1,
+        source=source,
+        is_active=True,
+        text=text,
+        language=language,
+        duration=duration,
+        segments=segments,
+        model=model,
+        flow_run_id=flow_run_id,
+    )
+    session.add(row)
+    session.flush()
+    return row

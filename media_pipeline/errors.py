@@ -7,6 +7,8 @@ row); ``NotConfigured`` is a permanent error that makes a job SKIPPED rather tha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class PipelineError(Exception):
     """Base of every error the pipeline raises on purpose."""
@@ -38,3 +40,25 @@ class TransientError(PipelineError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def http_status_error(
+    provider: str, status: int, headers: Mapping[str, str], message: str
+) -> PermanentError | TransientError:
+    """A provider's HTTP error as the pipeline sees it: retried (429, 408, 409, 5xx) or not."""
+    if status in (408, 409, 429) or status >= 500:
+        retry_after = parse_retry_after(headers.get("retry-after"))
+        return TransientError(f"{provider} {status}: {message}", retry_after=retry_after)
+    hint = {
+        401: "; check the API key",
+        403: "; the key lacks access",
+        413: "; the upload is too large",
+    }.get(status, "")
+    return PermanentError(f"{provider} {status}: {message}{hint}; not retried")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None

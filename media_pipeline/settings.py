@@ -155,6 +155,14 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database", self.database.model_copy(update={"url": url}))
         return self
 
+    def redact(self, text: str) -> str:
+        """``text`` with every configured secret replaced by ``***``."""
+        for secret in (self.openai.api_key, self.gemini.api_key):
+            value = secret.get_secret_value()
+            if len(value) >= 4:
+                text = text.replace(value, "***")
+        return text
+
     @property
     def media_root(self) -> Path:
         assert self.storage.media_root is not None  # set by the validator

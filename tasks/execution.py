@@ -9,6 +9,7 @@ is never retried; ``NotConfigured`` ends the job SKIPPED with its reason.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from typing import Any
 
@@ -18,7 +19,7 @@ from prefect.states import State
 
 from db.repository import mark_job_running, note_attempt_error
 from db.session import session_scope
-from media_pipeline.errors import NotConfigured, PermanentError
+from media_pipeline.errors import NotConfigured, PermanentError, TransientError
 from media_pipeline.settings import get_settings
 from tasks.media_context import JobOutput
 from tasks.table import Job, JobTable
@@ -39,19 +40,41 @@ def is_retryable(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
 
 
 def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
-    """One attempt of one job: record it, run it, and turn ``NotConfigured`` into a skip."""
+    """One attempt of one job: record it, run it, and turn ``NotConfigured`` into a skip.
+
+    Errors leave with their message cleared of secrets. A provider's Retry-After longer
+    than the next backoff is waited out here, so the next attempt is not wasted.
+    """
     job = table.get(job_name)
     media_uuid = uuid.UUID(media_id)
+    settings = get_settings()
     with session_scope() as session:
-        mark_job_running(session, media_uuid, job.name)
+        attempt = mark_job_running(session, media_uuid, job.name)
     try:
         return job.run(media_id)
     except NotConfigured as exc:
-        return JobOutput(skipped_reason=str(exc))
+        return JobOutput(skipped_reason=settings.redact(str(exc)))
     except Exception as exc:
+        message = settings.redact(str(exc)) or type(exc).__name__
         with session_scope() as session:
-            note_attempt_error(session, media_uuid, job.name, str(exc))
+            note_attempt_error(session, media_uuid, job.name, message)
+        if isinstance(exc, TransientError):
+            wait_out_retry_after(exc.retry_after, attempt)
+        if message != str(exc):  # a secret was in the message: never let it travel
+            cleaned = type(exc) if isinstance(exc, PermanentError) else TransientError
+            raise cleaned(message) from None
         raise
+
+
+def wait_out_retry_after(retry_after: float | None, attempt: int) -> None:
+    """Sleep the part of a provider's Retry-After that the next backoff does not cover."""
+    policy = get_settings().orchestration
+    if retry_after is None or attempt >= policy.retry_attempts:
+        return
+    next_backoff = policy.retry_base_delay_seconds * 2 ** (attempt - 1)
+    extra = min(retry_after, policy.retry_after_cap_seconds) - next_backoff
+    if extra > 0:
+        time.sleep(extra)
 
 
 def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:

@@ -13,6 +13,8 @@ from db.models import MediaType
 from media_pipeline.errors import PermanentError
 from tasks.media_context import JobOutput, MediaSource
 from tasks.thumbnails import generate_thumbnails
+from tasks.transcription import transcribe_audio
+from tasks.waveform import generate_waveform
 
 HIGH, NORMAL, LOW = 5, 10, 15
 PRIORITY_QUEUES = {HIGH: "high", NORMAL: "normal", LOW: "low"}
@@ -75,6 +77,20 @@ JOB_TABLE = JobTable(
             HIGH,
             generate_thumbnails,
             "THUMBNAIL 150x150 cover, MEDIUM inside 800x600, LARGE inside 1920x1080 (JPEG)",
+        ),
+        Job(
+            "transcribe-audio",
+            MediaType.AUDIO,
+            HIGH,
+            transcribe_audio,
+            "Transcription (new active version) from OpenAI speech-to-text",
+        ),
+        Job(
+            "generate-waveform",
+            MediaType.AUDIO,
+            LOW,
+            generate_waveform,
+            "Peaks in audiowaveform's JSON format and an SVG picture",
         ),
     )
 )

@@ -25,6 +25,7 @@ from tests.support.databases import (  # noqa: E402
     scratch_database,
     start_postgres_if_needed,
 )
+from tests.support.fake_providers import FakeProviders  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     free_port,
     http_ok,
@@ -67,6 +68,9 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         if name.startswith("MEDIA_PIPELINE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("MEDIA_PIPELINE_DATA_DIR", str(tmp_path / "data"))
+    # The session's Prefect server keeps the provider limits: roomy enough for tests.
+    monkeypatch.setenv("MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE", "6000")
+    monkeypatch.setenv("MEDIA_PIPELINE_GEMINI_CALLS_PER_MINUTE", "6000")
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
@@ -150,3 +154,16 @@ def sqlite_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     upgrade(url)
     yield url
     get_engine(url).dispose()
+
+
+@pytest.fixture
+def fake_providers(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProviders]:
+    """OpenAI and Gemini stand-ins on 127.0.0.1, configured as the pipeline's providers."""
+    server = FakeProviders().start()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-key-0123456789")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{server.url}/v1")
+    monkeypatch.setenv("GEMINI_API_KEY", "gm-test-secret-key-9876543210")
+    monkeypatch.setenv("GEMINI_BASE_URL", server.url)
+    get_settings.cache_clear()
+    yield server
+    server.stop()

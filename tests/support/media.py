@@ -68,3 +68,57 @@ def make_jpeg(
 def is_marker(pixel: tuple[int, ...]) -> bool:
     r, g, b = pixel[:3]
     return r > 170 and g < 90 and b < 90
+
+
+def ffmpeg(*args: str) -> None:
+    """Run the project's ffmpeg (imageio-ffmpeg's binary or the configured one)."""
+    import subprocess
+
+    from media_pipeline.ffmpeg import ffmpeg_exe
+
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
+def make_tone(
+    path: Path,
+    seconds: float,
+    frequency: int = 440,
+    rate: int = 44100,
+    channels: int = 1,
+    codec_args: tuple[str, ...] = (),
+) -> Path:
+    """A sine tone encoded by ffmpeg into ``path`` (format from the extension)."""
+    ffmpeg(
+        "-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate={rate}:duration={seconds}",
+        "-ac", str(channels), *codec_args, str(path),
+    )  # fmt: skip
+    return path
+
+
+def make_voice_note(path: Path, seconds: float, gap_every: float = 50.0, rate: int = 16000,
+                    codec_args: tuple[str, ...] = ()) -> Path:  # fmt: skip
+    """Tone bursts with a one-second silence every ``gap_every`` seconds (speech-like pauses)."""
+    expression = f"if(lt(mod(t\\,{gap_every})\\,{gap_every - 1})\\,0.5*sin(2*PI*300*t)\\,0)"
+    ffmpeg("-f", "lavfi", "-i", f"aevalsrc={expression}:s={rate}:d={seconds}", *codec_args,
+           str(path))  # fmt: skip
+    return path
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 44100, width: int = 2) -> Path:
+    """Integer PCM WAV from (frames, channels) samples; width 2 (16-bit) or 3 (24-bit)."""
+    import wave
+
+    frames = np.asarray(samples, dtype=np.int32)
+    if frames.ndim == 1:
+        frames = frames[:, None]
+    if width == 2:
+        data = frames.astype("<i2").tobytes()
+    else:
+        raw = frames.astype("<i4").reshape(-1, 1).view(np.uint8).reshape(-1, 4)
+        data = raw[:, :3].tobytes()
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(frames.shape[1])
+        out.setsampwidth(width)
+        out.setframerate(rate)
+        out.writeframes(data)
+    return path
