@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +21,7 @@ from flows.media import process_media
 from media_pipeline.errors import PermanentError, TransientError
 from media_pipeline.registration import register_media
 from tasks.transcription import call_transcription, transcribe_audio, transcribe_file
-from tests.support.fake_providers import Fault, FakeProviders, audio_duration
+from tests.support.fake_providers import FakeProviders, Fault, audio_duration
 from tests.support.media import make_tone, make_voice_note
 
 
@@ -52,7 +53,7 @@ def test_30_minute_recording_is_cut_at_silences_and_stitched(fake_providers, tmp
     segments = transcript.segments
     assert segments[0]["start"] == 0.0 and abs(segments[-1]["end"] - 1800) < 0.5
     assert abs(transcript.duration - 1800) < 0.5
-    for previous, current in zip(segments, segments[1:], strict=False):
+    for previous, current in itertools.pairwise(segments):
         assert current["start"] >= previous["end"] - 1e-6 and current["end"] >= current["start"]
     lengths = [audio_duration(upload.files["file"]) for upload in uploads]
     assert max(lengths) <= 300.1
@@ -77,7 +78,7 @@ def test_provider_errors_are_classified_for_the_retry_policy(fake_providers, tmp
     assert limited.value.retry_after == 7 and "429" in str(limited.value)
     with pytest.raises(TransientError, match="503"):
         call_transcription(client, chunk, "whisper-1", None)
-    with pytest.raises(PermanentError, match="413.*too large.*not retried"):
+    with pytest.raises(PermanentError, match=r"413.*too large.*not retried"):
         call_transcription(client, chunk, "whisper-1", None)
     with pytest.raises(PermanentError, match="400"):
         call_transcription(client, chunk, "whisper-1", None)
