@@ -34,8 +34,11 @@ def ffmpeg_exe() -> str:
     return _resolve(get_settings().ffmpeg.ffmpeg_path)
 
 
-def run_ffmpeg(args: list[str], what: str, timeout: float | None = None) -> None:
-    """Run ffmpeg with ``args``; a failure is ``InvalidMedia`` naming ``what``."""
+def run_ffmpeg(args: list[str], what: str, timeout: float | None = None) -> bytes:
+    """Run ffmpeg with ``args`` and return its standard output.
+
+    A failure is ``InvalidMedia`` naming ``what`` with ffmpeg's last error line.
+    """
     limit = timeout or get_settings().ffmpeg.ffmpeg_timeout_seconds
     command = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
     try:
@@ -48,6 +51,7 @@ def run_ffmpeg(args: list[str], what: str, timeout: float | None = None) -> None
     if result.returncode != 0:
         detail = result.stderr.decode(errors="replace").strip().splitlines()
         raise InvalidMedia(f"{what}: ffmpeg failed ({detail[-1] if detail else result.returncode})")
+    return result.stdout
 
 
 def input_args(path: Path, *, seek: float | None = None) -> list[str]:

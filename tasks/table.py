@@ -14,6 +14,8 @@ from media_pipeline.errors import PermanentError
 from tasks.media_context import JobOutput, MediaSource
 from tasks.thumbnails import generate_thumbnails
 from tasks.transcription import transcribe_audio
+from tasks.video_preview import generate_video_preview
+from tasks.video_thumbnail import generate_video_thumbnail
 from tasks.waveform import generate_waveform
 
 HIGH, NORMAL, LOW = 5, 10, 15
@@ -91,6 +93,20 @@ JOB_TABLE = JobTable(
             LOW,
             generate_waveform,
             "Peaks in audiowaveform's JSON format and an SVG picture",
+        ),
+        Job(
+            "generate-video-preview",
+            MediaType.VIDEO,
+            NORMAL,
+            generate_video_preview,
+            "The first 10 s as a web-playable MP4 (H.264 + AAC), short side at most 720 px",
+        ),
+        Job(
+            "generate-video-thumbnail",
+            MediaType.VIDEO,
+            NORMAL,
+            generate_video_thumbnail,
+            "The frame at 2 s as a JPEG, long side at most 1280 px",
         ),
     )
 )

@@ -122,3 +122,60 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 44100, width: int = 2
         out.setframerate(rate)
         out.writeframes(data)
     return path
+
+
+SECOND_COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (255, 255, 255), (255, 255, 0)]
+
+
+def make_video(
+    path: Path,
+    seconds: float,
+    size: str = "320x240",
+    audio: bool = True,
+    video_args: tuple[str, ...] = (
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+    ),
+    audio_args: tuple[str, ...] = ("-c:a", "aac"),
+    rotation: int | None = None,
+) -> Path:
+    """A video whose colour changes every second (SECOND_COLOURS, cycling) with a magenta
+    block in its top-left corner, a tone as sound, optionally rotation metadata."""
+    colours = "".join(
+        f"color=c=0x{r:02x}{g:02x}{b:02x}:s={size}:r=25:d=1[c{i}];"
+        for i, (r, g, b) in enumerate(SECOND_COLOURS)
+    )
+    source = (
+        f"{colours}{''.join(f'[c{i}]' for i in range(5))}concat=n=5,"
+        f"loop=loop=-1:size=125,trim=duration={seconds},"
+        "drawbox=x=0:y=0:w=iw/5:h=ih/5:color=magenta:t=fill"
+    )
+    inputs = ["-f", "lavfi", "-i", source]
+    if audio:
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency=330:duration={seconds}"]
+    codecs = [*video_args, *(audio_args if audio else ())]
+    target = path.with_name(f".unrotated-{path.name}") if rotation else path
+    ffmpeg(*inputs, *codecs, "-shortest", str(target))
+    if rotation:
+        ffmpeg("-display_rotation", str(rotation), "-i", str(target), "-c", "copy", str(path))
+        target.unlink()
+    return path
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    """The MP4 box types at the top level, in file order (moov before mdat: faststart)."""
+    boxes, data, offset = [], path.read_bytes(), 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8].decode("latin-1")
+        if size == 1:
+            size = int.from_bytes(data[offset + 8 : offset + 16], "big")
+        boxes.append(kind)
+        if size == 0:
+            break
+        offset += size
+    return boxes
