@@ -5,6 +5,8 @@ Only the container header and the first video frame are read, whatever the lengt
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,9 @@ class VideoInfo:
         return (self.height, self.width) if turned else (self.width, self.height)
 
 
-def probe_video(path: Path) -> VideoInfo:
+@contextmanager
+def open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+    """The container and its first real video stream (cover art is not a video)."""
     if not path.is_file() or path.stat().st_size == 0:
         raise InvalidMedia(f"{path.name}: the file is empty (0 bytes)")
     try:
@@ -44,29 +48,30 @@ def probe_video(path: Path) -> VideoInfo:
             ]  # fmt: skip
             if not streams:
                 raise InvalidMedia(f"{path.name}: the file has no video stream")
-            stream = streams[0]
-            first = next(container.decode(stream), None)
-            if first is None:
-                raise InvalidMedia(f"{path.name}: the video stream has no frames")
-            duration = _duration(container, stream)
-            audio = (
-                container.streams.audio[0].codec_context.name if container.streams.audio else None
-            )
-            return VideoInfo(
-                width=first.width,
-                height=first.height,
-                rotation=int(getattr(first, "rotation", 0) or 0) % 360,
-                duration=duration,
-                codec=stream.codec_context.name,
-                pixel_format=stream.codec_context.pix_fmt,
-                audio_codec=audio,
-                container=container.format.name,
-            )
+            yield container, streams[0]
     except av.FFmpegError as exc:
         raise InvalidMedia(f"{path.name}: not a readable video ({exc.strerror})") from None
 
 
-def _duration(container: av.container.InputContainer, stream: av.VideoStream) -> float:
+def probe_video(path: Path) -> VideoInfo:
+    with open_video(path) as (container, stream):
+        first = next(container.decode(stream), None)
+        if first is None:
+            raise InvalidMedia(f"{path.name}: the video stream has no frames")
+        audio = container.streams.audio
+        return VideoInfo(
+            width=first.width,
+            height=first.height,
+            rotation=int(getattr(first, "rotation", 0) or 0) % 360,
+            duration=duration_of(container, stream),
+            codec=stream.codec_context.name,
+            pixel_format=stream.codec_context.pix_fmt,
+            audio_codec=audio[0].codec_context.name if audio else None,
+            container=container.format.name,
+        )
+
+
+def duration_of(container: av.container.InputContainer, stream: av.VideoStream) -> float:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:

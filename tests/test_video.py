@@ -82,11 +82,14 @@ def test_large_video_is_scaled_to_720_short_side_never_up(tmp_path: Path):
     big = make_preview(make_video(tmp_path / "big.mp4", 2, size="1920x1080"), tmp_path / "a",
                        MEDIA_ID)  # fmt: skip
     assert (big.width, big.height) == (1280, 720)
-    tiny = make_preview(make_video(tmp_path / "tiny.webm", 2, size="320x240",
-                                   video_args=("-c:v", "libvpx-vp9"),
-                                   audio_args=("-c:a", "libopus")), tmp_path / "b", MEDIA_ID)  # fmt: skip
+    vp9 = ("-c:v", "libvpx-vp9")
+    webm = make_video(tmp_path / "tiny.webm", 3, size="320x240", video_args=vp9,
+                      audio_args=("-c:a", "libopus"))  # fmt: skip
+    tiny = make_preview(webm, tmp_path / "b", MEDIA_ID)
     assert (tiny.width, tiny.height) == (320, 240) and tiny.extra["mode"] == "transcode"
     assert playable(tiny.path)["video"] == "h264"
+    thumb = make_video_thumbnail(webm, tmp_path / "c", MEDIA_ID)
+    assert close(colour_at(Image.open(thumb.path), 0.6, 0.6), SECOND_COLOURS[2])
 
 
 def test_thumbnail_is_the_frame_at_2_seconds(tmp_path: Path):
