@@ -287,3 +287,28 @@ def add_transcription(
     session.add(row)
     session.flush()
     return row
+
+
+def upsert_enhanced_media(
+    session: Session, source_media_id: uuid.UUID, storage_key: str, size: int
+) -> Media:
+    """The source's one enhanced media: created once, then replaced in place on re-runs."""
+    source = load_media(session, source_media_id)
+    media = session.scalar(select(Media).where(Media.source_media_id == source_media_id))
+    if media is None:
+        return create_media(
+            session,
+            media_id=uuid.uuid4(),
+            alert_id=source.alert_id,
+            media_type=MediaType.IMAGE,
+            filename=f"{Path(source.filename).stem}-enhanced.jpg"[:255],
+            mime_type="image/jpeg",
+            size=size,
+            storage_key=storage_key,
+            position=source.position,
+            source_media_id=source_media_id,
+        )
+    media.storage_key = storage_key
+    media.size = size
+    session.flush()
+    return media

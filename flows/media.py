@@ -6,6 +6,7 @@ the table with jobs of their own; ``process_media`` is the flow for the real tab
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prefect import Flow, flow, runtime
@@ -22,9 +23,15 @@ from tasks.table import JOB_TABLE, JobTable
 
 
 def run_media_jobs(
-    media_id: str, jobs: list[str] | None = None, table: JobTable = JOB_TABLE
+    media_id: str,
+    jobs: list[str] | None = None,
+    table: JobTable = JOB_TABLE,
+    follow_up: Callable[[str], object] | None = None,
 ) -> State[dict[str, Any]]:
-    """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named)."""
+    """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named).
+
+    Media created by a job (an enhanced portrait) are handed to ``follow_up``.
+    """
     source = load_source(parse_uuid(media_id, "media id"))
     selected = table.select(source, jobs)
     flow_run_id = str(runtime.flow_run.id or "") or None
@@ -40,10 +47,12 @@ def run_media_jobs(
     }
     wait(list(futures.values()))
 
+    follow_ups: list[str] = []
     with session_scope() as session:
         for name, future in futures.items():
             result = future.result(raise_on_failure=False)
             if isinstance(result, JobOutput):
+                follow_ups.extend(result.follow_up_media)
                 finish_job(
                     session,
                     source.media_id,
@@ -56,6 +65,9 @@ def run_media_jobs(
             else:
                 finish_job(session, source.media_id, name, JobState.FAILED, error=str(result))
         summary = media_summary(session, source.media_id)
+    if follow_up is not None:
+        for created in follow_ups:
+            follow_up(created)
 
     failed = [job for job in summary["jobs"] if job["state"] == JobState.FAILED]
     if failed:
@@ -70,7 +82,9 @@ def make_media_flow(table: JobTable, name: str = "process-media") -> Flow[..., A
     @flow(name=name, flow_run_name="media-{media_id}", validate_parameters=True)
     def process_media(media_id: str, jobs: list[str] | None = None) -> State[dict[str, Any]]:
         """Process one media: every job of the job table that applies to it."""
-        return run_media_jobs(media_id, jobs, table)
+        return run_media_jobs(
+            media_id, jobs, table, follow_up=lambda m: process_media(m, return_state=True)
+        )
 
     return process_media
 

@@ -34,11 +34,16 @@ class MediaSource:
 
 @dataclass
 class JobOutput:
-    """What a job hands back to the flow: rows written, cost, or why it was skipped."""
+    """What a job hands back to the flow: rows written, cost, or why it was skipped.
+
+    ``follow_up_media`` are media the job created that need processing of their own
+    (an enhanced portrait gets its thumbnails).
+    """
 
     outputs: list[dict[str, Any]] = field(default_factory=list)
     estimated_cost: float | None = None
     skipped_reason: str | None = None
+    follow_up_media: list[str] = field(default_factory=list)
 
 
 def load_source(media_id: object) -> MediaSource:

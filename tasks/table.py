@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from db.models import MediaType
 from media_pipeline.errors import PermanentError
+from tasks.enhancement import enhance_media, is_enhanceable
 from tasks.media_context import JobOutput, MediaSource
 from tasks.thumbnails import generate_thumbnails
 from tasks.transcription import transcribe_audio
@@ -79,6 +80,14 @@ JOB_TABLE = JobTable(
             HIGH,
             generate_thumbnails,
             "THUMBNAIL 150x150 cover, MEDIUM inside 800x600, LARGE inside 1920x1080 (JPEG)",
+        ),
+        Job(
+            "ai-enhancement",
+            MediaType.IMAGE,
+            NORMAL,
+            enhance_media,
+            "Enhanced portrait from Gemini, as a new media (DISP and DECD alerts by default)",
+            applies=is_enhanceable,
         ),
         Job(
             "transcribe-audio",
