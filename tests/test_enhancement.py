@@ -38,7 +38,7 @@ def text_only() -> dict:
 
 
 def enhance(fake, tmp_path: Path, **options):
-    photo = make_jpeg(tmp_path / "portrait.jpg", 3000, 4000, orientation=6)
+    photo = make_jpeg(tmp_path / "portrait.jpg", 1200, 1600, orientation=6)
     client = gemini_client(get_settings().gemini)
     return enhance_portrait(photo, tmp_path / "out" / "enhanced.jpg", client,
                             model="gemini-2.5-flash-image", prompt="Enhance this portrait",
@@ -55,7 +55,7 @@ def test_request_carries_the_upright_downscaled_photo_and_prompt(fake_providers,
     inline = next(p["inlineData"] for p in parts if "inlineData" in p)
     assert inline.get("mimeType", inline.get("mime_type")) == "image/jpeg"
     sent = Image.open(io.BytesIO(base64.urlsafe_b64decode(inline["data"] + "==")))
-    # stored 4000x3000 with orientation 6: sent upright, longest side 1024
+    # stored 1600x1200 with orientation 6: sent upright, longest side 1024
     assert sent.size == (768, 1024) and is_marker(sent.convert("RGB").getpixel((4, 4)))
     assert any(p.get("text", "").startswith(PROMPT_START) for p in parts)
     with Image.open(result.path) as written:
