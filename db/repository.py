@@ -114,7 +114,11 @@ def record_derivatives(
 def start_jobs(
     session: Session, media_id: uuid.UUID, job_names: Sequence[str], flow_run_id: str | None
 ) -> None:
-    """Mark the jobs PENDING for this flow run (one row per media and job)."""
+    """Mark the jobs PENDING for this flow run (one row per media and job).
+
+    A retried run (same flow run id) keeps the jobs it already finished: Prefect serves
+    them from its result cache, and their rows keep their attempts.
+    """
     rows = {
         row.job: row
         for row in session.scalars(
@@ -125,6 +129,12 @@ def start_jobs(
     }
     for name in job_names:
         row = rows.get(name) or ProcessingJob(media_id=media_id, job=name)
+        if (
+            flow_run_id
+            and row.flow_run_id == flow_run_id
+            and row.state in (JobState.SUCCEEDED, JobState.SKIPPED)
+        ):
+            continue
         row.state = JobState.PENDING
         row.attempts = 0
         row.error = None
@@ -132,6 +142,25 @@ def start_jobs(
         row.started_at = None
         row.finished_at = None
         session.add(row)
+    session.flush()
+    refresh_media_status(session, media_id)
+
+
+def plan_jobs(
+    session: Session, media_id: uuid.UUID, job_names: Sequence[str], reset: bool = False
+) -> None:
+    """PENDING rows for jobs that have none yet (all of them with ``reset``), so the media
+    stays PROCESSING until every tier's run has finished."""
+    rows = {
+        row.job: row
+        for row in session.scalars(select(ProcessingJob).where(ProcessingJob.media_id == media_id))
+    }
+    for name in job_names:
+        row = rows.get(name)
+        if row is None:
+            session.add(ProcessingJob(media_id=media_id, job=name, attempts=0))
+        elif reset:
+            row.state, row.attempts, row.error, row.flow_run_id = JobState.PENDING, 0, None, None
     session.flush()
     refresh_media_status(session, media_id)
 

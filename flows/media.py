@@ -16,6 +16,7 @@ from prefect.states import Completed, Failed, State
 from db.models import JobState
 from db.repository import finish_job, media_summary, start_jobs
 from db.session import session_scope
+from flows.notifications import notify_media_processed
 from media_pipeline.storage import parse_uuid
 from tasks.execution import job_task
 from tasks.media_context import JobOutput, load_source
@@ -27,13 +28,15 @@ def run_media_jobs(
     jobs: list[str] | None = None,
     table: JobTable = JOB_TABLE,
     follow_up: Callable[[str], object] | None = None,
+    tier: str | None = None,
 ) -> State[dict[str, Any]]:
-    """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named).
+    """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named, or the
+    jobs of one priority tier).
 
     Media created by a job (an enhanced portrait) are handed to ``follow_up``.
     """
     source = load_source(parse_uuid(media_id, "media id"))
-    selected = table.select(source, jobs)
+    selected = table.select(source, jobs, tier)
     flow_run_id = str(runtime.flow_run.id or "") or None
     with session_scope() as session:
         start_jobs(session, source.media_id, [job.name for job in selected], flow_run_id)
@@ -65,6 +68,7 @@ def run_media_jobs(
             else:
                 finish_job(session, source.media_id, name, JobState.FAILED, error=str(result))
         summary = media_summary(session, source.media_id)
+    notify_media_processed(summary)
     if follow_up is not None:
         for created in follow_ups:
             follow_up(created)
@@ -78,13 +82,23 @@ def run_media_jobs(
     return Completed(message=f"media {source.media_id} {summary['status']}", data=summary)
 
 
+def run_name() -> str:
+    parameters = runtime.flow_run.parameters
+    tier = parameters.get("tier") or "all"
+    return f"media · {str(parameters.get('media_id', '?'))[:8]} · {tier}"
+
+
 def make_media_flow(table: JobTable, name: str = "process-media") -> Flow[..., Any]:
-    @flow(name=name, flow_run_name="media-{media_id}", validate_parameters=True)
-    def process_media(media_id: str, jobs: list[str] | None = None) -> State[dict[str, Any]]:
-        """Process one media: every job of the job table that applies to it."""
+    @flow(name=name, flow_run_name=run_name, validate_parameters=True)
+    def process_media(
+        media_id: str, jobs: list[str] | None = None, tier: str | None = None
+    ) -> State[dict[str, Any]]:
+        """Process one media: the jobs of the job table that apply to it (all, the ``jobs``
+        named, or those of one priority ``tier``: high, normal, low)."""
         return run_media_jobs(
-            media_id, jobs, table, follow_up=lambda m: process_media(m, return_state=True)
-        )
+            media_id, jobs, table, follow_up=lambda m: process_media(m, return_state=True),
+            tier=tier,
+        )  # fmt: skip
 
     return process_media
 

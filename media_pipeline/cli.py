@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from media_pipeline.errors import PipelineError
+from media_pipeline.tables import render_table
 
 # Prefect's server tries to phone home; there is no network to reach on most deployments.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -55,6 +56,30 @@ def process(
 
 
 @app.command()
+def register(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    category: Annotated[str, typer.Option(help="Alert category code (DISP, DECD...)")] = "AUTRE",
+    alert: Annotated[str | None, typer.Option(help="Alert id (UUID); new alert if omitted")] = None,
+    submit: Annotated[bool, typer.Option(help="Also create its flow runs on the server")] = False,
+) -> None:
+    """Register FILE (type detected from its content) and print the new media id."""
+    from db.migrate import upgrade
+    from media_pipeline.registration import register_media
+
+    upgrade()
+    try:
+        media = register_media(file, alert, category)
+    except PipelineError as exc:
+        raise fail(str(exc)) from None
+    typer.echo(f"{media.id}\t{media.type.value}")
+    if submit:
+        from deployments.client_api import submit_media
+
+        for run_id in submit_media(str(media.id)):
+            typer.echo(f"flow run {run_id}")
+
+
+@app.command()
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summaries as JSON")] = False,
 ) -> None:
@@ -86,31 +111,31 @@ def config() -> None:
 
 def print_summary(summary: dict[str, Any]) -> None:
     typer.echo(f"media {summary['media_id']} ({summary['type']}): {summary['status']}")
-    rows = [("job", "state", "attempts", "output")]
+    rows = []
     for job in summary["jobs"]:
         outputs = job["outputs"] or [{}]
         for index, output in enumerate(outputs):
-            rows.append(
-                (
-                    job["job"] if index == 0 else "",
-                    job["state"] if index == 0 else "",
-                    str(job["attempts"]) if index == 0 else "",
-                    describe_output(output) or (job["error"] or ""),
-                )
-            )
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    for row in rows:
-        typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[3]
-        )
+            first = index == 0
+            rows.append((job["job"] if first else "", job["state"] if first else "",
+                         job["attempts"] if first else "",
+                         describe_output(output) or (job["error"] or "")))  # fmt: skip
+    typer.echo(render_table(("job", "state", "attempts", "output"), rows))
 
 
 def describe_output(output: dict[str, Any]) -> str:
     if not output:
         return ""
+    if output.get("type") == "TRANSCRIPTION":
+        return (f"TRANSCRIPTION v{output['version']} ({output['chars']} chars, "
+                f"{output.get('language') or '?'}, {output['duration']:.1f}s)")  # fmt: skip
+    if output.get("type") == "ENHANCED":
+        return f"ENHANCED media {output['media_id']}: {output['path']}"
     size = f"{output['width']}x{output['height']}" if output.get("width") else ""
     duration = f"{output['duration']:.1f}s" if output.get("duration") else ""
     details = ", ".join(x for x in (size, duration, f"{output['bytes']:,} B") if x)
     return f"{output['type']}: {output['path']} ({details})"
+
+
+from deployments.cli import register_commands  # noqa: E402  (after app exists)
+
+register_commands(app, fail)

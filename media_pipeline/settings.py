@@ -39,6 +39,21 @@ class StorageSettings(_Group):
         validation_alias="MEDIA_ROOT",
         description="Root of originals and derivatives; empty: <data dir>/media",
     )
+    results_dir: Path | None = Field(
+        None,
+        description="Prefect task results (for retries); every worker must reach it; "
+        "empty: <media root>/.prefect-results",
+    )
+
+
+class NotificationSettings(_Group):
+    callback_url: str = Field(
+        "", description="POSTed the media summary when a media is done (READY/PARTIAL/FAILED)"
+    )
+    callback_secret: SecretStr = Field(
+        SecretStr(""), description="HMAC-SHA256 key of the X-Media-Pipeline-Signature header"
+    )
+    callback_attempts: int = Field(3, ge=1, description="Attempts to deliver one callback")
 
 
 class ImageSettings(_Group):
@@ -143,12 +158,16 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
         data_dir = self.storage.data_dir.expanduser().resolve()
         media_root = (self.storage.media_root or data_dir / "media").expanduser().resolve()
-        storage = self.storage.model_copy(update={"data_dir": data_dir, "media_root": media_root})
+        results = (self.storage.results_dir or media_root / ".prefect-results").expanduser()
+        storage = self.storage.model_copy(
+            update={"data_dir": data_dir, "media_root": media_root, "results_dir": results}
+        )
         object.__setattr__(self, "storage", storage)
         if not self.database.url:
             url = f"sqlite:///{data_dir / 'media-pipeline.db'}"
@@ -157,7 +176,8 @@ class Settings(BaseSettings):
 
     def redact(self, text: str) -> str:
         """``text`` with every configured secret replaced by ``***``."""
-        for secret in (self.openai.api_key, self.gemini.api_key):
+        for secret in (self.openai.api_key, self.gemini.api_key,
+                       self.notifications.callback_secret):  # fmt: skip
             value = secret.get_secret_value()
             if len(value) >= 4:
                 text = text.replace(value, "***")

@@ -83,13 +83,16 @@ def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:
     def run_job(job_name: str, media_id: str) -> JobOutput:
         return execute_job(table, job_name, media_id)
 
-    attempts = get_settings().orchestration.retry_attempts
+    settings = get_settings()
     return task(
         run_job,
         name=job.name,
         task_run_name=run_name,
-        retries=attempts - 1,
+        retries=settings.orchestration.retry_attempts - 1,
         retry_delay_seconds=retry_delays(),
         retry_condition_fn=is_retryable,
         tags=[f"priority-{job.queue}", f"job-{job.name}"],
+        # Persisted results let a retried flow run (same id) serve finished jobs from its
+        # cache. Where: PREFECT_LOCAL_STORAGE_PATH, which set-up points at the results dir.
+        persist_result=True,
     )

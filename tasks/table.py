@@ -23,6 +23,11 @@ HIGH, NORMAL, LOW = 5, 10, 15
 PRIORITY_QUEUES = {HIGH: "high", NORMAL: "normal", LOW: "low"}
 
 
+def tiers() -> list[str]:
+    """Queue names, highest priority (lowest number) first."""
+    return [PRIORITY_QUEUES[p] for p in sorted(PRIORITY_QUEUES)]
+
+
 def always(_: MediaSource) -> bool:
     return True
 
@@ -66,10 +71,24 @@ class JobTable:
         """A copy with ``job`` added (or replacing the job of the same name)."""
         return JobTable((*tuple(j for j in self.jobs if j.name != job.name), job))
 
-    def select(self, media: MediaSource, names: Sequence[str] | None = None) -> list[Job]:
-        """The jobs that apply to ``media``, optionally limited to ``names``."""
+    def select(
+        self, media: MediaSource, names: Sequence[str] | None = None, tier: str | None = None
+    ) -> list[Job]:
+        """The jobs that apply to ``media``, optionally limited to ``names`` or a tier's queue."""
+        if tier is not None and tier not in PRIORITY_QUEUES.values():
+            raise PermanentError(f"unknown tier {tier!r}; tiers: {', '.join(tiers())}")
         wanted: Iterable[Job] = self.jobs if names is None else [self.get(n) for n in names]
-        return [job for job in wanted if job.media_type is media.type and job.applies(media)]
+        return [
+            job
+            for job in wanted
+            if job.media_type is media.type
+            and job.applies(media)
+            and (tier is None or job.queue == tier)
+        ]
+
+    def tiers_for(self, media: MediaSource) -> list[str]:
+        """The queues this media's jobs go to, highest priority first."""
+        return sorted({job.queue for job in self.select(media)}, key=tiers().index)
 
 
 JOB_TABLE = JobTable(

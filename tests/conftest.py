@@ -24,6 +24,7 @@ from tests.support.databases import (  # noqa: E402
     postgres_available,
     scratch_database,
     start_postgres_if_needed,
+    start_redis_if_needed,
 )
 from tests.support.fake_providers import FakeProviders  # noqa: E402
 from tests.support.processes import (  # noqa: E402
@@ -97,6 +98,31 @@ def app_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         get_engine(url).dispose()
 
 
+REDIS_TEST_DB = 7
+
+
+def redis_messaging_env() -> dict[str, str]:
+    """prefect-redis as the server's broker and cache (a test-only Redis database),
+    when Redis answers; the server falls back to in-memory messaging otherwise."""
+    start_redis_if_needed()
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_TEST_DB, socket_timeout=3)
+        client.flushdb()
+    except Exception:
+        return {}
+    return {
+        "PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_HOST": "127.0.0.1",
+        "PREFECT_REDIS_MESSAGING_PORT": "6379",
+        "PREFECT_REDIS_MESSAGING_DB": str(REDIS_TEST_DB),
+    }
+
+
 @pytest.fixture(scope="session")
 def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
     """One Prefect server for the whole session, on PostgreSQL, on a free port."""
@@ -112,6 +138,7 @@ def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
             ),
             "PREFECT_UI_ENABLED": "false",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            **redis_messaging_env(),
         }
         log = session_dir / "prefect-server.log"
         server = start_process(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -93,12 +94,20 @@ def fails_twice_then_succeeds(media_id: str) -> JobOutput:
     return JobOutput()
 
 
-def task_runs_of(flow_run_id: uuid.UUID):
+def task_runs_of(flow_run_id: uuid.UUID, timeout: float = 30):
+    """Task runs of a flow run with their states, once the server has recorded them all
+    (task run states reach the server through its event pipeline, a moment later)."""
+    deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-        return {run.name: (run, client.read_task_run_states(run.id)) for run in runs}
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            if (runs and all(r.state and r.state.is_final() for r in runs)) or (
+                time.monotonic() > deadline
+            ):
+                return {run.name: (run, client.read_task_run_states(run.id)) for run in runs}
+            time.sleep(0.3)
 
 
 def test_transient_failures_are_retried_after_2_then_4_seconds(sqlite_db: str, tmp_path: Path):

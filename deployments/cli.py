@@ -1,0 +1,106 @@
+"""Production commands of ``media-pipeline``: set-up, submit, status, stats, failures."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+
+from media_pipeline.tables import render_table
+
+SINCE = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_since(value: str | None) -> timedelta | None:
+    """``30m``, ``6h``, ``2d``... as a time window."""
+    if not value:
+        return None
+    match = SINCE.match(value.strip())
+    if not match:
+        raise typer.BadParameter("use a number and a unit: 30m, 6h, 2d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})
+
+
+def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> None:
+    @app.command()
+    def setup(
+        deployments: Annotated[bool, typer.Option(help="Also run prefect deploy")] = True,
+    ) -> None:
+        """Create or update the work pool, its queues, rate limits, automations, deployments."""
+        from deployments.setup import setup as run_setup
+
+        result = run_setup(deployments=deployments)
+        typer.echo(f"work pool {result['pool']}")
+        queues = sorted(result["queues"].items(), key=lambda item: item[1])
+        typer.echo(render_table(("queue", "priority"), queues))
+        typer.echo(f"rate limits (calls a minute): {result['rate_limits_per_minute']}")
+
+    @app.command()
+    def submit(
+        media_id: str,
+        reprocess: Annotated[bool, typer.Option(help="New runs even if already submitted")] = False,
+    ) -> None:
+        """Create the flow runs of a registered media and print their ids (no waiting)."""
+        from deployments.client_api import submit_media
+
+        for run_id in submit_media(media_id, reprocess=reprocess):
+            typer.echo(run_id)
+
+    @app.command()
+    def status(flow_run_id: str) -> None:
+        """A flow run's state, progress, attempts and per-job states (JSON)."""
+        from deployments.client_api import get_job_status
+
+        typer.echo(json.dumps(get_job_status(flow_run_id), indent=2))
+
+    @app.command()
+    def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+        """Queue stats (waiting, active, completed, failed, delayed, total) per queue."""
+        from deployments.client_api import get_queue_stats
+
+        result = get_queue_stats()
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+            return
+        columns = ("waiting", "active", "completed", "failed", "delayed", "total")
+        rows = [(queue, *(values[c] for c in columns)) for queue, values in result.items()]
+        typer.echo(render_table(("queue", *columns), rows))
+
+    @app.command()
+    def failed(
+        since: Annotated[
+            str | None, typer.Option(help="Only runs started in the last 6h, 2d...")
+        ] = None,
+    ) -> None:
+        """Failed and crashed flow runs: time, media, tier, error."""
+        from deployments.client_api import failed_runs
+
+        print_runs(failed_runs(since=parse_since(since)))
+
+    @app.command("retry-failed")
+    def retry_failed(
+        flow_run_id: Annotated[list[str] | None, typer.Argument()] = None,
+        since: Annotated[
+            str | None, typer.Option(help="Only runs started in the last 6h, 2d...")
+        ] = None,
+        all_runs: Annotated[bool, typer.Option("--all", help="Every failed run")] = False,
+    ) -> None:
+        """Re-run failed and crashed flow runs under the same ids (finished jobs are cached)."""
+        from deployments.client_api import retry_failed as run_retry
+
+        if not (flow_run_id or since or all_runs):
+            raise fail("name flow run ids, --since, or --all")
+        runs = run_retry(flow_run_ids=flow_run_id or None, since=parse_since(since))
+        print_runs(runs)
+        typer.echo(f"{len(runs)} run(s) scheduled again")
+
+
+def print_runs(runs: list) -> None:  # type: ignore[type-arg]
+    rows = [(r.when.isoformat(timespec="seconds") if r.when else "", r.media_id, r.tier,
+             r.state, r.id, r.message[:100]) for r in runs]  # fmt: skip
+    typer.echo(render_table(("started", "media", "tier", "state", "flow run", "error"), rows))

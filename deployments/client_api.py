@@ -1,0 +1,191 @@
+"""What the app's backend calls: submit a media, read a run's status, queue stats, retries.
+
+Plain functions over the Prefect client; the CLI wraps them. ``submit_media`` returns at
+once with one flow run per priority tier the media needs; calling it again returns the
+same runs (idempotency keys), unless ``reprocess`` asks for new ones.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterNextScheduledStartTime,
+    FlowRunFilterStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterWorkQueueName,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.deployments import run_deployment
+from prefect.states import Scheduled
+from prefect.types._datetime import now
+
+from db.repository import plan_jobs
+from db.session import session_scope
+from tasks.media_context import load_source
+from tasks.table import JOB_TABLE, tiers
+
+FLOW_NAME = "process-media"
+FAILED_STATES = [StateType.FAILED, StateType.CRASHED]
+
+
+def deployment_name(tier: str) -> str:
+    return f"{FLOW_NAME}/media-{tier}"
+
+
+def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
+    """Create the media's flow runs (one per priority tier) and return their ids at once."""
+    source = load_source(media_id)
+    wanted = JOB_TABLE.select(source)
+    with session_scope() as session:
+        plan_jobs(session, source.media_id, [job.name for job in wanted], reset=reprocess)
+    generation = uuid.uuid4().hex[:8] if reprocess else "first"
+    run_ids = []
+    for tier in JOB_TABLE.tiers_for(source):
+        run = run_deployment(
+            deployment_name(tier),
+            parameters={"media_id": str(source.media_id), "tier": tier},
+            timeout=0,
+            idempotency_key=f"{source.media_id}:{tier}:{generation}",
+            tags=[
+                f"type-{source.type.value.lower()}",
+                f"category-{source.category.lower()}",
+                f"tier-{tier}",
+            ],
+            as_subflow=False,
+        )
+        run_ids.append(str(run.id))
+    return run_ids
+
+
+def get_job_status(flow_run_id: str) -> dict[str, Any]:
+    """As the seed's getJobStatus (id, name, state, progress, attempts, finished time),
+    plus the state of every job of that run."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(flow_run_id))
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+    finished = [t for t in task_runs if t.state and t.state.is_final()]
+    jobs = [
+        {"job": t.name.split(" · ")[0], "state": t.state.name if t.state else None,
+         "attempts": t.run_count}
+        for t in sorted(task_runs, key=lambda t: t.name)
+    ]  # fmt: skip
+    done = run.state is not None and run.state.is_final()
+    return {
+        "id": str(run.id),
+        "name": run.name,
+        "media_id": run.parameters.get("media_id"),
+        "tier": run.parameters.get("tier"),
+        "state": run.state.name if run.state else None,
+        "progress": 100 if done else round(100 * len(finished) / max(1, len(task_runs))),
+        "attempts_made": run.run_count,
+        "finished_on": run.end_time.isoformat() if run.end_time else None,
+        "jobs": jobs,
+    }
+
+
+def _count(client: Any, queue: str | None, **filters: Any) -> int:
+    if queue is not None:
+        filters["work_queue_name"] = FlowRunFilterWorkQueueName(any_=[queue])
+    return client.count_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+        flow_run_filter=FlowRunFilter(**filters),
+    )
+
+
+def _state(*types: StateType) -> FlowRunFilterState:
+    return FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))
+
+
+def get_queue_stats() -> dict[str, dict[str, int]]:
+    """The seed's getQueueStats (waiting, active, completed, failed, delayed, total), for
+    the whole pipeline and per priority queue, from Prefect's records."""
+    moment = now("UTC")
+    stats = {}
+    with get_client(sync_client=True) as client:
+        for queue in [None, *tiers()]:
+            delayed = _count(
+                client, queue, state=_state(StateType.SCHEDULED),
+                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(after_=moment),
+            )  # fmt: skip
+            scheduled = _count(client, queue, state=_state(StateType.SCHEDULED))
+            pending = _count(client, queue, state=_state(StateType.PENDING))
+            stats[queue or "all"] = {
+                "waiting": scheduled - delayed + pending,
+                "active": _count(client, queue, state=_state(StateType.RUNNING)),
+                "completed": _count(client, queue, state=_state(StateType.COMPLETED)),
+                "failed": _count(client, queue, state=_state(*FAILED_STATES)),
+                "delayed": delayed,
+                "total": _count(client, queue),
+            }  # fmt: skip
+    return stats
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    id: str
+    name: str
+    media_id: str | None
+    tier: str | None
+    state: str
+    message: str
+    when: datetime | None
+
+
+def failed_runs(
+    since: timedelta | None = None,
+    flow_run_ids: list[str] | None = None,
+    limit: int = 200,
+) -> list[FailedRun]:
+    """Failed and crashed deployment runs of the pipeline, newest first."""
+    filters: dict[str, Any] = {"state": _state(*FAILED_STATES)}
+    if since is not None:
+        filters["start_time"] = FlowRunFilterStartTime(after_=now("UTC") - since)
+    if flow_run_ids:
+        filters["id"] = FlowRunFilterId(any_=[uuid.UUID(i) for i in flow_run_ids])
+    with get_client(sync_client=True) as client:
+        runs: list[FlowRun] = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
+            flow_run_filter=FlowRunFilter(**filters),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=limit,
+        )
+    return [
+        FailedRun(
+            str(r.id),
+            r.name,
+            r.parameters.get("media_id"),
+            r.parameters.get("tier"),
+            r.state.name if r.state else "?",
+            (r.state.message or "") if r.state else "",
+            r.start_time,
+        )
+        for r in runs
+        if r.deployment_id is not None  # in-process runs have no worker to re-run them
+    ]
+
+
+def retry_failed(
+    flow_run_ids: list[str] | None = None, since: timedelta | None = None
+) -> list[FailedRun]:
+    """Re-run failed and crashed runs under the same flow run id, as the UI's Retry does:
+    jobs that finished are served from Prefect's result cache, not redone."""
+    runs = failed_runs(since=since, flow_run_ids=flow_run_ids)
+    with get_client(sync_client=True) as client:
+        for run in runs:
+            client.set_flow_run_state(
+                uuid.UUID(run.id), Scheduled(message="retry-failed"), force=True
+            )
+    return runs

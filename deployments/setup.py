@@ -1,0 +1,137 @@
+"""``media-pipeline setup``: the work pool, its queues, limits, automations, deployments.
+
+Idempotent: every piece is created when missing and brought up to date otherwise.
+Queue priorities come from the job table (high 5, normal 10, low 15); Prefect's own
+``default`` queue is moved below them, and nothing is routed to it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.exceptions import ObjectNotFound
+
+from media_pipeline.settings import get_settings
+from tasks.rate_limits import ensure_rate_limits
+from tasks.table import PRIORITY_QUEUES
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_QUEUE_PRIORITY = 1000  # below every tier: nothing should ever wait there
+HEARTBEAT_SECONDS = 30
+ZOMBIE_AUTOMATION = "media-pipeline: crash flow runs without heartbeats"
+
+
+def ensure_work_pool(
+    client: SyncPrefectClient, pool: str, results_dir: Path, pool_type: str = "process"
+) -> None:
+    try:
+        existing = client.read_work_pool(pool)
+    except ObjectNotFound:
+        client.create_work_pool(WorkPoolCreate(name=pool, type=pool_type))
+        existing = client.read_work_pool(pool)
+    template = existing.base_job_template
+    env = template.get("variables", {}).get("properties", {}).get("env")
+    if env is not None:
+        # Flow runs send heartbeats, so a run whose worker died is marked Crashed; task
+        # results go where every worker reads them, so a retried run reuses finished jobs.
+        env["default"] = {
+            **(env.get("default") or {}),
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_LOCAL_STORAGE_PATH": str(results_dir),
+        }
+        client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
+
+
+def ensure_queues(client: SyncPrefectClient, pool: str) -> dict[str, int]:
+    """Tier queues at the job table's priorities, ``default`` last. Returns name -> priority."""
+    queues = {queue.name: queue for queue in client.read_work_queues(work_pool_name=pool)}
+    if "default" in queues and queues["default"].priority != DEFAULT_QUEUE_PRIORITY:
+        client.update_work_queue(queues["default"].id, priority=DEFAULT_QUEUE_PRIORITY)
+    for priority, name in sorted(PRIORITY_QUEUES.items()):
+        if name not in queues:
+            client.create_work_queue(
+                name=name,
+                work_pool_name=pool,
+                priority=priority,
+                description=f"media jobs of priority {priority}",
+            )
+        elif queues[name].priority != priority:
+            client.update_work_queue(queues[name].id, priority=priority)
+    return {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
+
+
+def ensure_zombie_automation(client: SyncPrefectClient) -> None:
+    """Prefect's recipe: a running flow run silent for 3 heartbeats becomes Crashed."""
+    automation = AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description="Flow runs whose worker died are not left Running forever",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match={"prefect.resource.id": ["prefect.flow-run.*"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=HEARTBEAT_SECONDS * 3),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message="No heartbeat for 90 s: the worker died; retry with "
+                "`media-pipeline retry-failed`",
+            )
+        ],
+    )
+    for existing in client.read_automations_by_name(ZOMBIE_AUTOMATION):
+        client.delete_automation(existing.id)
+    client.create_automation(automation)
+
+
+def deploy(pool: str, code_dir: Path = PROJECT_DIR) -> None:
+    """``prefect deploy --all`` on the project's ``prefect.yaml``."""
+    env = {
+        **os.environ,
+        "MEDIA_PIPELINE_WORK_POOL": pool,
+        "MEDIA_PIPELINE_CODE_DIR": str(code_dir),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=code_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"prefect deploy failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        )
+
+
+def setup(deployments: bool = True) -> dict[str, object]:
+    """Everything the production profile needs on the Prefect server; safe to re-run."""
+    settings = get_settings()
+    pool = settings.orchestration.work_pool
+    with get_client(sync_client=True) as client:
+        ensure_work_pool(client, pool, settings.storage.results_dir)
+        queues = ensure_queues(client, pool)
+        ensure_zombie_automation(client)
+    limits = ensure_rate_limits()
+    if deployments:
+        deploy(pool)
+    return {"pool": pool, "queues": queues, "rate_limits_per_minute": limits}

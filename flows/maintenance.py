@@ -1,0 +1,78 @@
+"""Retention: keep the newest failed runs for analysis, delete old finished ones.
+
+Prefect's own vacuum deletes by age only; the seed kept the last 200 failed jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterEndTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.types._datetime import now
+
+PIPELINE_FLOWS = ["process-media"]
+FAILED = [StateType.FAILED, StateType.CRASHED]
+FINISHED = [StateType.COMPLETED, StateType.CANCELLED, *FAILED]
+
+
+PAGE = 200
+
+
+def all_runs(client: SyncPrefectClient, **filters: Any) -> list[FlowRun]:
+    """Every matching flow run, read page by page (the API caps one read)."""
+    runs: list[FlowRun] = []
+    while True:
+        page = client.read_flow_runs(**filters, limit=PAGE, offset=len(runs))
+        runs.extend(page)
+        if len(page) < PAGE:
+            return runs
+
+
+@flow(name="prune-flow-runs")
+def prune_flow_runs(keep_failed: int = 200, max_age_days: float = 30) -> dict[str, int]:
+    """Delete failed runs beyond the newest ``keep_failed``, and finished runs older than
+    ``max_age_days`` (except those kept failed ones)."""
+    cutoff = now("UTC") - timedelta(days=max_age_days)
+    flows = FlowFilter(name=FlowFilterName(any_=PIPELINE_FLOWS))
+    deleted = {"failed_beyond_limit": 0, "older_than_age": 0}
+    with get_client(sync_client=True) as client:
+        failed = all_runs(
+            client,
+            flow_filter=flows,
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=FAILED))
+            ),
+            sort=FlowRunSort.END_TIME_DESC,
+        )
+        kept = {run.id for run in failed[:keep_failed]}
+        for run in failed[keep_failed:]:
+            client.delete_flow_run(run.id)
+            deleted["failed_beyond_limit"] += 1
+        old = all_runs(
+            client,
+            flow_filter=flows,
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=FINISHED)),
+                end_time=FlowRunFilterEndTime(before_=cutoff),
+            ),
+            sort=FlowRunSort.END_TIME_DESC,
+        )
+        gone = {run.id for run in failed[keep_failed:]}
+        for run in old:
+            if run.id not in kept and run.id not in gone:
+                client.delete_flow_run(run.id)
+                deleted["older_than_age"] += 1
+    get_run_logger().info("retention: %s", deleted)
+    return deleted
