@@ -19,6 +19,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
 
 from media_pipeline.settings import get_settings
 from tasks.rate_limits import ensure_rate_limits
@@ -109,6 +110,9 @@ def deploy(pool: str, code_dir: Path = PROJECT_DIR) -> None:
         "MEDIA_PIPELINE_WORK_POOL": pool,
         "MEDIA_PIPELINE_CODE_DIR": str(code_dir),
     }
+    api_url = get_current_settings().api.url  # the server this process talks to
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     result = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=code_dir,

@@ -88,7 +88,12 @@ def app_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
         yield url
         get_engine(url).dispose()
         return
-    request.getfixturevalue("postgres")
+    yield request.getfixturevalue("postgres_app_db")
+
+
+@pytest.fixture
+def postgres_app_db(postgres: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated PostgreSQL app database of its own, dropped afterwards."""
     with scratch_database("mp_app") as name:
         url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
         monkeypatch.setenv("DATABASE_URL", url)
