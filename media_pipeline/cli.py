@@ -130,7 +130,7 @@ def describe_output(output: dict[str, Any]) -> str:
                 f"{output.get('language') or '?'}, {output['duration']:.1f}s)")  # fmt: skip
     if output.get("type") == "ENHANCED":
         return f"ENHANCED media {output['media_id']}: {output['path']}"
-    size = f"{output['width']}x{output['height']}" if output.get("width") else ""
+    size = f"{output['width']}x{output['height']}" if output.get("height") else ""
     duration = f"{output['duration']:.1f}s" if output.get("duration") else ""
     details = ", ".join(x for x in (size, duration, f"{output['bytes']:,} B") if x)
     return f"{output['type']}: {output['path']} ({details})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from media_pipeline.ffmpeg import ffmpeg_exe
 from media_pipeline.processing import process_file
 
 
@@ -26,7 +28,32 @@ def sample_photo(path: Path) -> Path:
     return path
 
 
-SAMPLES = [("photo.jpg", sample_photo, "DISP")]
+def sample_voice_note(path: Path) -> Path:
+    """Eight seconds of a two-tone "voice" with a pause, as an AAC voice note (M4A)."""
+    expression = "if(lt(mod(t\\,4)\\,3)\\,0.4*sin(2*PI*(220+40*sin(2*PI*t))*t)\\,0)"
+    _ffmpeg("-f", "lavfi", "-i", f"aevalsrc={expression}:s=16000:d=8", "-c:a", "aac", str(path))
+    return path
+
+
+def sample_video(path: Path) -> Path:
+    """A 12-second 720p phone clip with sound (H.264 + AAC)."""
+    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=12",
+            "-f", "lavfi", "-i", "sine=frequency=330:duration=12",
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            "-shortest", str(path))  # fmt: skip
+    return path
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", *args], check=True)
+
+
+# Without provider keys, enhancement and transcription are SKIPPED with the setting to set.
+SAMPLES = [
+    ("photo.jpg", sample_photo, "DISP"),
+    ("voice-note.m4a", sample_voice_note, "AUTRE"),
+    ("clip.mp4", sample_video, "AUTRE"),
+]
 
 
 def run_demo() -> list[dict[str, Any]]:
