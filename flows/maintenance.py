@@ -41,11 +41,13 @@ def all_runs(client: SyncPrefectClient, **filters: Any) -> list[FlowRun]:
 
 
 @flow(name="prune-flow-runs")
-def prune_flow_runs(keep_failed: int = 200, max_age_days: float = 30) -> dict[str, int]:
+def prune_flow_runs(
+    keep_failed: int = 200, max_age_days: float = 30, flow_names: list[str] | None = None
+) -> dict[str, int]:
     """Delete failed runs beyond the newest ``keep_failed``, and finished runs older than
-    ``max_age_days`` (except those kept failed ones)."""
+    ``max_age_days`` (except those kept failed ones), of the pipeline's flows."""
     cutoff = now("UTC") - timedelta(days=max_age_days)
-    flows = FlowFilter(name=FlowFilterName(any_=PIPELINE_FLOWS))
+    flows = FlowFilter(name=FlowFilterName(any_=flow_names or PIPELINE_FLOWS))
     deleted = {"failed_beyond_limit": 0, "older_than_age": 0}
     with get_client(sync_client=True) as client:
         failed = all_runs(

@@ -122,8 +122,12 @@ def test_a_dozen_media_processed_by_two_workers(production, tmp_path: Path):
     files += [make_video(tmp_path / f"v{i}.mp4", 3) for i in range(4)]
     media = [register_media(f, category="DISP" if i == 0 else "AUTRE") for i, f in enumerate(files)]
 
+    before = get_queue_stats()  # the session's server has other tests' runs too
     run_ids = [run for m in media for run in submit_media(str(m.id))]
     assert submit_media(str(media[0].id)) == run_ids[:2]  # idempotent: the same runs
+    waiting = get_queue_stats()
+    assert waiting["all"]["waiting"] - before["all"]["waiting"] == len(run_ids)
+    assert waiting["all"]["total"] - before["all"]["total"] == len(run_ids)
     production["start_worker"]()
     production["start_worker"]()
     runs = wait_for_runs(run_ids)
@@ -146,9 +150,12 @@ def test_a_dozen_media_processed_by_two_workers(production, tmp_path: Path):
     status = get_job_status(run_ids[0])
     assert status["state"] == "Completed" and status["progress"] == 100
     assert status["jobs"] == [{"job": "generate-thumbnails", "state": "Completed", "attempts": 1}]
-    stats = get_queue_stats()
-    assert stats["all"]["completed"] >= len(run_ids) and stats["all"]["failed"] == 0
-    assert stats["high"]["completed"] >= 8 and stats["low"]["completed"] >= 4
+    after = get_queue_stats()
+    gained = {q: {k: after[q][k] - before[q][k] for k in after[q]} for q in after}
+    assert gained["all"]["completed"] == len(run_ids) and gained["all"]["failed"] == 0
+    assert (gained["high"]["completed"], gained["normal"]["completed"],
+            gained["low"]["completed"]) == (8, 5, 4)  # fmt: skip
+    assert gained["all"]["waiting"] == gained["all"]["active"] == 0
 
     receiver = production["receiver"]
     wait_until(lambda: len(receiver.bodies) >= len(media) + 1, 30, "callbacks")

@@ -1,0 +1,80 @@
+"""Set-up, prefect.yaml and retention against the session's Prefect server."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+from prefect.states import Completed, Failed
+
+from deployments.setup import DEFAULT_QUEUE_PRIORITY, ZOMBIE_AUTOMATION, setup
+from flows.maintenance import prune_flow_runs
+from tasks.table import JOB_TABLE, PRIORITY_QUEUES
+
+PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
+
+
+def test_prefect_yaml_has_one_deployment_per_tier_of_the_job_table():
+    config = yaml.safe_load(PREFECT_YAML.read_text())
+    media = {
+        d["name"]: d for d in config["deployments"] if d["entrypoint"].startswith("flows/media")
+    }
+    tiers = {job.queue for job in JOB_TABLE}
+    assert set(media) == {f"media-{tier}" for tier in tiers}
+    for tier in tiers:
+        deployment = media[f"media-{tier}"]
+        assert deployment["parameters"] == {"tier": tier}
+        assert deployment["work_pool"]["work_queue_name"] == tier
+    assert set(PRIORITY_QUEUES.values()) == tiers
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_setup_is_idempotent_and_orders_the_queues(monkeypatch):
+    monkeypatch.setenv("MEDIA_PIPELINE_WORK_POOL", f"pool-{uuid.uuid4().hex[:6]}")
+    monkeypatch.setenv("MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE", "12")
+    from media_pipeline.settings import get_settings
+
+    get_settings.cache_clear()
+    first = setup(deployments=False)
+    second = setup(deployments=False)
+
+    assert first == second
+    assert second["queues"] == {"high": 5, "normal": 10, "low": 15,
+                                "default": DEFAULT_QUEUE_PRIORITY}  # fmt: skip
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name("openai")
+        assert (limit.limit, limit.slot_decay_per_second) == (12, pytest.approx(0.2))
+        assert len(client.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1
+        pool = client.read_work_pool(second["pool"])
+        env = pool.base_job_template["variables"]["properties"]["env"]["default"]
+        assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+        assert "PREFECT_LOCAL_STORAGE_PATH" in env
+    get_settings.cache_clear()
+    setup(deployments=False)  # the session's limits back to the roomy test values
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_retention_keeps_the_newest_failed_runs():
+    name = f"retention-test-{uuid.uuid4().hex[:6]}"
+
+    @flow(name=name)
+    def recorded() -> None:
+        """Only its runs' records matter here."""
+
+    with get_client(sync_client=True) as client:
+        failed = [client.create_flow_run(recorded, name=f"f{i}", state=Failed()).id
+                  for i in range(5)]  # fmt: skip
+        done = client.create_flow_run(recorded, name="ok", state=Completed()).id
+
+    result = prune_flow_runs(keep_failed=2, max_age_days=0, flow_names=[name])
+
+    assert result == {"failed_beyond_limit": 3, "older_than_age": 1}
+    with get_client(sync_client=True) as client:
+        left = {run.id for run in client.read_flow_runs(flow_filter=FlowFilter(
+            name=FlowFilterName(any_=[name])))}  # fmt: skip
+    assert left == set(failed[-2:]) and done not in left
