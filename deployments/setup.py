@@ -20,6 +20,7 @@ from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
+from prefect.workers.process import ProcessWorker
 
 from media_pipeline.settings import get_settings
 from tasks.rate_limits import ensure_rate_limits
@@ -37,9 +38,12 @@ def ensure_work_pool(
     try:
         existing = client.read_work_pool(pool)
     except ObjectNotFound:
-        client.create_work_pool(WorkPoolCreate(name=pool, type=pool_type))
+        template = ProcessWorker.get_default_base_job_template()
+        client.create_work_pool(
+            WorkPoolCreate(name=pool, type=pool_type, base_job_template=template)
+        )
         existing = client.read_work_pool(pool)
-    template = existing.base_job_template
+    template = existing.base_job_template or ProcessWorker.get_default_base_job_template()
     env = template.get("variables", {}).get("properties", {}).get("env")
     if env is not None:
         # Flow runs send heartbeats, so a run whose worker died is marked Crashed; task
