@@ -341,3 +341,12 @@ def upsert_enhanced_media(
     media.size = size
     session.flush()
     return media
+
+
+def active_transcription(session: Session, media_id: object) -> Transcription | None:
+    return session.scalar(
+        select(Transcription).where(
+            Transcription.media_id == parse_uuid(media_id, "media id"),
+            Transcription.is_active.is_(True),
+        )
+    )

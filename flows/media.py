@@ -16,7 +16,10 @@ from prefect.states import Completed, Failed, State
 from db.models import JobState
 from db.repository import finish_job, media_summary, start_jobs
 from db.session import session_scope
+from flows.artifacts import publish_media_artifacts
 from flows.notifications import notify_media_processed
+from media_pipeline.errors import PermanentError
+from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
 from tasks.execution import job_task
 from tasks.media_context import JobOutput, load_source
@@ -66,8 +69,10 @@ def run_media_jobs(
                     estimated_cost=result.estimated_cost,
                 )
             else:
-                finish_job(session, source.media_id, name, JobState.FAILED, error=str(result))
+                finish_job(session, source.media_id, name, JobState.FAILED,
+                           error=failure_message(result))  # fmt: skip
         summary = media_summary(session, source.media_id)
+    publish_media_artifacts(summary)
     notify_media_processed(summary)
     if follow_up is not None:
         for created in follow_ups:
@@ -80,6 +85,16 @@ def run_media_jobs(
             message=f"media {source.media_id} {summary['status']}: {reasons}", data=summary
         )
     return Completed(message=f"media {source.media_id} {summary['status']}", data=summary)
+
+
+def failure_message(error: BaseException) -> str:
+    """What happened and what to do: permanent errors say so, others how to retry."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, PermanentError):
+        return message if "not retried" in message else f"{message}; not retried"
+    attempts = get_settings().orchestration.retry_attempts
+    return (f"{message} (after {attempts} attempts; retry later with "
+            "`media-pipeline retry-failed`)")  # fmt: skip
 
 
 def run_name() -> str:

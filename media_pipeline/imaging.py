@@ -21,7 +21,7 @@ from media_pipeline.errors import InvalidMedia
 
 # EXIF orientations 5-8 store the picture rotated a quarter turn.
 QUARTER_TURN_ORIENTATIONS = {5, 6, 7, 8}
-_TRANSPOSE = {
+EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -105,7 +105,7 @@ def decode(image: Image.Image, at_least: tuple[int, int] | None = None) -> Image
 
 
 def transpose_upright(image: Image.Image, exif_orientation: int) -> Image.Image:
-    method = _TRANSPOSE.get(exif_orientation)
+    method = EXIF_TRANSPOSE.get(exif_orientation)
     return image.transpose(method) if method is not None else image
 
 

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Any
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
@@ -48,14 +48,18 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     job = table.get(job_name)
     media_uuid = uuid.UUID(media_id)
     settings = get_settings()
+    logger = get_run_logger()
     with session_scope() as session:
         attempt = mark_job_running(session, media_uuid, job.name)
+    logger.info("media %s: %s, attempt %d", media_id, job.name, attempt)
     try:
-        return job.run(media_id)
+        output = job.run(media_id)
     except NotConfigured as exc:
+        logger.warning("media %s: %s skipped: %s", media_id, job.name, exc)
         return JobOutput(skipped_reason=settings.redact(str(exc)))
     except Exception as exc:
         message = settings.redact(str(exc)) or type(exc).__name__
+        logger.error("media %s: %s attempt %d failed: %s", media_id, job.name, attempt, message)
         with session_scope() as session:
             note_attempt_error(session, media_uuid, job.name, message)
         if isinstance(exc, TransientError):
@@ -64,6 +68,9 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
             cleaned = type(exc) if isinstance(exc, PermanentError) else TransientError
             raise cleaned(message) from None
         raise
+    kinds = ", ".join(str(o.get("type")) for o in output.outputs) or "no files"
+    logger.info("media %s: %s done (%s)", media_id, job.name, kinds)
+    return output
 
 
 def wait_out_retry_after(retry_after: float | None, attempt: int) -> None:

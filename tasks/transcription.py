@@ -164,6 +164,29 @@ def openai_client(settings: OpenAISettings) -> OpenAI:
     )
 
 
+class ChunkProgress:
+    """A progress artifact in the UI while long audio is transcribed chunk by chunk."""
+
+    def __init__(self, media_id: object) -> None:
+        self.media_id = media_id
+        self.artifact_id: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        if total < 2:
+            return
+        progress = 100 * done / total
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(
+                progress=progress,
+                key=f"transcription-{self.media_id}",
+                description=f"Transcription of media {self.media_id}: chunk {done} of {total}",
+            )
+        else:
+            update_progress_artifact(self.artifact_id, progress=progress)
+
+
 def transcribe_audio(media_id: str) -> JobOutput:
     """Task layer: one new active transcription version per flow run."""
     from prefect import runtime
@@ -187,6 +210,7 @@ def transcribe_audio(media_id: str) -> JobOutput:
         max_upload_bytes=settings.transcription_max_upload_bytes,
         max_chunk_seconds=settings.transcription_max_chunk_seconds,
         before_call=lambda: acquire_call_slot("openai"),
+        on_chunk=ChunkProgress(source.media_id).update,
     )
     with session_scope() as session:
         row = add_transcription(

@@ -78,17 +78,9 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def app_db(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def app_db(request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated, empty app database: a SQLite file, then a PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{get_settings().storage.data_dir / 'app.db'}"
-        monkeypatch.setenv("DATABASE_URL", url)
-        get_settings.cache_clear()
-        upgrade(url)
-        yield url
-        get_engine(url).dispose()
-        return
-    yield request.getfixturevalue("postgres_app_db")
+    yield request.getfixturevalue("sqlite_db" if request.param == "sqlite" else "postgres_app_db")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +14,8 @@ import numpy as np
 import pytest
 from openai import OpenAI
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from db.models import JobState, MediaStatus, Transcription
 from db.repository import load_media
@@ -139,6 +142,18 @@ def test_voice_note_gets_transcript_and_waveform(app_db, fake_providers, tmp_pat
         assert stored.status is MediaStatus.READY
         (waveform,) = stored.derivatives
         assert waveform.type.value == "WAVEFORM" and waveform.extra["svg"].endswith(".svg")
+
+    with get_client(sync_client=True) as client:
+        (table,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"media-{media.id}"])))  # fmt: skip
+        (transcript,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"transcript-{media.id}"])))  # fmt: skip
+    rows = json.loads(table.data)
+    assert {(r["job"], r["state"], r["output"]) for r in rows} == {
+        ("transcribe-audio", "SUCCEEDED", "TRANSCRIPTION"),
+        ("generate-waveform", "SUCCEEDED", "WAVEFORM"),
+    }
+    assert "[   5.00 -   10.00]** Segment 1 of the voice note." in transcript.data
 
     second = process_media(str(media.id), return_state=True)
     assert second.is_completed()

@@ -8,16 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-# How each EXIF orientation is displayed; the file stores the inverse.
-_DISPLAY = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+from media_pipeline.imaging import EXIF_TRANSPOSE
+
 _INVERSE = {
     Image.Transpose.ROTATE_270: Image.Transpose.ROTATE_90,
     Image.Transpose.ROTATE_90: Image.Transpose.ROTATE_270,
@@ -40,7 +32,7 @@ def photo_pixels(width: int, height: int, seed: int = 0) -> Image.Image:
 
 
 def stored_for_orientation(upright: Image.Image, orientation: int) -> Image.Image:
-    display = _DISPLAY.get(orientation)
+    display = EXIF_TRANSPOSE.get(orientation)  # how a viewer shows it; the file stores the inverse
     if display is None:
         return upright
     return upright.transpose(_INVERSE.get(display, display))
