@@ -118,14 +118,14 @@ def reference(source: Path) -> dict[str, Image.Image]:
 def measure_memory(implementation: str, source: Path) -> float:
     """Peak RSS growth (MiB) of one run, in a fresh process."""
     code = (
-        "import resource,sys,tempfile,uuid;"
+        "import sys,tempfile;"
         "sys.path.insert(0, sys.argv[3]);"
         "import benchmarks.thumbnails as b;"
+        "from benchmarks.memory import reset_peak, peak_growth_mib;"
         "from pathlib import Path;"
-        "before=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "d=tempfile.mkdtemp();"
-        "b.IMPLEMENTATIONS[sys.argv[1]](Path(sys.argv[2]), Path(d), str(uuid.uuid4()));"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-before)/1024)"
+        "before=reset_peak();"
+        "b.IMPLEMENTATIONS[sys.argv[1]](Path(sys.argv[2]), Path(tempfile.mkdtemp()), b.MEDIA_ID);"
+        "print(peak_growth_mib(before))"
     )
     root = str(Path(__file__).resolve().parents[1])
     out = subprocess.run(

@@ -24,8 +24,9 @@ CACHE = Path(__file__).parent / ".cache"
 AUDIOWAVEFORM_SECONDS = {"wav": 0.29, "mp3": 1.4}
 
 PROBE = """
-import resource, sys, time, json
+import sys, time, json
 sys.path.insert(0, sys.argv[3])
+from benchmarks.memory import reset_peak, peak_growth_mib
 import numpy as np
 from pathlib import Path
 from media_pipeline.audio import pcm16_blocks
@@ -36,11 +37,11 @@ def naive(path):
     pad = (-len(mono)) % 256
     blocks = np.concatenate([mono, np.repeat(mono[-1:], pad)]).reshape(-1, 256)
     return _trunc_div(np.stack([blocks.min(1), blocks.max(1)], -1), 256)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = reset_peak()
 start = time.perf_counter()
 result = compute_peaks(Path(sys.argv[2])).data if sys.argv[1] == "ours" else naive(sys.argv[2])
 elapsed = time.perf_counter() - start
-peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+peak = peak_growth_mib(before)
 print(json.dumps({"seconds": elapsed, "peak_mib": peak, "pixels": int(result.shape[0])}))
 """
 

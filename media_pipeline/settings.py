@@ -144,6 +144,10 @@ class OrchestrationSettings(_Group):
     retry_after_cap_seconds: float = Field(
         60, ge=0, description="Longest provider Retry-After waited out within an attempt"
     )
+    redis_url: str = Field(
+        "",
+        description="Redis for job locks across workers (redis://host:6379/0); empty: none",
+    )
     openai_calls_per_minute: int = Field(10, gt=0, description="Rate limit of OpenAI calls")
     gemini_calls_per_minute: int = Field(10, gt=0, description="Rate limit of Gemini calls")
 
