@@ -350,3 +350,13 @@ def active_transcription(session: Session, media_id: object) -> Transcription | 
             Transcription.is_active.is_(True),
         )
     )
+
+
+def jobs_of_run(session: Session, flow_run_id: str) -> list[ProcessingJob]:
+    return list(
+        session.scalars(
+            select(ProcessingJob)
+            .where(ProcessingJob.flow_run_id == flow_run_id)
+            .order_by(ProcessingJob.job)
+        )
+    )

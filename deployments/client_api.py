@@ -30,7 +30,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Scheduled
 from prefect.types._datetime import now
 
-from db.repository import plan_jobs
+from db.repository import jobs_of_run, plan_jobs
 from db.session import session_scope
 from tasks.media_context import load_source
 from tasks.table import JOB_TABLE, tiers
@@ -70,18 +70,16 @@ def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
 
 def get_job_status(flow_run_id: str) -> dict[str, Any]:
     """As the seed's getJobStatus (id, name, state, progress, attempts, finished time),
-    plus the state of every job of that run."""
+    plus every job of that run as the pipeline recorded it."""
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(uuid.UUID(flow_run_id))
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
-        )
-    finished = [t for t in task_runs if t.state and t.state.is_final()]
-    jobs = [
-        {"job": t.name.split(" · ")[0], "state": t.state.name if t.state else None,
-         "attempts": t.run_count}
-        for t in sorted(task_runs, key=lambda t: t.name)
-    ]  # fmt: skip
+    with session_scope() as session:
+        jobs = [
+            {"job": row.job, "state": row.state.value, "attempts": row.attempts,
+             "error": row.error}
+            for row in jobs_of_run(session, flow_run_id)
+        ]  # fmt: skip
+    finished = [j for j in jobs if j["state"] in ("SUCCEEDED", "FAILED", "SKIPPED")]
     done = run.state is not None and run.state.is_final()
     return {
         "id": str(run.id),
@@ -89,7 +87,7 @@ def get_job_status(flow_run_id: str) -> dict[str, Any]:
         "media_id": run.parameters.get("media_id"),
         "tier": run.parameters.get("tier"),
         "state": run.state.name if run.state else None,
-        "progress": 100 if done else round(100 * len(finished) / max(1, len(task_runs))),
+        "progress": 100 if done else round(100 * len(finished) / max(1, len(jobs))),
         "attempts_made": run.run_count,
         "finished_on": run.end_time.isoformat() if run.end_time else None,
         "jobs": jobs,

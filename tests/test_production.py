@@ -150,7 +150,9 @@ def test_a_dozen_media_processed_by_two_workers(production, tmp_path: Path):
 
     status = get_job_status(run_ids[0])
     assert status["state"] == "Completed" and status["progress"] == 100
-    assert status["jobs"] == [{"job": "generate-thumbnails", "state": "Completed", "attempts": 1}]
+    assert status["jobs"] == [
+        {"job": "generate-thumbnails", "state": "SUCCEEDED", "attempts": 1, "error": None}
+    ]
     after = get_queue_stats()
     gained = {q: {k: after[q][k] - before[q][k] for k in after[q]} for q in after}
     # One more run than submitted: the enhanced portrait's thumbnails ran as a subflow.
