@@ -13,13 +13,8 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
-import httpx2
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 from PIL import Image
 
 from db.repository import upsert_enhanced_media
@@ -37,6 +32,10 @@ from media_pipeline.imaging import (
 from media_pipeline.settings import GeminiSettings, get_settings
 from media_pipeline.storage import atomic_outputs, relative_key
 from tasks.media_context import JobOutput, MediaSource, load_source
+
+if TYPE_CHECKING:  # the SDK is imported when a call is made: importing the flow stays fast
+    from google import genai
+    from google.genai import types
 
 AI_EDITED = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 BLOCKED_FINISH_REASONS = {
@@ -120,6 +119,11 @@ def enhance_portrait(
 def call_gemini(
     client: genai.Client, model: str, prompt: str, photo: bytes
 ) -> types.GenerateContentResponse:
+    import httpx
+    import httpx2
+    from google.genai import errors as genai_errors
+    from google.genai import types
+
     try:
         return client.models.generate_content(
             model=model,
@@ -156,6 +160,9 @@ def image_from_response(response: types.GenerateContentResponse, name: str) -> b
 
 
 def gemini_client(settings: GeminiSettings) -> genai.Client:
+    from google import genai
+    from google.genai import types
+
     http = types.HttpOptions(
         base_url=settings.base_url or None,
         timeout=int(settings.gemini_timeout_seconds * 1000),  # milliseconds

@@ -18,7 +18,6 @@ from prefect.cache_policies import DEFAULT, CachePolicy
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.transactions import IsolationLevel
-from prefect_redis import RedisLockManager
 
 from db.repository import mark_job_running, note_attempt_error
 from db.session import session_scope
@@ -93,6 +92,8 @@ def job_cache_policy(redis_url: str) -> CachePolicy:
     retried while its first worker is still alive, say)."""
     if not redis_url:
         return DEFAULT
+    from prefect_redis import RedisLockManager
+
     return DEFAULT.configure(
         isolation_level=IsolationLevel.SERIALIZABLE,
         lock_manager=RedisLockManager(connection_url=redis_url),

@@ -13,10 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import openai
-from openai import OpenAI
+from typing import TYPE_CHECKING, Any
 
 from db.repository import add_transcription, transcription_of_run
 from db.session import session_scope
@@ -32,6 +29,9 @@ from media_pipeline.errors import (
 from media_pipeline.ffmpeg import input_args, run_ffmpeg
 from media_pipeline.settings import OpenAISettings, get_settings
 from tasks.media_context import JobOutput, load_source
+
+if TYPE_CHECKING:  # the SDK is imported when a call is made: importing the flow stays fast
+    from openai import OpenAI
 
 ENCODED_BYTES_PER_SECOND = 32_000 // 8
 UPLOAD_HEADROOM = 0.9  # MP3 frames and container overhead stay well inside the limit
@@ -128,6 +128,8 @@ def call_transcription(
     client: OpenAI, chunk: Path, model: str, language: str | None
 ) -> dict[str, Any]:
     """One API call; the SDK's errors become the pipeline's retry classes."""
+    import openai
+
     options: dict[str, Any] = {"model": model}
     if language:
         options["language"] = language
@@ -151,6 +153,8 @@ def call_transcription(
 
 
 def openai_client(settings: OpenAISettings) -> OpenAI:
+    from openai import OpenAI
+
     if not settings.api_key.get_secret_value():
         raise NotConfigured(
             "OpenAI is not configured: set OPENAI_API_KEY "
