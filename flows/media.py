@@ -78,7 +78,8 @@ def run_media_jobs(
         for created in follow_ups:
             follow_up(created)
 
-    failed = [job for job in summary["jobs"] if job["state"] == JobState.FAILED]
+    # This run's state reflects its own jobs; the summary covers the media's other tiers too.
+    failed = [j for j in summary["jobs"] if j["job"] in futures and j["state"] == JobState.FAILED]
     if failed:
         reasons = "; ".join(f"{job['job']}: {job['error']}" for job in failed)
         return Failed(
