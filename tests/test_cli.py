@@ -1,0 +1,47 @@
+"""The ``media-pipeline`` command line as a person runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from media_pipeline.cli import app
+from tests.support.media import make_jpeg
+
+runner = CliRunner()
+
+
+@pytest.mark.usefixtures("prefect_server", "sqlite_db")
+def test_process_prints_jobs_and_exits_0_when_ready(tmp_path: Path):
+    photo = make_jpeg(tmp_path / "photo.jpg", 1200, 900)
+
+    table = runner.invoke(app, ["process", str(photo), "--category", "AUTRE"])
+    as_json = runner.invoke(app, ["process", str(photo), "--json"])
+
+    assert table.exit_code == 0, table.output
+    assert "(IMAGE): READY" in table.output and "generate-thumbnails  SUCCEEDED" in table.output
+    assert "LARGE:" in table.output and "(1200x900" in table.output
+    assert as_json.exit_code == 0
+    summary = json.loads(as_json.stdout)  # logs go to stderr: stdout is the JSON alone
+    assert summary["status"] == "READY" and summary["type"] == "IMAGE"
+    assert {o["type"] for o in summary["jobs"][0]["outputs"]} == {"THUMBNAIL", "MEDIUM", "LARGE"}
+
+
+@pytest.mark.usefixtures("sqlite_db")
+def test_refused_input_exits_2_with_a_clear_error(tmp_path: Path):
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not a photo")
+    result = runner.invoke(app, ["process", str(notes)])
+    assert result.exit_code == 2
+    assert "not a recognised image, audio or video file" in result.output
+
+
+def test_config_lists_every_setting():
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0
+    for name in ("DATABASE_URL", "MEDIA_ROOT", "OPENAI_API_KEY", "GEMINI_BASE_URL",
+                 "MEDIA_PIPELINE_JPEG_QUALITY", "MEDIA_PIPELINE_WORK_POOL"):  # fmt: skip
+        assert f"`{name}`" in result.output
