@@ -6,11 +6,14 @@ import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from media_pipeline.tables import render_table
+
+if TYPE_CHECKING:
+    from deployments.client_api import FailedRun
 
 SINCE = re.compile(r"^(\d+)([smhd])$")
 
@@ -100,7 +103,7 @@ def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> No
         typer.echo(f"{len(runs)} run(s) scheduled again")
 
 
-def print_runs(runs: list) -> None:  # type: ignore[type-arg]
+def print_runs(runs: list[FailedRun]) -> None:
     rows = [(r.when.isoformat(timespec="seconds") if r.when else "", r.media_id, r.tier,
              r.state, r.id, r.message[:100]) for r in runs]  # fmt: skip
     typer.echo(render_table(("started", "media", "tier", "state", "flow run", "error"), rows))

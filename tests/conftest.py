@@ -77,6 +77,15 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     get_settings.cache_clear()
 
 
+def migrated_database(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point DATABASE_URL at ``url``, migrate it, and release its connections afterwards."""
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    upgrade(url)
+    yield url
+    get_engine(url).dispose()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def app_db(request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated, empty app database: a SQLite file, then a PostgreSQL database."""
@@ -87,12 +96,9 @@ def app_db(request: pytest.FixtureRequest) -> Iterator[str]:
 def postgres_app_db(postgres: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A migrated PostgreSQL app database of its own, dropped afterwards."""
     with scratch_database("mp_app") as name:
-        url = f"postgresql+psycopg://root@127.0.0.1:5432/{name}"
-        monkeypatch.setenv("DATABASE_URL", url)
-        get_settings.cache_clear()
-        upgrade(url)
-        yield url
-        get_engine(url).dispose()
+        yield from migrated_database(
+            f"postgresql+psycopg://root@127.0.0.1:5432/{name}", monkeypatch
+        )
 
 
 REDIS_TEST_DB = 7
@@ -172,12 +178,9 @@ def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
 @pytest.fixture
 def sqlite_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A migrated SQLite app database only (for tests whose subject is not the database)."""
-    url = f"sqlite:///{get_settings().storage.data_dir / 'app.db'}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    get_settings.cache_clear()
-    upgrade(url)
-    yield url
-    get_engine(url).dispose()
+    yield from migrated_database(
+        f"sqlite:///{get_settings().storage.data_dir / 'app.db'}", monkeypatch
+    )
 
 
 @pytest.fixture
