@@ -1,13 +1,20 @@
-"""Upload-to-thumbnail latency through the production path, with a stock process worker.
+"""Upload-to-thumbnail latency and throughput: the stock process worker against the warm one.
 
-    .venv/bin/python benchmarks/latency.py [--photos 60] [--interval 1.0]
+    .venv/bin/python benchmarks/latency.py [--photos 30] [--interval 2] [--burst 40]
+                                           [--workers process,media-warm-process]
 
-Starts a Prefect server (PostgreSQL, Redis messaging) on a free port, runs set-up,
-starts one process worker of the pool, then registers 12 MP photos (category with no AI
-enhancement) and calls ``submit_media`` for one every ``interval`` seconds. Prints the
-time from ``submit_media`` to "three thumbnail rows exist" (p50, p95, max), the
-throughput, and the CPU seconds of the worker (with its flow-run children) and server.
-Everything it starts is stopped, and its databases dropped, at the end.
+Starts a Prefect server (PostgreSQL, Redis messaging) on a free port and, for each worker
+type in turn, runs set-up for a pool of that type and starts one worker of the pool
+(polling every second). 12 MP photos of a category with no AI enhancement are registered
+and submitted through ``submit_media``:
+- latency: one photo every ``interval`` seconds; the time from ``submit_media`` to "three
+  thumbnail rows exist" (p50, p95, max);
+- throughput: a burst of ``burst`` photos at once; photos a minute until every job of
+  every photo is recorded as done.
+CPU seconds per flow run are those of the worker process, of its children (flow-run
+processes, the warm interpreter) and of the server, over both loads. Prints a JSON report
+per worker type and the warm/stock ratios. Everything started is stopped, and its
+databases dropped, at the end.
 """
 
 from __future__ import annotations
@@ -21,17 +28,43 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+STOCK, WARM = "process", "media-warm-process"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its children that have exited and been waited."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own, reaped children) user + system CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own, every descendant's, live or reaped) CPU seconds of a process tree."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    own, reaped = cpu_seconds(pid)
+    pending = list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        try:
+            child_own, child_reaped = cpu_seconds(child)
+        except OSError:
+            continue
+        reaped += child_own + child_reaped
+        pending.extend(children.get(child, []))
+    return own, reaped
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -39,10 +72,123 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def watch_thumbnails(done: dict[uuid.UUID, float], stop: threading.Event) -> None:
+    """Record when each media first has its three thumbnail rows."""
+    from sqlalchemy import func, select
+
+    from db.models import DerivativeType, MediaDerivative
+    from db.session import session_scope
+
+    sizes = [DerivativeType.THUMBNAIL, DerivativeType.MEDIUM, DerivativeType.LARGE]
+    while not stop.is_set():
+        with session_scope() as session:
+            rows = session.execute(
+                select(MediaDerivative.media_id, func.count())
+                .where(MediaDerivative.type.in_(sizes))
+                .group_by(MediaDerivative.media_id)
+            ).all()
+        moment = time.monotonic()
+        for media_id, count in rows:
+            if count == 3 and media_id not in done:
+                done[media_id] = moment
+        time.sleep(0.05)
+
+
+def all_jobs_done(media_ids: list[uuid.UUID]) -> bool:
+    from sqlalchemy import func, select
+
+    from db.models import JobState, ProcessingJob
+    from db.session import session_scope
+
+    with session_scope() as session:
+        unfinished = session.scalar(
+            select(func.count()).where(
+                ProcessingJob.media_id.in_(media_ids),
+                ProcessingJob.state.not_in([JobState.SUCCEEDED, JobState.FAILED]),
+            )
+        )
+        recorded = session.scalar(
+            select(func.count(func.distinct(ProcessingJob.media_id))).where(
+                ProcessingJob.media_id.in_(media_ids)
+            )
+        )
+    return unfinished == 0 and recorded == len(media_ids)
+
+
+def run_phase(
+    worker_type: str, args: argparse.Namespace, photo: Path, work: Path, server_pid: int
+) -> dict[str, Any]:
+    from deployments.client_api import submit_media
+    from deployments.setup import setup
+    from media_pipeline.registration import register_media
+    from media_pipeline.settings import get_settings
+    from tests.support.processes import start_process, stop_process, wait_until
+
+    pool = f"bench-{worker_type}"
+    os.environ["MEDIA_PIPELINE_WORK_POOL"] = pool
+    os.environ["MEDIA_PIPELINE_WORKER_TYPE"] = worker_type
+    get_settings.cache_clear()
+    setup()
+    worker_env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1",
+                  "PREFECT_WORKER_PREFETCH_SECONDS": "0"}  # fmt: skip
+    log = work / f"worker-{worker_type}.log"
+    worker = start_process(
+        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", worker_type],
+        worker_env, log,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: "started!" in log.read_text(), 120, f"the {worker_type} worker")
+        time.sleep(2)  # its first poll
+        done: dict[uuid.UUID, float] = {}
+        stop = threading.Event()
+        watcher = threading.Thread(target=watch_thumbnails, args=(done, stop), daemon=True)
+        watcher.start()
+        before = tree_cpu_seconds(worker.pid), cpu_seconds(server_pid)
+
+        steady = [register_media(photo, category="AUTRE") for _ in range(args.photos)]
+        submitted: dict[uuid.UUID, float] = {}
+        for item in steady:
+            submitted[item.id] = time.monotonic()
+            submit_media(str(item.id))
+            time.sleep(max(0.0, submitted[item.id] + args.interval - time.monotonic()))
+        wait_until(lambda: all(m.id in done for m in steady), 1800, "the steady load")
+        latencies = [done[m] - submitted[m] for m in submitted]
+
+        burst = [register_media(photo, category="AUTRE") for _ in range(args.burst)]
+        burst_ids = [m.id for m in burst]
+        started = time.monotonic()
+        for item in burst:
+            submit_media(str(item.id))
+        wait_until(lambda: all_jobs_done(burst_ids), 3600, "the burst", interval=0.2)
+        burst_seconds = time.monotonic() - started
+        wait_until(lambda: all_jobs_done([m.id for m in steady]), 600, "every job")
+        time.sleep(3)  # the last runs' processes exit
+        after = tree_cpu_seconds(worker.pid), cpu_seconds(server_pid)
+        stop.set()
+    finally:
+        stop_process(worker)
+    runs = args.photos + args.burst
+    return {
+        "worker": worker_type,
+        "latency_p50_s": round(statistics.median(latencies), 2),
+        "latency_p95_s": round(percentile(latencies, 0.95), 2),
+        "latency_max_s": round(max(latencies), 2),
+        "burst_photos_per_min": round(args.burst / burst_seconds * 60, 1),
+        "worker_cpu_s_per_run": round((after[0][0] - before[0][0]) / runs, 3),
+        "children_cpu_s_per_run": round((after[0][1] - before[0][1]) / runs, 3),
+        "server_cpu_s_per_run": round(sum(after[1]) / runs - sum(before[1]) / runs, 3),
+        "runs_per_worker_cpu_s": round(
+            runs / (sum(after[0]) - sum(before[0])), 3
+        ),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--photos", type=int, default=60)
-    parser.add_argument("--interval", type=float, default=1.0)
+    parser.add_argument("--photos", type=int, default=30)
+    parser.add_argument("--interval", type=float, default=2.0)
+    parser.add_argument("--burst", type=int, default=40)
+    parser.add_argument("--workers", default=f"{STOCK},{WARM}")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="latency-"))
@@ -60,6 +206,7 @@ def main() -> None:
 
     start_postgres_if_needed()
     photo = make_jpeg(work / "photo-12mp.jpg", 4000, 3000, orientation=6)
+    reports: dict[str, dict[str, Any]] = {}
     with (
         scratch_database("mp_bench_prefect") as prefect_db,
         scratch_database("mp_bench_app") as app_db,
@@ -72,77 +219,29 @@ def main() -> None:
         server_args = [sys.executable, "-m", "prefect", "server", "start",
                        "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
         server = start_process(server_args, server_env, work / "server.log")
-        worker = None
         try:
             wait_until(lambda: http_ok(f"{api}/health"), 120, "the Prefect server")
             os.environ["PREFECT_API_URL"] = api
             os.environ["DATABASE_URL"] = f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}"
-            from sqlalchemy import func, select
-
             from db.migrate import upgrade
-            from db.models import DerivativeType, MediaDerivative
-            from db.session import session_scope
-            from deployments.client_api import submit_media
-            from deployments.setup import setup
-            from media_pipeline.registration import register_media
 
             upgrade()
-            setup()
-            worker_env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1",
-                          "PREFECT_WORKER_PREFETCH_SECONDS": "0"}  # fmt: skip
-            worker_args = [sys.executable, "-m", "prefect", "worker", "start",
-                           "--pool", "media", "--type", "process"]  # fmt: skip
-            worker = start_process(worker_args, worker_env, work / "worker.log")
-            time.sleep(5)  # the worker's first poll
-            media = [register_media(photo, category="AUTRE") for _ in range(args.photos)]
-            submitted: dict[uuid.UUID, float] = {}
-            done: dict[uuid.UUID, float] = {}
-            stop = threading.Event()
-
-            def watch() -> None:
-                while not stop.is_set():
-                    with session_scope() as session:
-                        rows = session.execute(
-                            select(MediaDerivative.media_id, func.count())
-                            .where(MediaDerivative.type.in_([DerivativeType.THUMBNAIL,
-                                                             DerivativeType.MEDIUM,
-                                                             DerivativeType.LARGE]))
-                            .group_by(MediaDerivative.media_id)
-                        ).all()  # fmt: skip
-                    moment = time.monotonic()
-                    for media_id, count in rows:
-                        if count == 3 and media_id not in done:
-                            done[media_id] = moment
-                    time.sleep(0.05)
-
-            watcher = threading.Thread(target=watch, daemon=True)
-            watcher.start()
-            cpu_before = (cpu_seconds(worker.pid), cpu_seconds(server.pid))
-            started = time.monotonic()
-            for item in media:
-                submitted[item.id] = time.monotonic()
-                submit_media(str(item.id))
-                time.sleep(max(0.0, submitted[item.id] + args.interval - time.monotonic()))
-            wait_until(lambda: len(done) == len(media), 60 * 30, "every thumbnail", interval=0.5)
-            finished = time.monotonic()
-            stop.set()
-            cpu_after = (cpu_seconds(worker.pid), cpu_seconds(server.pid))
+            for worker_type in args.workers.split(","):
+                reports[worker_type] = run_phase(worker_type, args, photo, work, server.pid)
+                print(json.dumps(reports[worker_type], indent=2), flush=True)
         finally:
-            if worker is not None:
-                stop_process(worker)
             stop_process(server)
-    latencies = [done[m] - submitted[m] for m in submitted]
-    report = {
-        "photos": len(latencies),
-        "interval_s": args.interval,
-        "latency_p50_s": round(statistics.median(latencies), 2),
-        "latency_p95_s": round(percentile(latencies, 0.95), 2),
-        "latency_max_s": round(max(latencies), 2),
-        "throughput_per_min": round(len(latencies) / (finished - started) * 60, 1),
-        "worker_cpu_s_per_run": round((cpu_after[0] - cpu_before[0]) / len(latencies), 2),
-        "server_cpu_s_per_run": round((cpu_after[1] - cpu_before[1]) / len(latencies), 2),
-    }
-    print(json.dumps(report, indent=2))
+    if STOCK in reports and WARM in reports:
+        ratio: Callable[[str], float] = lambda key: round(  # noqa: E731
+            reports[WARM][key] / reports[STOCK][key], 2
+        )
+        print(json.dumps({
+            "warm/stock latency_p50": ratio("latency_p50_s"),
+            "warm/stock latency_p95": ratio("latency_p95_s"),
+            "warm/stock burst_photos_per_min": ratio("burst_photos_per_min"),
+            "warm/stock runs_per_worker_cpu_s": ratio("runs_per_worker_cpu_s"),
+            "warm/stock server_cpu_s_per_run": ratio("server_cpu_s_per_run"),
+        }, indent=2))  # fmt: skip
 
 
 if __name__ == "__main__":

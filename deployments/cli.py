@@ -38,7 +38,7 @@ def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> No
         from deployments.setup import setup as run_setup
 
         result = run_setup(deployments=deployments)
-        typer.echo(f"work pool {result['pool']}")
+        typer.echo(f"work pool {result['pool']} (workers of type {result['worker_type']})")
         queues = sorted(result["queues"].items(), key=lambda item: item[1])
         typer.echo(render_table(("queue", "priority"), queues))
         typer.echo(f"rate limits (calls a minute): {result['rate_limits_per_minute']}")

@@ -22,6 +22,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessWorker
 
+from deployments.warm_worker import WarmProcessWorker
 from media_pipeline.settings import get_settings
 from tasks.rate_limits import ensure_rate_limits
 from tasks.table import PRIORITY_QUEUES
@@ -32,18 +33,34 @@ HEARTBEAT_SECONDS = 30
 ZOMBIE_AUTOMATION = "media-pipeline: crash flow runs without heartbeats"
 
 
+WORKER_CLASSES: dict[str, type[ProcessWorker]] = {
+    ProcessWorker.type: ProcessWorker,
+    WarmProcessWorker.type: WarmProcessWorker,
+}
+
+
 def ensure_work_pool(
-    client: SyncPrefectClient, pool: str, results_dir: Path, pool_type: str = "process"
+    client: SyncPrefectClient, pool: str, results_dir: Path, worker_type: str
 ) -> None:
+    if worker_type not in WORKER_CLASSES:
+        raise ValueError(
+            f"unknown worker type {worker_type!r}: use one of {', '.join(WORKER_CLASSES)}"
+        )
+    default_template = WORKER_CLASSES[worker_type].get_default_base_job_template()
     try:
         existing = client.read_work_pool(pool)
     except ObjectNotFound:
-        template = ProcessWorker.get_default_base_job_template()
         client.create_work_pool(
-            WorkPoolCreate(name=pool, type=pool_type, base_job_template=template)
+            WorkPoolCreate(name=pool, type=worker_type, base_job_template=default_template)
         )
         existing = client.read_work_pool(pool)
-    template = existing.base_job_template or ProcessWorker.get_default_base_job_template()
+    if existing.type != worker_type:
+        raise ValueError(
+            f"work pool {pool!r} is of type {existing.type!r}, not {worker_type!r}; a pool's "
+            f"type cannot change: delete it (prefect work-pool delete {pool}) or name "
+            "another pool with MEDIA_PIPELINE_WORK_POOL"
+        )
+    template = existing.base_job_template or default_template
     env = template.get("variables", {}).get("properties", {}).get("env")
     if env is not None:
         # Flow runs send heartbeats, so a run whose worker died is marked Crashed; task
@@ -136,10 +153,17 @@ def setup(deployments: bool = True) -> dict[str, object]:
     settings = get_settings()
     pool = settings.orchestration.work_pool
     with get_client(sync_client=True) as client:
-        ensure_work_pool(client, pool, settings.storage.results_dir)
+        ensure_work_pool(
+            client, pool, settings.storage.results_dir, settings.orchestration.worker_type
+        )
         queues = ensure_queues(client, pool)
         ensure_zombie_automation(client)
     limits = ensure_rate_limits()
     if deployments:
         deploy(pool)
-    return {"pool": pool, "queues": queues, "rate_limits_per_minute": limits}
+    return {
+        "pool": pool,
+        "worker_type": settings.orchestration.worker_type,
+        "queues": queues,
+        "rate_limits_per_minute": limits,
+    }

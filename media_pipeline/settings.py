@@ -134,6 +134,15 @@ class GeminiSettings(_Group):
 
 class OrchestrationSettings(_Group):
     work_pool: str = Field("media", description="Prefect work pool of the deployments")
+    worker_type: str = Field(
+        "media-warm-process",
+        description="Type of the pool set-up creates: media-warm-process (flow runs forked "
+        "from a warm interpreter) or process (Prefect's stock worker)",
+    )
+    warm_preload: list[str] = Field(
+        ["flows.media", "flows.maintenance"],
+        description="Modules the warm worker imports once, before forking flow runs",
+    )
     retry_attempts: int = Field(3, ge=1, description="Attempts per job, the first included")
     retry_base_delay_seconds: float = Field(
         2, ge=0, description="First retry delay; doubles at each attempt"
