@@ -177,9 +177,7 @@ def run_phase(
         "worker_cpu_s_per_run": round((after[0][0] - before[0][0]) / runs, 3),
         "children_cpu_s_per_run": round((after[0][1] - before[0][1]) / runs, 3),
         "server_cpu_s_per_run": round(sum(after[1]) / runs - sum(before[1]) / runs, 3),
-        "runs_per_worker_cpu_s": round(
-            runs / (sum(after[0]) - sum(before[0])), 3
-        ),
+        "runs_per_worker_cpu_s": round(runs / (sum(after[0]) - sum(before[0])), 3),
     }
 
 

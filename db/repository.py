@@ -360,3 +360,19 @@ def jobs_of_run(session: Session, flow_run_id: str) -> list[ProcessingJob]:
             .order_by(ProcessingJob.job)
         )
     )
+
+
+def unfinished_jobs_of_runs(session: Session, flow_run_ids: list[str]) -> dict[str, list[str]]:
+    """Flow run id -> the jobs it ran that failed or never finished (a crashed run)."""
+    rows = session.execute(
+        select(ProcessingJob.flow_run_id, ProcessingJob.job)
+        .where(
+            ProcessingJob.flow_run_id.in_(flow_run_ids),
+            ProcessingJob.state.not_in([JobState.SUCCEEDED, JobState.SKIPPED]),
+        )
+        .order_by(ProcessingJob.job)
+    )
+    found: dict[str, list[str]] = {}
+    for run_id, job in rows:
+        found.setdefault(run_id, []).append(job)
+    return found

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from deployments.client_api import FailedRun
 
 SINCE = re.compile(r"^(\d+)([smhd])$")
+T = TypeVar("T")
+SinceOption = Annotated[str | None, typer.Option(help="Only runs started in the last 6h, 2d...")]
+JobOption = Annotated[str | None, typer.Option(help="Only runs whose job failed: generate-...")]
+MediaTypeOption = Annotated[
+    str | None, typer.Option("--type", help="Only runs of IMAGE, AUDIO or VIDEO media")
+]
 
 
 def parse_since(value: str | None) -> timedelta | None:
@@ -76,34 +82,60 @@ def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> No
 
     @app.command()
     def failed(
-        since: Annotated[
-            str | None, typer.Option(help="Only runs started in the last 6h, 2d...")
-        ] = None,
+        since: SinceOption = None,
+        job: JobOption = None,
+        media_type: MediaTypeOption = None,
     ) -> None:
-        """Failed and crashed flow runs: time, media, tier, error."""
+        """Failed and crashed flow runs: time, media, type, tier, jobs, error."""
         from deployments.client_api import failed_runs
 
-        print_runs(failed_runs(since=parse_since(since)))
+        print_runs(call(fail, failed_runs, since=parse_since(since), job=job,
+                        media_type=media_type))  # fmt: skip
 
     @app.command("retry-failed")
     def retry_failed(
         flow_run_id: Annotated[list[str] | None, typer.Argument()] = None,
-        since: Annotated[
-            str | None, typer.Option(help="Only runs started in the last 6h, 2d...")
-        ] = None,
+        since: SinceOption = None,
+        job: JobOption = None,
+        media_type: MediaTypeOption = None,
         all_runs: Annotated[bool, typer.Option("--all", help="Every failed run")] = False,
+        dry_run: Annotated[bool, typer.Option(help="Only show what would be re-run")] = False,
     ) -> None:
-        """Re-run failed and crashed flow runs under the same ids (finished jobs are cached)."""
-        from deployments.client_api import retry_failed as run_retry
+        """Show, then re-run, failed and crashed flow runs under the same ids (finished jobs
+        are served from the cache). Takes the filters of ``failed``."""
+        from deployments.client_api import failed_runs, retry_runs
 
-        if not (flow_run_id or since or all_runs):
-            raise fail("name flow run ids, --since, or --all")
-        runs = run_retry(flow_run_ids=flow_run_id or None, since=parse_since(since))
+        if not (flow_run_id or since or job or media_type or all_runs):
+            raise fail("name flow run ids, --since, --job, --type, or --all")
+        runs = call(fail, failed_runs, since=parse_since(since), flow_run_ids=flow_run_id,
+                    job=job, media_type=media_type)  # fmt: skip
         print_runs(runs)
+        if dry_run:
+            typer.echo(f"{len(runs)} run(s) would be scheduled again")
+            return
+        retry_runs(runs)
         typer.echo(f"{len(runs)} run(s) scheduled again")
 
 
+def call(fail: Callable[[str], typer.Exit], function: Callable[..., T], **kwargs: Any) -> T:
+    """``function(**kwargs)``; a filter it refuses ends the command with its message."""
+    try:
+        return function(**kwargs)
+    except ValueError as error:
+        raise fail(str(error)) from error
+
+
 def print_runs(runs: list[FailedRun]) -> None:
-    rows = [(r.when.isoformat(timespec="seconds") if r.when else "", r.media_id, r.tier,
-             r.state, r.id, r.message[:100]) for r in runs]  # fmt: skip
-    typer.echo(render_table(("started", "media", "tier", "state", "flow run", "error"), rows))
+    rows = [(r.when.isoformat(timespec="seconds") if r.when else "", r.media_id, r.media_type,
+             r.tier, ", ".join(r.jobs) or "-", r.state, r.id, error_of(r)[:120])
+            for r in runs]  # fmt: skip
+    headers = ("started", "media", "type", "tier", "jobs", "state", "flow run", "error")
+    typer.echo(render_table(headers, rows))
+
+
+def error_of(run: FailedRun) -> str:
+    """The run's message without the "media <id> FAILED: " the other columns already say."""
+    prefix = f"media {run.media_id} "
+    if run.message.startswith(prefix) and ": " in run.message:
+        return run.message.split(": ", 1)[1]
+    return run.message

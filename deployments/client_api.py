@@ -22,6 +22,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStartTime,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    FlowRunFilterTags,
     FlowRunFilterWorkQueueName,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -30,7 +31,8 @@ from prefect.deployments import run_deployment
 from prefect.states import Scheduled
 from prefect.types._datetime import now
 
-from db.repository import jobs_of_run, plan_jobs
+from db.models import MediaType
+from db.repository import jobs_of_run, plan_jobs, unfinished_jobs_of_runs
 from db.session import session_scope
 from tasks.media_context import load_source
 from tasks.table import JOB_TABLE, tiers
@@ -136,7 +138,9 @@ class FailedRun:
     id: str
     name: str
     media_id: str | None
+    media_type: str | None
     tier: str | None
+    jobs: tuple[str, ...]  # the run's jobs that failed or never finished
     state: str
     message: str
     when: datetime | None
@@ -145,10 +149,20 @@ class FailedRun:
 def failed_runs(
     since: timedelta | None = None,
     flow_run_ids: list[str] | None = None,
+    job: str | None = None,
+    media_type: str | None = None,
     limit: int = 200,
 ) -> list[FailedRun]:
-    """Failed and crashed deployment runs of the pipeline, newest first."""
+    """Failed and crashed deployment runs of the pipeline, newest first; ``job`` keeps the
+    runs in which that job failed (or never finished), ``media_type`` those of IMAGE,
+    AUDIO or VIDEO media."""
+    if job is not None and job not in JOB_TABLE.names():
+        raise ValueError(f"unknown job {job!r}: one of {', '.join(JOB_TABLE.names())}")
     filters: dict[str, Any] = {"state": _state(*FAILED_STATES)}
+    if media_type is not None:
+        if media_type.upper() not in MediaType.__members__:
+            raise ValueError(f"unknown media type {media_type!r}: IMAGE, AUDIO or VIDEO")
+        filters["tags"] = FlowRunFilterTags(all_=[f"type-{media_type.lower()}"])
     if since is not None:
         filters["start_time"] = FlowRunFilterStartTime(after_=now("UTC") - since)
     if flow_run_ids:
@@ -160,30 +174,43 @@ def failed_runs(
             sort=FlowRunSort.START_TIME_DESC,
             limit=limit,
         )
-    return [
+    runs = [r for r in runs if r.deployment_id is not None]  # in-process runs: no worker
+    with session_scope() as session:
+        unfinished = unfinished_jobs_of_runs(session, [str(r.id) for r in runs])
+    found = [
         FailedRun(
-            str(r.id),
-            r.name,
-            r.parameters.get("media_id"),
-            r.parameters.get("tier"),
-            r.state.name if r.state else "?",
-            (r.state.message or "") if r.state else "",
-            r.start_time,
+            id=str(r.id),
+            name=r.name,
+            media_id=r.parameters.get("media_id"),
+            media_type=next((t[5:].upper() for t in r.tags if t.startswith("type-")), None),
+            tier=r.parameters.get("tier"),
+            jobs=tuple(unfinished.get(str(r.id), ())),
+            state=r.state.name if r.state else "?",
+            message=(r.state.message or "") if r.state else "",
+            when=r.start_time,
         )
         for r in runs
-        if r.deployment_id is not None  # in-process runs have no worker to re-run them
     ]
+    return [run for run in found if job is None or job in run.jobs]
 
 
-def retry_failed(
-    flow_run_ids: list[str] | None = None, since: timedelta | None = None
-) -> list[FailedRun]:
-    """Re-run failed and crashed runs under the same flow run id, as the UI's Retry does:
-    jobs that finished are served from Prefect's result cache, not redone."""
-    runs = failed_runs(since=since, flow_run_ids=flow_run_ids)
+def retry_runs(runs: list[FailedRun]) -> None:
+    """Re-run flow runs under the same id, as the UI's Retry does: jobs that finished are
+    served from Prefect's result cache, not redone."""
     with get_client(sync_client=True) as client:
         for run in runs:
             client.set_flow_run_state(
                 uuid.UUID(run.id), Scheduled(message="retry-failed"), force=True
             )
+
+
+def retry_failed(
+    flow_run_ids: list[str] | None = None,
+    since: timedelta | None = None,
+    job: str | None = None,
+    media_type: str | None = None,
+) -> list[FailedRun]:
+    """Re-run the failed and crashed runs that ``failed_runs`` finds with these filters."""
+    runs = failed_runs(since=since, flow_run_ids=flow_run_ids, job=job, media_type=media_type)
+    retry_runs(runs)
     return runs

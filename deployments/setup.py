@@ -30,6 +30,8 @@ from tasks.table import PRIORITY_QUEUES
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_QUEUE_PRIORITY = 1000  # below every tier: nothing should ever wait there
 HEARTBEAT_SECONDS = 30
+# Worker machines install the project at the same path as the one running set-up.
+ENGINE_COMMAND = f"{sys.executable} -m prefect.engine"
 ZOMBIE_AUTOMATION = "media-pipeline: crash flow runs without heartbeats"
 
 
@@ -61,16 +63,20 @@ def ensure_work_pool(
             "another pool with MEDIA_PIPELINE_WORK_POOL"
         )
     template = existing.base_job_template or default_template
-    env = template.get("variables", {}).get("properties", {}).get("env")
-    if env is not None:
+    variables = template.get("variables", {}).get("properties", {})
+    if "env" in variables:
         # Flow runs send heartbeats, so a run whose worker died is marked Crashed; task
         # results go where every worker reads them, so a retried run reuses finished jobs.
-        env["default"] = {
-            **(env.get("default") or {}),
+        variables["env"]["default"] = {
+            **(variables["env"].get("default") or {}),
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "PREFECT_LOCAL_STORAGE_PATH": str(results_dir),
         }
-        client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
+    if worker_type == ProcessWorker.type and not variables.get("command", {}).get("default"):
+        # The engine itself, not Prefect's default launcher (a supervisor process that
+        # imports Prefect before the engine does it again): half the start-up CPU.
+        variables.setdefault("command", {"type": "string"})["default"] = ENGINE_COMMAND
+    client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
 
 
 def ensure_queues(client: SyncPrefectClient, pool: str) -> dict[str, int]:

@@ -27,6 +27,7 @@ import asyncio
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -37,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-from pydantic import PrivateAttr
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventAnyResourceFilter, EventFilter, EventNameFilter
 from prefect.flows import load_flow_from_flow_run
@@ -50,6 +50,7 @@ from prefect.workers.process import (
     ProcessWorker,
     ProcessWorkerResult,
 )
+from pydantic import PrivateAttr
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -322,8 +323,11 @@ class WarmProcessWorker(ProcessWorker):
                     task_status.started(handle.pid)
         if execution is None or execution.status_code is None:
             raise RuntimeError("Failed to start flow run process.")
+        if execution.status_code < 0:  # the runner reports the number; name the signal
+            logger.error(
+                "The flow run's process was killed by %s",
+                signal.Signals(-execution.status_code).name,
+            )
         return ProcessWorkerResult(
             status_code=execution.status_code, identifier=str(execution.handle.pid)
         )
-
-

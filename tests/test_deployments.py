@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def test_setup_is_idempotent_and_orders_the_queues(monkeypatch):
         assert (limit.limit, limit.slot_decay_per_second) == (12, pytest.approx(0.2))
         assert len(client.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1
         pool = client.read_work_pool(second["pool"])
+        assert pool.type == second["worker_type"] == "media-warm-process"
         env = pool.base_job_template["variables"]["properties"]["env"]["default"]
         assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
         assert "PREFECT_LOCAL_STORAGE_PATH" in env
@@ -78,3 +80,27 @@ def test_retention_keeps_the_newest_failed_runs():
         left = {run.id for run in client.read_flow_runs(flow_filter=FlowFilter(
             name=FlowFilterName(any_=[name])))}  # fmt: skip
     assert left == set(failed[-2:]) and done not in left
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_setup_refuses_to_change_a_pools_worker_type(monkeypatch):
+    from media_pipeline.settings import get_settings
+
+    monkeypatch.setenv("MEDIA_PIPELINE_WORK_POOL", f"pool-{uuid.uuid4().hex[:6]}")
+    monkeypatch.setenv("MEDIA_PIPELINE_WORKER_TYPE", "process")
+    get_settings.cache_clear()
+    assert setup(deployments=False)["worker_type"] == "process"
+    with get_client(sync_client=True) as client:
+        template = client.read_work_pool(get_settings().orchestration.work_pool).base_job_template
+    command = template["variables"]["properties"]["command"]["default"]
+    assert command == f"{sys.executable} -m prefect.engine"  # not the heavier default launcher
+
+    monkeypatch.setenv("MEDIA_PIPELINE_WORKER_TYPE", "media-warm-process")
+    get_settings.cache_clear()
+    with pytest.raises(ValueError, match=r"is of type 'process'.*prefect work-pool delete"):
+        setup(deployments=False)
+    monkeypatch.setenv("MEDIA_PIPELINE_WORKER_TYPE", "kubernetes")
+    get_settings.cache_clear()
+    with pytest.raises(ValueError, match="unknown worker type 'kubernetes'"):
+        setup(deployments=False)
+    get_settings.cache_clear()

@@ -1,5 +1,5 @@
 """The production profile end to end: Prefect server on PostgreSQL with Redis messaging,
-``media-pipeline setup``, stock process workers pulling runs, the client API."""
+``media-pipeline setup``, warm and stock process workers pulling runs, the client API."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,18 +21,24 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import Cancelling
+from typer.testing import CliRunner
 
 from db.models import JobState, MediaStatus
 from db.repository import load_media
 from db.session import session_scope
-from deployments.client_api import get_job_status, get_queue_stats, retry_failed, submit_media
+from deployments.client_api import failed_runs, get_job_status, get_queue_stats, submit_media
 from deployments.setup import setup
+from deployments.warm_worker import WORKER_TYPE as WARM
+from media_pipeline.cli import app
 from media_pipeline.registration import register_media
 from media_pipeline.settings import get_settings
 from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import start_process, stop_process, wait_until
+from tests.support.worker_flows import deploy_test_flow, segfault, sleepy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
+cli = CliRunner()
 
 
 class Receiver:
@@ -61,33 +70,46 @@ class Receiver:
 @pytest.fixture
 def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkeypatch
                ) -> Iterator[dict]:  # fmt: skip
-    """Set-up done, a callback receiver, and a way to start workers (stopped at the end)."""
+    """A callback receiver, set-up of a pool of either worker type, and a way to start
+    workers of that pool (stopped at the end)."""
     receiver = Receiver()
     monkeypatch.setenv("MEDIA_PIPELINE_CALLBACK_URL", receiver.url)
     monkeypatch.setenv("MEDIA_PIPELINE_CALLBACK_SECRET", "callback-secret")
     monkeypatch.setenv("MEDIA_ROOT", str(tmp_path / "shared-media"))
     monkeypatch.setenv("MEDIA_PIPELINE_REDIS_URL", "redis://127.0.0.1:6379/7")  # job locks
-    get_settings.cache_clear()
-    setup()
     workers: list = []
 
-    def start_worker(limit: int | None = None, **extra_env: str) -> None:
-        env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_WORKER_QUERY_SECONDS": "1",
+    def use(worker_type: str) -> str:
+        """Set-up for a pool of ``worker_type`` (the deployments move to it); its name."""
+        pool = "media" if worker_type == WARM else f"media-{worker_type}"
+        monkeypatch.setenv("MEDIA_PIPELINE_WORK_POOL", pool)
+        monkeypatch.setenv("MEDIA_PIPELINE_WORKER_TYPE", worker_type)
+        get_settings.cache_clear()
+        setup()
+        return pool
+
+    def start_worker(limit: int | None = None, query_seconds: int = 1, **extra_env: str
+                     ) -> subprocess.Popen[bytes]:  # fmt: skip
+        orchestration = get_settings().orchestration
+        env = {**os.environ, "PREFECT_API_URL": prefect_server,
+               "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
                "PREFECT_WORKER_PREFETCH_SECONDS": "0", **extra_env}  # fmt: skip
-        args = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "media",
-                "--type", "process", "--name", f"test-worker-{len(workers)}"]  # fmt: skip
+        args = [sys.executable, "-m", "prefect", "worker", "start",
+                "--pool", orchestration.work_pool, "--type", orchestration.worker_type,
+                "--name", f"test-worker-{len(workers)}"]  # fmt: skip
         if limit:
             args += ["--limit", str(limit)]
         log = tmp_path / f"worker-{len(workers)}.log"
         workers.append(start_process(args, env, log))
+        return workers[-1]
 
     def stop_workers() -> None:
         while workers:
             stop_process(workers.pop())
 
     try:
-        yield {"start_worker": start_worker, "stop_workers": stop_workers, "receiver": receiver,
-               "logs": tmp_path}  # fmt: skip
+        yield {"use": use, "start_worker": start_worker, "stop_workers": stop_workers,
+               "receiver": receiver, "logs": tmp_path}  # fmt: skip
     finally:
         stop_workers()
         receiver.stop()
@@ -117,7 +139,8 @@ def task_runs(run_ids: list[str]) -> list[Any]:
         )
 
 
-def test_a_dozen_media_processed_by_two_workers(production, tmp_path: Path):
+def test_a_dozen_media_processed_by_two_warm_workers(production, tmp_path: Path):
+    production["use"](WARM)
     files = [make_jpeg(tmp_path / f"p{i}.jpg", 1200, 900, orientation=6) for i in range(4)]
     files += [make_tone(tmp_path / f"a{i}.m4a", 3.0, codec_args=("-c:a", "aac")) for i in range(4)]
     files += [make_video(tmp_path / f"v{i}.mp4", 3) for i in range(4)]
@@ -171,6 +194,7 @@ def test_a_dozen_media_processed_by_two_workers(production, tmp_path: Path):
 
 
 def test_failed_run_is_retried_without_redoing_finished_jobs(production, tmp_path: Path):
+    production["use"]("process")  # Prefect's stock worker
     video = register_media(make_video(tmp_path / "v.mp4", 3), category="AUTRE")
     # A broken worker set-up: ffmpeg may not run for more than a millisecond.
     production["start_worker"](MEDIA_PIPELINE_FFMPEG_TIMEOUT_SECONDS="0.001")
@@ -182,10 +206,28 @@ def test_failed_run_is_retried_without_redoing_finished_jobs(production, tmp_pat
         assert jobs["generate-video-preview"].state is JobState.FAILED
         assert jobs["generate-video-thumbnail"].state is JobState.SUCCEEDED
 
+    # Analysts find it by job and media type, see what will be re-run, and re-run it.
+    found = failed_runs(job="generate-video-preview", media_type="video", since=timedelta(hours=1))
+    assert [(r.id, r.media_id, r.media_type, r.jobs) for r in found] == [
+        (run_id, str(video.id), "VIDEO", ("generate-video-preview",))
+    ]
+    assert run_id not in {r.id for r in failed_runs(job="generate-video-thumbnail")}
+    assert run_id not in {r.id for r in failed_runs(media_type="image")}
+    listed = cli.invoke(app, ["failed", "--job", "generate-video-preview", "--type", "VIDEO"])
+    assert listed.exit_code == 0 and run_id in listed.output
+    assert "video preview: ffmpeg took longer than 0 s" in listed.output
+    refused = cli.invoke(app, ["failed", "--job", "make-coffee"])
+    assert refused.exit_code == 2 and "unknown job 'make-coffee'" in refused.output
+    shown = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type", "video",
+                             "--since", "1h", "--dry-run"])  # fmt: skip
+    assert run_id in shown.output and "1 run(s) would be scheduled again" in shown.output
+    assert wait_for_runs([run_id])[run_id].state.name == "Failed"  # a dry run changes nothing
+
     production["stop_workers"]()
     production["start_worker"]()  # the cause is fixed
-    retried = retry_failed([run_id])
-    assert [r.id for r in retried] == [run_id]
+    retried = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type",
+                               "video", "--since", "1h"])  # fmt: skip
+    assert retried.exit_code == 0 and "1 run(s) scheduled again" in retried.output
     (run,) = wait_for_runs([run_id]).values()
 
     assert run.state.name == "Completed" and run.run_count == 2
@@ -210,6 +252,7 @@ def test_failed_run_is_retried_without_redoing_finished_jobs(production, tmp_pat
 
 
 def test_priority_holds_per_job_under_a_backlog(production, tmp_path: Path):
+    production["use"](WARM)
     # Voice notes arrive first (their waveforms are low priority), then photos.
     audio = [register_media(make_tone(tmp_path / f"a{i}.wav", 2.0), category="AUTRE")
              for i in range(3)]  # fmt: skip
@@ -225,3 +268,60 @@ def test_priority_holds_per_job_under_a_backlog(production, tmp_path: Path):
     low = [t for t in runs if "priority-low" in t.tags]
     assert len(high) == 6 and len(low) == 3
     assert max(t.end_time for t in high) <= min(t.start_time for t in low)
+
+
+def flow_run_logs(run_id: str) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)])), limit=200
+        )
+    return [log.message for log in logs]
+
+
+def test_warm_worker_survives_a_segfault_and_cancels_a_run(production, tmp_path: Path):
+    pool = production["use"](WARM)
+    with get_client(sync_client=True) as client:
+        crash = deploy_test_flow(client, segfault, pool, "high")
+        sleeper = deploy_test_flow(client, sleepy, pool, "low")
+    # Polls are 30 s apart: runs start at once only because Scheduled events wake the worker.
+    worker = production["start_worker"](query_seconds=30)
+    wait_until(lambda: "started!" in (tmp_path / "worker-0.log").read_text(), 60, "the worker")
+    time.sleep(1)  # it has polled once and listens for Scheduled events
+
+    with get_client(sync_client=True) as client:
+        sleeping = str(client.create_flow_run_from_deployment(uuid.UUID(sleeper)).id)
+        crashing = str(client.create_flow_run_from_deployment(uuid.UUID(crash)).id)
+    photo = register_media(make_jpeg(tmp_path / "p.jpg", 1200, 900), category="AUTRE")
+    (photo_run,) = submit_media(str(photo.id))
+    runs = wait_for_runs([crashing, photo_run], timeout=60)
+
+    assert runs[crashing].state.name == "Crashed"
+    assert "status code: -11" in runs[crashing].state.message
+    wait_until(lambda: any("killed by SIGSEGV" in m for m in flow_run_logs(crashing)), 30,
+               "the signal in the run's logs")  # fmt: skip
+    assert runs[photo_run].state.name == "Completed"
+    assert (runs[photo_run].start_time - runs[photo_run].created).total_seconds() < 10
+    wait_until(
+        lambda: any(f"media {photo.id}: generate-thumbnails done" in m
+                    for m in flow_run_logs(photo_run)),
+        30, "the job's log lines in the server",
+    )  # fmt: skip
+
+    def sleeper_state() -> Any:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(uuid.UUID(sleeping))
+
+    wait_until(lambda: sleeper_state().state.name == "Running", 30, "the sleeping run to start")
+    child_pid = int(sleeper_state().infrastructure_pid)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(uuid.UUID(sleeping), Cancelling())
+    (cancelled,) = wait_for_runs([sleeping], timeout=60).values()
+    assert cancelled.state.name == "Cancelled"
+    wait_until(lambda: not Path(f"/proc/{child_pid}").exists(), 30, "the run's process to end")
+
+    assert worker.poll() is None  # nothing else went down: the next photo is processed
+    again = register_media(make_jpeg(tmp_path / "q.jpg", 800, 600), category="AUTRE")
+    (again_run,) = submit_media(str(again.id))
+    assert wait_for_runs([again_run], timeout=60)[again_run].state.name == "Completed"
