@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint browser
 
 $(BIN)/media-pipeline: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,5 +20,12 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup lint
+# Debian's Chromium and its driver, for the UI test (tests/test_ui.py skips without them).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null)) || \
+	  echo "could not install chromium: the UI test will be skipped"
+
+test: setup lint browser
 	$(BIN)/pytest

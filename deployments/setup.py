@@ -13,15 +13,17 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.client.schemas.objects import StateType
-from prefect.events.actions import ChangeFlowRunState
+from prefect.events.actions import ChangeFlowRunState, SendNotification
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessWorker
 
+from deployments.client_api import FLOW_NAME
 from deployments.warm_worker import WarmProcessWorker
 from media_pipeline.settings import get_settings
 from tasks.rate_limits import ensure_rate_limits
@@ -32,6 +34,8 @@ DEFAULT_QUEUE_PRIORITY = 1000  # below every tier: nothing should ever wait ther
 HEARTBEAT_SECONDS = 30
 # Worker machines install the project at the same path as the one running set-up.
 ENGINE_COMMAND = f"{sys.executable} -m prefect.engine"
+FAILURE_AUTOMATION = "media-pipeline: notify failed media runs"
+FAILURE_BLOCK = "media-pipeline-failures"
 ZOMBIE_AUTOMATION = "media-pipeline: crash flow runs without heartbeats"
 
 
@@ -130,6 +134,49 @@ def ensure_zombie_automation(client: SyncPrefectClient) -> None:
     client.create_automation(automation)
 
 
+def ensure_failure_notifications(client: SyncPrefectClient, webhook_url: str) -> bool:
+    """An automation that POSTs every failed or crashed media run to ``webhook_url``
+    through a webhook block (the URL kept as one of its secrets). Removed when no URL is
+    configured. Returns whether it exists."""
+    for existing in client.read_automations_by_name(FAILURE_AUTOMATION):
+        client.delete_automation(existing.id)
+    if not webhook_url:
+        return False
+    block = CustomWebhookNotificationBlock(
+        name="media-pipeline failures",
+        url="{{url}}",
+        json_data={"text": "{{subject}}\n{{body}}", "subject": "{{subject}}", "body": "{{body}}"},
+        secrets={"url": webhook_url},
+    )
+    block_id = block.save(FAILURE_BLOCK, overwrite=True)
+    client.create_automation(
+        AutomationCore(
+            name=FAILURE_AUTOMATION,
+            description="Tell the on-call channel when a media run fails or crashes",
+            trigger=EventTrigger(
+                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                match={"prefect.resource.id": "prefect.flow-run.*"},
+                match_related={
+                    "prefect.resource.role": "flow",
+                    "prefect.resource.name": FLOW_NAME,
+                },
+                posture=Posture.Reactive,
+                threshold=1,
+                within=timedelta(0),
+            ),
+            actions=[
+                SendNotification(
+                    block_document_id=block_id,
+                    subject="media-pipeline: {{ flow_run.name }} {{ flow_run.state.name }}",
+                    body="{{ flow_run.state.message }}\n{{ flow_run|ui_url }}\n"
+                    "Re-run with `media-pipeline retry-failed {{ flow_run.id }}`",
+                )
+            ],
+        )
+    )
+    return True
+
+
 def deploy(pool: str, code_dir: Path = PROJECT_DIR) -> None:
     """``prefect deploy --all`` on the project's ``prefect.yaml``."""
     env = {
@@ -164,6 +211,8 @@ def setup(deployments: bool = True) -> dict[str, object]:
         )
         queues = ensure_queues(client, pool)
         ensure_zombie_automation(client)
+        webhook = settings.notifications.failure_webhook_url.get_secret_value()
+        notifies = ensure_failure_notifications(client, webhook)
     limits = ensure_rate_limits()
     if deployments:
         deploy(pool)
@@ -172,4 +221,5 @@ def setup(deployments: bool = True) -> dict[str, object]:
         "worker_type": settings.orchestration.worker_type,
         "queues": queues,
         "rate_limits_per_minute": limits,
+        "failure_webhook": notifies,
     }

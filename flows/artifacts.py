@@ -1,5 +1,6 @@
 """What operators see in the Prefect UI: one keyed table per media (``media-<id>``) with
-what each job produced, and the transcript as Markdown for voice notes."""
+what each job produced, the files as links (pictures when MEDIA_ROOT has a public URL),
+and the transcript as Markdown for voice notes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from db.repository import active_transcription
 from db.session import session_scope
+from media_pipeline.settings import get_settings
+
+PICTURES = {"THUMBNAIL", "MEDIUM", "LARGE", "ENHANCED", "WAVEFORM"}
 
 
 def _size(output: dict[str, Any]) -> str:
@@ -34,6 +38,11 @@ def publish_media_artifacts(summary: dict[str, Any]) -> None:
         key=f"media-{summary['media_id']}",
         description=f"{summary['type']} media {summary['media_id']}: {summary['status']}",
     )
+    create_markdown_artifact(
+        markdown=files_markdown(summary),
+        key=f"files-{summary['media_id']}",
+        description=f"Files of media {summary['media_id']}",
+    )
     if summary["type"] == "AUDIO":
         with session_scope() as session:
             transcription = active_transcription(session, summary["media_id"])
@@ -48,3 +57,27 @@ def publish_media_artifacts(summary: dict[str, Any]) -> None:
             key=f"transcript-{summary['media_id']}",
             description=f"Transcript of media {summary['media_id']}",
         )
+
+
+def files_markdown(summary: dict[str, Any]) -> str:
+    """Links to every file the jobs produced; with a public URL, the pictures themselves
+    (the waveform as its SVG)."""
+    storage = get_settings().storage
+    public = storage.public_media_url.rstrip("/")
+
+    def url(key: str) -> str:
+        return f"{public}/{key}" if public else (get_settings().media_root / key).as_uri()
+
+    lines = [f"# Files of {summary['type'].lower()} media {summary['media_id']}", ""]
+    for job in summary["jobs"]:
+        for output in job["outputs"]:
+            if not output.get("path"):
+                continue
+            label = f"{output['type']} ({_size(output) or job['job']})"
+            lines.append(f"- [{label}]({url(output['path'])})")
+            picture = output.get("svg") or output["path"]
+            if public and output["type"] in PICTURES:
+                lines.append(f"\n  ![{output['type']}]({url(picture)})")
+    if len(lines) == 2:
+        lines.append("No files yet.")
+    return "\n".join(lines)

@@ -44,6 +44,11 @@ class StorageSettings(_Group):
         description="Prefect task results (for retries); every worker must reach it; "
         "empty: <media root>/.prefect-results",
     )
+    public_media_url: str = Field(
+        "",
+        description="Public base URL of MEDIA_ROOT (https://cdn.example.org/media): the UI's "
+        "artifacts then show thumbnails and waveforms; empty: file links",
+    )
 
 
 class NotificationSettings(_Group):
@@ -54,6 +59,11 @@ class NotificationSettings(_Group):
         SecretStr(""), description="HMAC-SHA256 key of the X-Media-Pipeline-Signature header"
     )
     callback_attempts: int = Field(3, ge=1, description="Attempts to deliver one callback")
+    failure_webhook_url: SecretStr = Field(
+        SecretStr(""),
+        description="Set-up makes an automation POST failed and crashed media runs here "
+        "(Slack, Teams or any webhook, through a Prefect block); empty: none",
+    )
 
 
 class ImageSettings(_Group):

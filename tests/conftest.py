@@ -35,6 +35,8 @@ from tests.support.processes import (  # noqa: E402
     wait_until,
 )
 
+pytest_plugins = ["tests.support.production"]  # the production fixture
+
 PROVIDER_VARIABLES = (
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
@@ -139,7 +141,8 @@ def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
                 f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
             ),
-            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "true",  # tests/test_ui.py opens it in Chromium
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             **redis_messaging_env(),
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from pathlib import Path
@@ -104,3 +105,48 @@ def test_setup_refuses_to_change_a_pools_worker_type(monkeypatch):
     with pytest.raises(ValueError, match="unknown worker type 'kubernetes'"):
         setup(deployments=False)
     get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_failed_media_runs_are_posted_to_the_failure_webhook(
+    sqlite_db, fake_providers, monkeypatch, tmp_path: Path
+):
+    from flows.media import process_media
+    from media_pipeline.registration import register_media
+    from media_pipeline.settings import get_settings
+    from tests.support.fake_providers import Fault
+    from tests.support.media import make_tone
+    from tests.support.processes import wait_until
+    from tests.support.production import Receiver
+
+    receiver = Receiver()
+    try:
+        secret_url = f"{receiver.url}?token=hook-secret-123"
+        monkeypatch.setenv("MEDIA_PIPELINE_FAILURE_WEBHOOK_URL", secret_url)
+        get_settings.cache_clear()
+        assert setup(deployments=False)["failure_webhook"] is True
+        with get_client(sync_client=True) as client:
+            block = client.read_block_document_by_name(
+                "media-pipeline-failures", "custom-webhook", include_secrets=False
+            )
+        assert "hook-secret-123" not in json.dumps(block.data, default=str)  # masked in the UI
+
+        fake_providers.queue("openai", Fault(400, message="unsupported audio"))
+        note = register_media(make_tone(tmp_path / "a.wav", 2.0, rate=16000), category="AUTRE")
+        state = process_media(str(note.id), return_state=True)
+        assert state.is_failed()
+
+        def posted() -> list[dict]:
+            bodies = [json.loads(body) for _, body in receiver.bodies]
+            return [b for b in bodies if str(note.id)[:8] in b["subject"]]
+
+        wait_until(lambda: posted(), 60, "the failure notification")
+        (notice,) = posted()
+        assert notice["subject"].endswith("Failed")
+        assert "transcribe-audio" in notice["body"] and "unsupported audio" in notice["body"]
+        assert "media-pipeline retry-failed" in notice["body"]
+    finally:
+        receiver.stop()
+        monkeypatch.delenv("MEDIA_PIPELINE_FAILURE_WEBHOOK_URL")
+        get_settings.cache_clear()
+        setup(deployments=False)  # no notifications for the rest of the session

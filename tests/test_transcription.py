@@ -23,6 +23,7 @@ from db.session import session_scope
 from flows.media import process_media
 from media_pipeline.errors import PermanentError, TransientError
 from media_pipeline.registration import register_media
+from media_pipeline.settings import get_settings
 from tasks.transcription import call_transcription, transcribe_audio, transcribe_file
 from tests.support.fake_providers import FakeProviders, Fault, audio_duration
 from tests.support.media import make_tone, make_voice_note
@@ -116,7 +117,10 @@ pytestmark_flow = pytest.mark.usefixtures("prefect_server")
 
 
 @pytestmark_flow
-def test_voice_note_gets_transcript_and_waveform(app_db, fake_providers, tmp_path: Path):
+def test_voice_note_gets_transcript_and_waveform(app_db, fake_providers, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+    monkeypatch.setenv("MEDIA_PIPELINE_PUBLIC_MEDIA_URL", "https://cdn.example.org/media/")
+    get_settings.cache_clear()
     note = make_voice_note(tmp_path / "note.m4a", 12, gap_every=6, rate=16000,
                            codec_args=("-c:a", "aac", "-b:a", "48k"))  # fmt: skip
     media = register_media(note, category="DISP")
@@ -148,6 +152,11 @@ def test_voice_note_gets_transcript_and_waveform(app_db, fake_providers, tmp_pat
             key=ArtifactFilterKey(any_=[f"media-{media.id}"])))  # fmt: skip
         (transcript,) = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[f"transcript-{media.id}"])))  # fmt: skip
+        (files,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"files-{media.id}"])))  # fmt: skip
+    svg_url = f"https://cdn.example.org/media/{waveform.extra['svg']}"
+    assert f"![WAVEFORM]({svg_url})" in files.data  # the picture itself, from the public URL
+    assert f"(https://cdn.example.org/media/{waveform.storage_key})" in files.data
     rows = json.loads(table.data)
     assert {(r["job"], r["state"], r["output"]) for r in rows} == {
         ("transcribe-audio", "SUCCEEDED", "TRANSCRIPTION"),

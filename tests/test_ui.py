@@ -1,0 +1,128 @@
+"""What operators see in the Prefect UI, checked in headless Chromium (Debian's chromium and
+chromium-driver, installed by ``make test``): a photo and a voice note processed by a warm
+worker, then their flow run pages, the Artifacts tab, the derivative table and the
+transcript. Screenshots go to ``.test-output/ui/``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployments.client_api import submit_media
+from deployments.warm_worker import WORKER_TYPE
+from media_pipeline.registration import register_media
+from tests.support.media import make_jpeg, make_voice_note
+from tests.support.production import wait_for_runs
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / ".test-output" / "ui"
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM and CHROMEDRIVER),
+        reason="Debian's chromium and chromium-driver are not installed (make test installs them)",
+    ),
+]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()  # stops chromedriver and the browser it started
+
+
+def wait_for_text(driver, text: str, timeout: float = 30) -> None:
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, timeout).until(
+            lambda d: text in d.find_element("tag name", "body").text
+        )
+    except TimeoutException:
+        shot = screenshot(driver, "failed")
+        page = driver.find_element("tag name", "body").text[:1500]
+        pytest.fail(f"{text!r} never appeared on {driver.current_url} (see {shot}):\n{page}")
+
+
+def click_text(driver, text: str, timeout: float = 30) -> None:
+    """Click the first visible element with ``text`` in its own text."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    xpath = f"//*[text()[contains(., '{text}')]]"
+    try:
+        element = WebDriverWait(driver, timeout).until(
+            lambda d: next((e for e in d.find_elements("xpath", xpath) if e.is_displayed()), None)
+        )
+    except TimeoutException:
+        shot = screenshot(driver, "failed")
+        found = [(e.tag_name, e.is_displayed(), e.get_attribute("outerHTML")[:300])
+                 for e in driver.find_elements("xpath", f"//*[contains(., '{text}')]")][-5:]
+        pytest.fail(f"no {text!r} to click on {driver.current_url} (see {shot}): {found}")
+    element.click()
+
+
+def screenshot(driver, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    driver.save_screenshot(str(path))
+    return path
+
+
+def test_flow_run_pages_show_derivatives_and_transcript(
+    production, prefect_server: str, browser, tmp_path: Path
+):
+    production["use"](WORKER_TYPE)
+    photo = register_media(make_jpeg(tmp_path / "p.jpg", 1600, 1200), category="AUTRE")
+    voice = make_voice_note(tmp_path / "n.m4a", 8, gap_every=4, rate=16000,
+                            codec_args=("-c:a", "aac"))  # fmt: skip
+    note = register_media(voice, category="AUTRE")
+    photo_run, *_ = submit_media(str(photo.id))
+    note_run, *_ = submit_media(str(note.id))  # high tier: the transcription
+    production["start_worker"]()
+    runs = wait_for_runs([photo_run, note_run], timeout=120)
+    assert {r.state.name for r in runs.values()} == {"Completed"}
+    ui = prefect_server.removesuffix("/api")
+
+    browser.get(f"{ui}/runs/flow-run/{photo_run}")
+    wait_for_text(browser, f"media · {str(photo.id)[:8]} · high")
+    browser.find_element("css selector", "li.p-tab#artifacts").click()
+    wait_for_text(browser, f"media-{photo.id}")
+    shots = [screenshot(browser, "photo-run-artifacts")]
+    click_text(browser, f"media-{photo.id}")
+    for text in ("generate-thumbnails", "THUMBNAIL", "150x150", "MEDIUM", "800x600", "LARGE"):
+        wait_for_text(browser, text)
+    shots.append(screenshot(browser, "photo-derivative-table"))
+
+    browser.get(f"{ui}/runs/flow-run/{note_run}")
+    wait_for_text(browser, f"media · {str(note.id)[:8]} · high")
+    browser.find_element("css selector", "li.p-tab#artifacts").click()
+    wait_for_text(browser, f"transcript-{note.id}")
+    shots.append(screenshot(browser, "voice-note-run-artifacts"))
+    click_text(browser, f"transcript-{note.id}")
+    wait_for_text(browser, "Transcript v1")
+    wait_for_text(browser, "Segment 1 of the voice note.")
+    shots.append(screenshot(browser, "voice-note-transcript"))
+
+    for shot in shots:  # real pictures of the pages, not empty files
+        assert shot.stat().st_size > 10_000
