@@ -227,8 +227,8 @@ class WarmStarter:
         port, token = self._control_channel.register(flow_run.id)
         control = {"PREFECT__CONTROL_PORT": str(port), "PREFECT__CONTROL_TOKEN": token}
         try:
-            process = self._interpreter.fork(
-                flow_run, self.environment(flow_run, control), self._cwd
+            process = await anyio.to_thread.run_sync(
+                self._interpreter.fork, flow_run, self.environment(flow_run, control), self._cwd
             )
         except BaseException:
             self._control_channel.unregister(flow_run.id)

@@ -88,8 +88,11 @@ def test_a_dozen_media_processed_by_two_warm_workers(production, tmp_path: Path)
     assert {str(m.id) for m in media} <= announced
 
 
-def test_failed_run_is_retried_without_redoing_finished_jobs(production, tmp_path: Path):
-    production["use"]("process")  # Prefect's stock worker
+@pytest.mark.parametrize("worker_type", ["process", WARM])
+def test_failed_run_is_retried_without_redoing_finished_jobs(
+    production, worker_type: str, tmp_path: Path
+):
+    production["use"](worker_type)
     video = register_media(make_video(tmp_path / "v.mp4", 3), category="AUTRE")
     # A broken worker set-up: ffmpeg may not run for more than a millisecond.
     production["start_worker"](MEDIA_PIPELINE_FFMPEG_TIMEOUT_SECONDS="0.001")
