@@ -264,28 +264,40 @@ class WarmProcessWorker(ProcessWorker):
     async def _submit_on_schedule_events(self) -> None:
         """Look for work as soon as a flow run of the pool is scheduled, not at the next poll.
 
-        Polling goes on as a fallback (``PREFECT_WORKER_QUERY_SECONDS``); a poll asks the
-        server for runs in queue-priority order, so priorities hold either way.
+        Events that arrive while a poll is under way are served by one more poll, not one
+        each. Polling goes on as a fallback (``PREFECT_WORKER_QUERY_SECONDS``); a poll asks
+        the server for runs in queue-priority order, so priorities hold either way.
         """
-        while True:
-            try:
-                if not self._has_successfully_synced or self._work_pool is None:
-                    await anyio.sleep(1)
-                    continue
-                scheduled = EventFilter(
-                    event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
-                    any_resource=EventAnyResourceFilter(
-                        id=[f"prefect.work-pool.{self._work_pool.id}"]
-                    ),
-                )
-                async with get_events_subscriber(
-                    filter=scheduled, reconnect_on_clean_close=True
-                ) as subscriber:
-                    async for _ in subscriber:
-                        await self.get_and_submit_flow_runs()
-            except Exception as error:  # the polling loop still finds the runs
-                self._logger.warning("Listening for scheduled flow runs failed: %s", error)
-                await anyio.sleep(5)
+        wake = anyio.Event()
+
+        async def poll_when_woken() -> None:
+            nonlocal wake
+            while True:
+                await wake.wait()
+                wake = anyio.Event()
+                await self.get_and_submit_flow_runs()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(poll_when_woken)
+            while True:
+                try:
+                    if not self._has_successfully_synced or self._work_pool is None:
+                        await anyio.sleep(1)
+                        continue
+                    scheduled = EventFilter(
+                        event=EventNameFilter(name=["prefect.flow-run.Scheduled"]),
+                        any_resource=EventAnyResourceFilter(
+                            id=[f"prefect.work-pool.{self._work_pool.id}"]
+                        ),
+                    )
+                    async with get_events_subscriber(
+                        filter=scheduled, reconnect_on_clean_close=True
+                    ) as subscriber:
+                        async for _ in subscriber:
+                            wake.set()
+                except Exception as error:  # the polling loop still finds the runs
+                    self._logger.warning("Listening for scheduled flow runs failed: %s", error)
+                    await anyio.sleep(5)
 
     async def run(
         self,

@@ -22,13 +22,14 @@ from db.repository import load_media
 from db.session import session_scope
 from deployments.client_api import failed_runs, get_job_status, get_queue_stats, submit_media
 from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.warm_worker import local_working_directory
 from media_pipeline.cli import app
 from media_pipeline.registration import register_media
 from media_pipeline.settings import get_settings
 from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import wait_until
 from tests.support.production import task_runs, wait_for_runs
-from tests.support.worker_flows import deploy_test_flow, segfault, sleepy
+from tests.support.worker_flows import PROJECT_DIR, deploy_test_flow, segfault, sleepy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 cli = CliRunner()
@@ -183,6 +184,9 @@ def test_warm_worker_survives_a_segfault_and_cancels_a_run(production, tmp_path:
     with get_client(sync_client=True) as client:
         crash = deploy_test_flow(client, segfault, pool, "high")
         sleeper = deploy_test_flow(client, sleepy, pool, "low")
+        # prefect deploy resolved the pull step: children load the flow from its entrypoint.
+        deployment = client.read_deployment_by_name("process-media/media-high")
+    assert local_working_directory(deployment.pull_steps) == PROJECT_DIR
     # Polls are 30 s apart: runs start at once only because Scheduled events wake the worker.
     worker = production["start_worker"](query_seconds=30)
     wait_until(lambda: "started!" in (tmp_path / "worker-0.log").read_text(), 60, "the worker")
