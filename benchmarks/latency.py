@@ -133,7 +133,8 @@ def run_phase(
                   "PREFECT_WORKER_PREFETCH_SECONDS": "0"}  # fmt: skip
     log = work / f"worker-{worker_type}.log"
     worker = start_process(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", worker_type],
+        [str(Path(sys.executable).parent / "prefect"), "worker", "start",
+         "--pool", pool, "--type", worker_type],
         worker_env, log,
     )  # fmt: skip
     try:

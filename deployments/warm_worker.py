@@ -28,6 +28,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -109,7 +110,12 @@ class WarmInterpreter:
     """The forkserver: started once, restarted when the code it imported changes."""
 
     def __init__(self, preload: Sequence[str]) -> None:
-        self.modules = [*ENGINE_MODULES, *preload]
+        # A worker started by a script (`prefect worker start`) has that script as its
+        # __main__, which every child would run again (multiprocessing re-creates __main__
+        # in children) unless the interpreter imported it once beforehand.
+        main = sys.modules["__main__"]
+        script = getattr(main, "__spec__", None) is None and getattr(main, "__file__", None)
+        self.modules = [*(["__main__"] if script else []), *ENGINE_MODULES, *preload]
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
         self._files: dict[str, int] = {}

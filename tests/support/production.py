@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,9 @@ from deployments.setup import setup
 from deployments.warm_worker import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
 from tests.support.processes import start_process, stop_process, wait_until
+
+# Workers start as the README says, by the `prefect` script of this environment.
+PREFECT_SCRIPT = str(Path(sys.executable).parent / "prefect")
 
 
 class Receiver:
@@ -76,7 +80,7 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
         env = {**os.environ, "PREFECT_API_URL": prefect_server,
                "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
                "PREFECT_WORKER_PREFETCH_SECONDS": "0", **extra_env}  # fmt: skip
-        args = [sys.executable, "-m", "prefect", "worker", "start",
+        args = [PREFECT_SCRIPT, "worker", "start",
                 "--pool", orchestration.work_pool, "--type", orchestration.worker_type,
                 "--name", f"test-worker-{len(workers)}"]  # fmt: skip
         if limit:
