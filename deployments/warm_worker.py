@@ -24,8 +24,10 @@ control channel, as Prefect's own process worker does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -128,7 +130,7 @@ class WarmInterpreter:
 
     def _start_unlocked(self) -> float:
         began = time.monotonic()
-        multiprocessing.forkserver._forkserver._stop()
+        retire_forkserver()
         self._context.set_forkserver_preload(self.modules)
         reader, writer = self._context.Pipe(duplex=False)
         from deployments.warm_child import report_loaded_files
@@ -174,7 +176,28 @@ class WarmInterpreter:
 
     def stop(self) -> None:
         with self._lock:
-            multiprocessing.forkserver._forkserver._stop()
+            retire_forkserver()
+
+
+def retire_forkserver() -> None:
+    """Let the next fork start a new forkserver, without waiting for this one.
+
+    ``ForkServer._stop`` would wait until every child of the old server has ended (each
+    holds its "alive" pipe): a restart for new code would hold new runs back behind a
+    half-hour transcription. The old server goes on reporting the exit codes of its
+    children and exits after the last one; a thread reaps it.
+    """
+    server = multiprocessing.forkserver._forkserver
+    with server._lock:
+        pid, address = server._forkserver_pid, server._forkserver_address
+        if pid is None:
+            return
+        os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
+    if not multiprocessing.util.is_abstract_socket_namespace(address):
+        with contextlib.suppress(OSError):
+            os.unlink(address)  # new children connect to the new server only
+    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
 
 
 def _mtime(path: str) -> int | None:
@@ -184,15 +207,35 @@ def _mtime(path: str) -> int | None:
         return None
 
 
-async def wait_for_exit(process: Any) -> None:
-    """Wait for a forkserver child without a thread: its sentinel becomes readable."""
+async def readable(fd: int) -> None:
+    """Wait, without a thread, until ``fd`` is readable."""
     loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(process.sentinel, lambda: exited.done() or exited.set_result(None))
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
     try:
-        await exited
+        await ready
     finally:
-        loop.remove_reader(process.sentinel)
+        loop.remove_reader(fd)
+
+
+async def wait_for_exit(process: Any) -> None:
+    """Wait until a child of the warm interpreter has ended, then read its exit code.
+
+    The forkserver reports the code on the child's sentinel, and closes the sentinel if it
+    is itself restarted (code changed) or killed: the child then goes on running. So the
+    end of the process itself is awaited first, through a pidfd (Linux), and the sentinel
+    after it; a code the forkserver could not report reads as 255.
+    """
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (AttributeError, OSError):  # no pidfd here, or the child already ended
+        pidfd = None
+    if pidfd is not None:
+        try:
+            await readable(pidfd)
+        finally:
+            os.close(pidfd)
+    await readable(process.sentinel)
     process.join()
 
 

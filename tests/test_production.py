@@ -227,3 +227,38 @@ def test_warm_worker_survives_a_segfault_and_cancels_a_run(production, tmp_path:
     again = register_media(make_jpeg(tmp_path / "q.jpg", 800, 600), category="AUTRE")
     (again_run,) = submit_media(str(again.id))
     assert wait_for_runs([again_run], timeout=60)[again_run].state.name == "Completed"
+
+
+def test_warm_worker_restarts_on_code_change_without_losing_runs(production, tmp_path: Path):
+    pool = production["use"](WARM)
+    code = tmp_path / "code"
+    code.mkdir()
+    module = code / "warm_probe_module.py"
+    module.write_text("VALUE = 1\n")
+    with get_client(sync_client=True) as client:
+        sleeper = deploy_test_flow(client, sleepy, pool, "low")
+    production["start_worker"](
+        PYTHONPATH=str(code),
+        MEDIA_PIPELINE_WARM_PRELOAD='["flows.media", "warm_probe_module"]',
+    )
+    with get_client(sync_client=True) as client:
+        sleeping = str(client.create_flow_run_from_deployment(
+            uuid.UUID(sleeper), parameters={"seconds": 8}).id)  # fmt: skip
+
+        def running() -> bool:
+            return client.read_flow_run(uuid.UUID(sleeping)).state.name == "Running"
+
+        wait_until(running, 60, "the sleeping run to start")
+
+    module.write_text("VALUE = 2\n")  # a deployment of new code, while a run is in flight
+    photo = register_media(make_jpeg(tmp_path / "p.jpg", 800, 600), category="AUTRE")
+    (photo_run,) = submit_media(str(photo.id))
+    runs = wait_for_runs([photo_run, sleeping], timeout=60)
+
+    assert {r.state.name for r in runs.values()} == {"Completed"}  # the old child finished
+    # The photo did not wait for the run started by the old interpreter.
+    assert runs[photo_run].end_time < runs[sleeping].end_time
+    wait_until(
+        lambda: "Code changed: the warm interpreter was restarted" in flow_run_logs(photo_run),
+        30, "the restart in the photo run's logs",
+    )  # fmt: skip

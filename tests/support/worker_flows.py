@@ -9,6 +9,7 @@ from typing import Any
 
 from prefect import Flow, flow
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.utilities.callables import parameter_schema
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -38,5 +39,6 @@ def deploy_test_flow(
         pull_steps=[
             {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_DIR)}}
         ],
+        parameter_openapi_schema=parameter_schema(test_flow).model_dump_for_openapi(),
     )
     return str(deployment_id)
