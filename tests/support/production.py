@@ -80,8 +80,8 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
         env = {**os.environ, "PREFECT_API_URL": prefect_server,
                "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
                "PREFECT_WORKER_PREFETCH_SECONDS": "0", **extra_env}  # fmt: skip
-        args = [PREFECT_SCRIPT, "worker", "start",
-                "--pool", orchestration.work_pool, "--type", orchestration.worker_type,
+        # No --type: the worker's type is the pool's, found among the installed collections.
+        args = [PREFECT_SCRIPT, "worker", "start", "--pool", orchestration.work_pool,
                 "--name", f"test-worker-{len(workers)}"]  # fmt: skip
         if limit:
             args += ["--limit", str(limit)]
