@@ -23,6 +23,7 @@ control channel, as Prefect's own process worker does.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import multiprocessing
@@ -108,16 +109,36 @@ class WarmProcessJobConfiguration(ProcessJobConfiguration):
             self._entrypoint = deployment.entrypoint if self._code_directory else None
 
 
+def main_script_imports() -> list[str]:
+    """What the worker's ``__main__`` script imports at its top level.
+
+    Every child re-runs a script ``__main__`` (``prefect worker start`` is one): that is how
+    multiprocessing recreates ``__main__``, and preloading ``"__main__"`` does not prevent
+    it on Python 3.11 (the forkserver is never told the script's path). With these modules
+    imported beforehand, re-running the script costs nothing.
+    """
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is not None or not path:
+        return []  # `python -m ...`: children do not re-run it
+    try:
+        tree = ast.parse(Path(path).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.append(node.module)
+    return names
+
+
 class WarmInterpreter:
     """The forkserver: started once, restarted when the code it imported changes."""
 
     def __init__(self, preload: Sequence[str]) -> None:
-        # A worker started by a script (`prefect worker start`) has that script as its
-        # __main__, which every child would run again (multiprocessing re-creates __main__
-        # in children) unless the interpreter imported it once beforehand.
-        main = sys.modules["__main__"]
-        script = getattr(main, "__spec__", None) is None and getattr(main, "__file__", None)
-        self.modules = [*(["__main__"] if script else []), *ENGINE_MODULES, *preload]
+        self.modules = [*ENGINE_MODULES, *main_script_imports(), *preload]
         self._context = multiprocessing.get_context("forkserver")
         self._lock = threading.Lock()
         self._files: dict[str, int] = {}

@@ -150,8 +150,9 @@ class OrchestrationSettings(_Group):
         "from a warm interpreter) or process (Prefect's stock worker)",
     )
     warm_preload: list[str] = Field(
-        ["flows.media", "flows.maintenance"],
-        description="Modules the warm worker imports once, before forking flow runs",
+        ["flows.media", "flows.maintenance", "psycopg"],
+        description="Modules the warm worker imports once, before forking flow runs (the "
+        "pipeline and the database driver, which SQLAlchemy imports only on first use)",
     )
     retry_attempts: int = Field(3, ge=1, description="Attempts per job, the first included")
     retry_base_delay_seconds: float = Field(
