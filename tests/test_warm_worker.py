@@ -4,12 +4,15 @@ tests/test_production.py."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
 
-from deployments.warm_worker import WarmInterpreter, local_working_directory
+from deployments.warm_worker import WarmInterpreter, local_working_directory, main_script_imports
 
 STEP = "prefect.deployments.steps.set_working_directory"
 
@@ -58,3 +61,25 @@ def test_warm_interpreter_says_which_module_it_could_not_import():
             interpreter.start()
     finally:
         interpreter.stop()
+
+
+def test_the_modules_a_script_main_imports_are_preloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    script = tmp_path / "worker-script"
+    script.write_text(
+        "import re, json\n"
+        "from prefect.cli import app\n"
+        "from . import sibling_not_absolute\n"
+        "if __name__ == '__main__':\n"
+        "    import typer  # only when run as a program, not when children re-run it\n"
+    )
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    main.__spec__ = None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert main_script_imports() == ["re", "json", "prefect.cli"]
+    assert WarmInterpreter(["flows.media"]).modules[-2:] == ["prefect.cli", "flows.media"]
+
+    main.__spec__ = importlib.util.find_spec("json")  # `python -m ...`: nothing re-runs
+    assert main_script_imports() == []
