@@ -243,9 +243,9 @@ async def wait_for_exit(process: Any) -> None:
     """Wait until a child of the warm interpreter has ended, then read its exit code.
 
     The forkserver reports the code on the child's sentinel, and closes the sentinel if it
-    is itself restarted (code changed) or killed: the child then goes on running. So the
-    end of the process itself is awaited first, through a pidfd (Linux), and the sentinel
-    after it; a code the forkserver could not report reads as 255.
+    is killed while the child goes on running. So the end of the process itself is awaited
+    first, through a pidfd (Linux), and the sentinel after it; a code the forkserver could
+    not report reads as 255.
     """
     try:
         pidfd = os.pidfd_open(process.pid)
@@ -406,10 +406,9 @@ class WarmProcessWorker(ProcessWorker):
         if execution is None or execution.status_code is None:
             raise RuntimeError("Failed to start flow run process.")
         if execution.status_code < 0:  # the runner reports the number; name the signal
-            logger.error(
-                "The flow run's process was killed by %s",
-                signal.Signals(-execution.status_code).name,
-            )
+            number = -execution.status_code
+            name = signal.Signals(number).name if number in signal.valid_signals() else number
+            logger.error("The flow run's process was killed by %s", name)
         return ProcessWorkerResult(
             status_code=execution.status_code, identifier=str(execution.handle.pid)
         )

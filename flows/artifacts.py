@@ -62,11 +62,11 @@ def publish_media_artifacts(summary: dict[str, Any]) -> None:
 def files_markdown(summary: dict[str, Any]) -> str:
     """Links to every file the jobs produced; with a public URL, the pictures themselves
     (the waveform as its SVG)."""
-    storage = get_settings().storage
-    public = storage.public_media_url.rstrip("/")
+    settings = get_settings()
+    public = settings.storage.public_media_url.rstrip("/")
 
     def url(key: str) -> str:
-        return f"{public}/{key}" if public else (get_settings().media_root / key).as_uri()
+        return f"{public}/{key}" if public else (settings.media_root / key).as_uri()
 
     lines = [f"# Files of {summary['type'].lower()} media {summary['media_id']}", ""]
     for job in summary["jobs"]:
