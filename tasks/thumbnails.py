@@ -25,6 +25,7 @@ from media_pipeline.imaging import (
     fit_inside,
     open_photo,
     orientation,
+    resample,
     save_jpeg,
     to_srgb,
     transpose_upright,
@@ -67,13 +68,10 @@ def make_thumbnails(
         picture = decode(image, at_least=stored_large)
         if picture.mode not in _RESIZABLE_MODES:
             picture, icc_profile = to_srgb(picture, icc_profile), None
-        if picture.size != stored_large:
-            picture = picture.resize(stored_large, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        picture = resample(picture, stored_large)
         large = to_srgb(transpose_upright(picture, exif_orientation), icc_profile)
 
-    medium = (
-        large if medium_size == large.size else large.resize(medium_size, Image.Resampling.LANCZOS)
-    )
+    medium = resample(large, medium_size)
     thumbnail = cover_square(medium if min(medium.size) >= THUMBNAIL_SIDE else large)
     images = {"THUMBNAIL": thumbnail, "MEDIUM": medium, "LARGE": large}
     targets = [out_dir / derivative_name(media_id, kind, "jpg") for kind in images]
@@ -100,7 +98,7 @@ def cover_square(image: Image.Image, side: int = THUMBNAIL_SIDE) -> Image.Image:
         return image.crop((left, top, left + short, top + short))
     scale = side / short
     scaled_size = (max(side, round(width * scale)), max(side, round(height * scale)))
-    scaled = image.resize(scaled_size, Image.Resampling.LANCZOS) if scale != 1 else image
+    scaled = resample(image, scaled_size)
     offset = interesting_offset(scaled, side)
     box = (
         (offset, 0, offset + side, side)

@@ -76,8 +76,10 @@ def click_text(driver, text: str, timeout: float = 30) -> None:
         )
     except TimeoutException:
         shot = screenshot(driver, "failed")
-        found = [(e.tag_name, e.is_displayed(), e.get_attribute("outerHTML")[:300])
-                 for e in driver.find_elements("xpath", f"//*[contains(., '{text}')]")][-5:]
+        found = [
+            (e.tag_name, e.is_displayed(), e.get_attribute("outerHTML")[:300])
+            for e in driver.find_elements("xpath", f"//*[contains(., '{text}')]")
+        ][-5:]
         pytest.fail(f"no {text!r} to click on {driver.current_url} (see {shot}): {found}")
     element.click()
 
