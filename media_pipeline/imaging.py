@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -83,11 +84,6 @@ def orientation(image: Image.Image) -> int:
     except Exception:  # a broken EXIF block must not make a good photo fail
         return 1
     return value if value in range(1, 9) else 1
-
-
-def upright_size(image: Image.Image) -> tuple[int, int]:
-    width, height = image.size
-    return (height, width) if orientation(image) in QUARTER_TURN_ORIENTATIONS else (width, height)
 
 
 def decode(image: Image.Image, at_least: tuple[int, int] | None = None) -> Image.Image:
@@ -196,6 +192,33 @@ def resample(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     source = pyvips.Image.new_from_memory(image.tobytes(), width, height, bands, "uchar")
     reduced = source.reduce(width / size[0], height / size[1], kernel="lanczos3")
     return Image.frombytes(image.mode, size, reduced.write_to_memory())
+
+
+@dataclass(frozen=True)
+class UprightPhoto:
+    picture: Image.Image  # as people see it, in sRGB (RGB or YCbCr), fitted inside the box
+    full_size: tuple[int, int]  # the whole photo's upright size
+
+
+def load_upright(path: Path, box: tuple[int, int], max_pixels: int) -> UprightPhoto:
+    """The photo at ``path`` fitted inside ``box`` (never enlarged), upright and in sRGB.
+
+    A JPEG is decoded once, at the smallest DCT scale that still covers the size asked
+    for; the picture is resized in its stored orientation and only the result is turned
+    upright and converted, which touches the fewest pixels.
+    """
+    with open_photo(path, max_pixels) as image:
+        exif_orientation = orientation(image)
+        quarter_turn = exif_orientation in QUARTER_TURN_ORIENTATIONS
+        width, height = image.size
+        stored_size = fit_inside((width, height), (box[1], box[0]) if quarter_turn else box)
+        icc_profile = image.info.get("icc_profile")
+        picture = decode(image, at_least=stored_size)
+        if picture.mode not in _VIPS_BANDS:  # palette, 16-bit, alpha: normalised first
+            picture, icc_profile = to_srgb(picture, icc_profile), None
+        picture = transpose_upright(resample(picture, stored_size), exif_orientation)
+    full_size = (height, width) if quarter_turn else (width, height)
+    return UprightPhoto(to_srgb(picture, icc_profile), full_size)
 
 
 def fit_inside(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:

@@ -20,15 +20,7 @@ from PIL import Image
 from db.repository import upsert_enhanced_media
 from db.session import session_scope
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError, http_status_error
-from media_pipeline.imaging import (
-    decode,
-    fit_inside,
-    open_photo,
-    orientation,
-    save_jpeg,
-    to_srgb,
-    transpose_upright,
-)
+from media_pipeline.imaging import load_upright, save_jpeg, to_srgb
 from media_pipeline.settings import GeminiSettings, get_settings
 from media_pipeline.storage import atomic_outputs, relative_key
 from tasks.media_context import JobOutput, MediaSource, load_source
@@ -73,14 +65,7 @@ def provenance_xmp(model: str) -> bytes:
 
 def upright_jpeg(source: Path, max_side: int, max_pixels: int) -> bytes:
     """The photo as people see it, at most ``max_side`` px long, as JPEG bytes."""
-    with open_photo(source, max_pixels) as image:
-        exif_orientation = orientation(image)
-        icc_profile = image.info.get("icc_profile")
-        picture = decode(image)
-        picture = to_srgb(transpose_upright(picture, exif_orientation), icc_profile)
-    size = fit_inside(picture.size, (max_side, max_side))
-    if size != picture.size:
-        picture = picture.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    picture = load_upright(source, (max_side, max_side), max_pixels).picture
     buffer = io.BytesIO()
     picture.convert("RGB").save(buffer, "JPEG", quality=90)
     return buffer.getvalue()

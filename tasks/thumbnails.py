@@ -1,9 +1,9 @@
 """generate-thumbnails: THUMBNAIL 150x150 cover, MEDIUM inside 800x600, LARGE inside 1920x1080.
 
 The core decodes once, at the smallest JPEG DCT scale that still covers LARGE, resizes
-in the stored orientation and rotates the (smaller) result, then cascades: MEDIUM from
-LARGE, THUMBNAIL from MEDIUM. The square thumbnail keeps the region with the most
-detail. A BlurHash of the thumbnail is the placeholder apps show while loading.
+(libvips' Lanczos-3) in the stored orientation and rotates the smaller result, then
+cascades: MEDIUM from LARGE, THUMBNAIL from MEDIUM. The square thumbnail keeps the region
+with the most detail. A BlurHash of the thumbnail is the placeholder apps show while loading.
 """
 
 from __future__ import annotations
@@ -19,17 +19,7 @@ from PIL import Image
 from db.repository import load_media
 from db.session import session_scope
 from media_pipeline.derivatives import Derivative
-from media_pipeline.imaging import (
-    QUARTER_TURN_ORIENTATIONS,
-    decode,
-    fit_inside,
-    open_photo,
-    orientation,
-    resample,
-    save_jpeg,
-    to_srgb,
-    transpose_upright,
-)
+from media_pipeline.imaging import fit_inside, load_upright, resample, save_jpeg
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import atomic_outputs, derivative_name
 from tasks.media_context import JobOutput, load_source, save_derivatives
@@ -37,8 +27,6 @@ from tasks.media_context import JobOutput, load_source, save_derivatives
 THUMBNAIL_SIDE = 150
 MEDIUM_BOX = (800, 600)
 LARGE_BOX = (1920, 1080)
-# Modes that resize well as they are; others (palette, 16-bit, alpha) are normalised first.
-_RESIZABLE_MODES = {"RGB", "YCbCr", "L", "CMYK"}
 
 
 @dataclass(frozen=True)
@@ -56,22 +44,9 @@ def make_thumbnails(
     max_pixels: int = 89_478_485,
 ) -> ThumbnailSet:
     """Write the three JPEG derivatives of ``source`` into ``out_dir`` (all or none)."""
-    with open_photo(source, max_pixels) as image:
-        exif_orientation = orientation(image)
-        quarter_turn = exif_orientation in QUARTER_TURN_ORIENTATIONS
-        stored = image.size
-        upright = (stored[1], stored[0]) if quarter_turn else stored
-        large_size = fit_inside(upright, LARGE_BOX)
-        medium_size = fit_inside(upright, MEDIUM_BOX)
-        icc_profile = image.info.get("icc_profile")
-        stored_large = (large_size[1], large_size[0]) if quarter_turn else large_size
-        picture = decode(image, at_least=stored_large)
-        if picture.mode not in _RESIZABLE_MODES:
-            picture, icc_profile = to_srgb(picture, icc_profile), None
-        picture = resample(picture, stored_large)
-        large = to_srgb(transpose_upright(picture, exif_orientation), icc_profile)
-
-    medium = resample(large, medium_size)
+    photo = load_upright(source, LARGE_BOX, max_pixels)
+    large = photo.picture
+    medium = resample(large, fit_inside(photo.full_size, MEDIUM_BOX))
     thumbnail = cover_square(medium if min(medium.size) >= THUMBNAIL_SIDE else large)
     images = {"THUMBNAIL": thumbnail, "MEDIUM": medium, "LARGE": large}
     targets = [out_dir / derivative_name(media_id, kind, "jpg") for kind in images]

@@ -16,7 +16,7 @@ from PIL import Image
 
 from media_pipeline.derivatives import Derivative
 from media_pipeline.errors import InvalidMedia
-from media_pipeline.imaging import fit_inside, save_jpeg
+from media_pipeline.imaging import fit_inside, resample, save_jpeg
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import atomic_outputs, derivative_name
 from media_pipeline.video import duration_of, open_video
@@ -61,9 +61,7 @@ def make_video_thumbnail(
     source: Path, out_dir: Path, media_id: uuid.UUID | str, quality: int = 82
 ) -> Derivative:
     picture, at = middle_frame(source)
-    size = fit_inside(picture.size, (MAX_SIDE, MAX_SIDE))
-    if size != picture.size:
-        picture = picture.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+    picture = resample(picture, fit_inside(picture.size, (MAX_SIDE, MAX_SIDE)))
     target = out_dir / derivative_name(media_id, "thumbnail", "jpg")
     with atomic_outputs(target) as (temp,):
         save_jpeg(picture, temp, quality)
