@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pyvips
-from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from media_pipeline.allocator import keep_freed_image_buffers
 from media_pipeline.errors import InvalidMedia
@@ -37,15 +38,18 @@ EXIF_TRANSPOSE = {
 EXIF_ORIENTATION = 0x0112
 
 
-@cache
-def register_image_plugins() -> None:
-    """Once per process: HEIF/HEIC (iPhone photos) through pillow-heif, image buffers
-    kept for reuse, and our own limits in place of Pillow's."""
-    from pillow_heif import register_heif_opener
-
+def prepare_imaging() -> None:
+    """Process-wide set-up, run when this module is imported (so the warm worker's
+    interpreter does it once for every flow run it forks): HEIF/HEIC (iPhone photos)
+    through pillow-heif, all of Pillow's plugins loaded, image buffers kept for reuse,
+    one libvips thread per job (jobs already run side by side) and no libvips operation
+    cache (it would keep recent pictures in memory), and our own pixel limit in place of
+    Pillow's warning."""
     keep_freed_image_buffers()
     register_heif_opener()
-    # Our own pixel limit is checked before decoding; Pillow's warning would be noise.
+    Image.init()
+    pyvips.concurrency_set(1)
+    pyvips.cache_set_max(0)
     Image.MAX_IMAGE_PIXELS = None
     ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -56,7 +60,6 @@ def open_photo(path: Path, max_pixels: int) -> Iterator[Image.Image]:
 
     The image is not decoded yet: call :func:`decode` on it.
     """
-    register_image_plugins()
     if path.stat().st_size == 0:
         raise InvalidMedia(f"{path.name}: the file is empty (0 bytes)")
     try:
@@ -86,23 +89,46 @@ def orientation(image: Image.Image) -> int:
     return value if value in range(1, 9) else 1
 
 
-def decode(image: Image.Image, at_least: tuple[int, int] | None = None) -> Image.Image:
-    """Decode the first frame; a JPEG is scaled down in the DCT domain when it can be.
-
-    ``at_least`` is the smallest size needed, in the stored (not upright) orientation.
-    JPEGs decode to YCbCr (the JPEG's own colour space: no conversion both ways).
-    """
+def decode(image: Image.Image) -> Image.Image:
+    """Decode the first frame, refusing corrupt data."""
     try:
         image.seek(0)
-        if image.format == "JPEG" and image.mode == "RGB":
-            image.draft("YCbCr", at_least)
-        elif image.format == "JPEG" and at_least:
-            image.draft(image.mode, at_least)
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        name = Path(getattr(image, "filename", "") or "image").name
-        raise InvalidMedia(f"{name}: corrupt {image.format or 'image'} data ({exc})") from None
+        kind = image.format or "image"
+        raise InvalidMedia(f"{_name(image)}: corrupt {kind} data ({exc})") from None
     return image
+
+
+def _name(image: Image.Image) -> str:
+    return Path(getattr(image, "filename", "") or "image").name
+
+
+def _decode_jpeg_reduced(
+    image: JpegImagePlugin.JpegImageFile, size: tuple[int, int]
+) -> Image.Image:
+    """A JPEG (or an iPhone's MPO) decoded straight to ``size`` by libvips, streamed.
+
+    The decoder first scales down in the DCT domain (1/2, 1/4 or 1/8: the smallest that
+    still covers ``size``), then Lanczos-3 does the rest, strip by strip: no full-size
+    picture is ever held, and nothing is copied between libraries but the result.
+    """
+    width, height = image.size
+    ratio = min(width // size[0], height // size[1])
+    shrink = next(factor for factor in (8, 4, 2, 1) if ratio >= factor)
+    try:
+        source = pyvips.Image.jpegload(
+            image.filename, shrink=shrink, autorotate=False, fail_on="truncated",
+            access="sequential",
+        )  # fmt: skip
+        scale = (source.width / size[0], source.height / size[1])
+        if scale != (1, 1):
+            source = source.reduce(*scale, kernel="lanczos3")
+        pixels = source.write_to_memory()
+    except pyvips.Error as exc:
+        detail = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unreadable"
+        raise InvalidMedia(f"{_name(image)}: corrupt JPEG data ({detail})") from None
+    return Image.frombytes(_MODE_OF_BANDS[source.bands], size, pixels)
 
 
 def transpose_upright(image: Image.Image, exif_orientation: int) -> Image.Image:
@@ -170,14 +196,7 @@ def _apply_icc(image: Image.Image, icc_profile: bytes) -> Image.Image | None:
 
 # Pillow modes whose pixels are 8-bit bands libvips can take as they are.
 _VIPS_BANDS = {"L": 1, "RGB": 3, "YCbCr": 3, "CMYK": 4}
-
-
-@cache
-def _configure_vips() -> None:
-    """One libvips thread per resize (jobs already run side by side) and no operation
-    cache, which would keep recent pictures in memory."""
-    pyvips.concurrency_set(1)
-    pyvips.cache_set_max(0)
+_MODE_OF_BANDS = {1: "L", 3: "RGB", 4: "CMYK"}
 
 
 def resample(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -188,7 +207,6 @@ def resample(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     bands = _VIPS_BANDS.get(image.mode)
     if bands is None or size[0] > width or size[1] > height:
         return image.resize(size, Image.Resampling.LANCZOS)
-    _configure_vips()
     source = pyvips.Image.new_from_memory(image.tobytes(), width, height, bands, "uchar")
     reduced = source.reduce(width / size[0], height / size[1], kernel="lanczos3")
     return Image.frombytes(image.mode, size, reduced.write_to_memory())
@@ -213,10 +231,14 @@ def load_upright(path: Path, box: tuple[int, int], max_pixels: int) -> UprightPh
         width, height = image.size
         stored_size = fit_inside((width, height), (box[1], box[0]) if quarter_turn else box)
         icc_profile = image.info.get("icc_profile")
-        picture = decode(image, at_least=stored_size)
-        if picture.mode not in _VIPS_BANDS:  # palette, 16-bit, alpha: normalised first
-            picture, icc_profile = to_srgb(picture, icc_profile), None
-        picture = transpose_upright(resample(picture, stored_size), exif_orientation)
+        if isinstance(image, JpegImagePlugin.JpegImageFile):
+            picture = _decode_jpeg_reduced(image, stored_size)
+        else:
+            picture = decode(image)
+            if picture.mode not in _VIPS_BANDS:  # palette, 16-bit, alpha: normalised first
+                picture, icc_profile = to_srgb(picture, icc_profile), None
+            picture = resample(picture, stored_size)
+        picture = transpose_upright(picture, exif_orientation)
     full_size = (height, width) if quarter_turn else (width, height)
     return UprightPhoto(to_srgb(picture, icc_profile), full_size)
 
@@ -236,3 +258,6 @@ def save_jpeg(image: Image.Image, target: Path, quality: int, xmp: bytes | None 
     """
     extra = {"xmp": xmp} if xmp else {}
     image.save(target, "JPEG", quality=quality, subsampling="4:2:0", optimize=False, **extra)
+
+
+prepare_imaging()

@@ -56,6 +56,22 @@ def test_thumbnails_keep_every_exif_orientation_upright(tmp_path: Path, orientat
         assert not is_marker(image.getpixel((3, image.height - 4)))
 
 
+def test_iphone_mpo_with_a_depth_map_appended_is_read_as_its_first_picture(tmp_path: Path):
+    """iPhones append a second picture (MPF): Pillow calls such a file MPO, not JPEG."""
+    photo = make_jpeg(tmp_path / "main.jpg", 3000, 4000, orientation=6)
+    with Image.open(photo) as main:
+        depth = Image.new("L", (750, 1000), 128)
+        main.save(tmp_path / "iphone.jpg", "MPO", save_all=True, append_images=[depth],
+                  exif=main.getexif())  # fmt: skip
+    assert Image.open(tmp_path / "iphone.jpg").format == "MPO"
+
+    images = thumbnails(tmp_path / "iphone.jpg", tmp_path / "out")
+
+    assert sizes(images) == {"THUMBNAIL": (150, 150), "MEDIUM": (450, 600), "LARGE": (810, 1080)}
+    assert is_marker(images["LARGE"].getpixel((3, 3)))
+    assert not is_marker(images["LARGE"].getpixel((806, 1076)))
+
+
 def test_portrait_3000x4000_fits_inside_the_boxes(tmp_path: Path):
     images = thumbnails(make_jpeg(tmp_path / "p.jpg", 3000, 4000), tmp_path / "out")
     assert sizes(images) == {"THUMBNAIL": (150, 150), "MEDIUM": (450, 600), "LARGE": (810, 1080)}
