@@ -1,10 +1,12 @@
-"""Reading untrusted photos with Pillow: limits, fast decode, orientation, colour.
+"""Reading untrusted photos: limits, fast decode, orientation, colour.
 
-Shared by the thumbnail and enhancement jobs. ``open_photo`` refuses what must never be
-decoded (bombs, non-images) before any pixel is read, lets the JPEG decoder scale down
-in the DCT domain to just above the size asked for, and reports the EXIF orientation
-so callers can resize first and rotate the smaller result. ``resample`` resizes with
-libvips' vectorised Lanczos-3, three times as fast as Pillow's for the same quality.
+Shared by the thumbnail and enhancement jobs. ``open_photo`` (Pillow, header only)
+refuses what must never be decoded (bombs, non-images) before any pixel is read.
+``load_upright`` gives the photo fitted inside a box, upright and in sRGB: a JPEG is
+decoded by libvips, scaled down in the DCT domain and then by Lanczos-3 as it streams;
+other formats are decoded by Pillow and resized by ``resample`` (libvips' vectorised
+Lanczos-3, three times as fast as Pillow's for the same quality). Only the small result
+is turned upright and colour-converted.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import pyvips
 from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from media_pipeline.allocator import keep_freed_image_buffers
 from media_pipeline.errors import InvalidMedia
 
 # EXIF orientations 5-8 store the picture rotated a quarter turn.
@@ -41,11 +42,9 @@ EXIF_ORIENTATION = 0x0112
 def prepare_imaging() -> None:
     """Process-wide set-up, run when this module is imported (so the warm worker's
     interpreter does it once for every flow run it forks): HEIF/HEIC (iPhone photos)
-    through pillow-heif, all of Pillow's plugins loaded, image buffers kept for reuse,
-    one libvips thread per job (jobs already run side by side) and no libvips operation
-    cache (it would keep recent pictures in memory), and our own pixel limit in place of
-    Pillow's warning."""
-    keep_freed_image_buffers()
+    through pillow-heif, all of Pillow's plugins loaded, one libvips thread per job
+    (jobs already run side by side), no libvips operation cache (it would keep recent
+    pictures in memory), and our own pixel limit in place of Pillow's warning."""
     register_heif_opener()
     Image.init()
     pyvips.concurrency_set(1)

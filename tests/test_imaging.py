@@ -1,10 +1,6 @@
-"""The shared imaging helpers: libvips resampling and the allocator tuning."""
+"""The shared imaging helpers: libvips resampling."""
 
 from __future__ import annotations
-
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -39,32 +35,3 @@ def test_resample_keeps_other_modes_and_never_enlarges_through_libvips():
     pillow = small.resize((120, 96), Image.Resampling.LANCZOS)
     assert np.array_equal(np.asarray(larger), np.asarray(pillow))
     assert resample(small, small.size) is small
-
-
-def test_freed_image_buffers_are_reused_instead_of_faulted_in_again():
-    """The second 20 MB buffer reuses the first's pages once the allocator is tuned."""
-    script = textwrap.dedent(
-        """
-        import resource, sys
-        from media_pipeline.allocator import keep_freed_image_buffers
-        tuned = keep_freed_image_buffers() if sys.argv[1] == "tuned" else True
-        def touch():
-            buffer = bytearray(20 * 1024 * 1024)
-            buffer[::4096] = b"x" * len(range(0, len(buffer), 4096))
-        touch()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        touch()
-        print(tuned, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-        """
-    )
-    faults = {}
-    for mode in ("default", "tuned"):
-        out = subprocess.run(
-            [sys.executable, "-c", script, mode], capture_output=True, text=True, check=True
-        )
-        applied, count = out.stdout.split()
-        assert applied == "True"
-        faults[mode] = int(count)
-    pages = 20 * 1024 * 1024 // 4096
-    assert faults["default"] > pages // 2, faults
-    assert faults["tuned"] < pages // 20, faults
