@@ -213,7 +213,7 @@ def resample(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 @dataclass(frozen=True)
 class UprightPhoto:
-    picture: Image.Image  # as people see it, in sRGB (RGB or YCbCr), fitted inside the box
+    picture: Image.Image  # as people see it, RGB in sRGB, fitted inside the box
     full_size: tuple[int, int]  # the whole photo's upright size
 
 
