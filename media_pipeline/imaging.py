@@ -2,11 +2,11 @@
 
 Shared by the thumbnail and enhancement jobs. ``open_photo`` (Pillow, header only)
 refuses what must never be decoded (bombs, non-images) before any pixel is read.
-``load_upright`` gives the photo fitted inside a box, upright and in sRGB: a JPEG is
-decoded by libvips, scaled down in the DCT domain and then by Lanczos-3 as it streams;
-other formats are decoded by Pillow and resized by ``resample`` (libvips' vectorised
-Lanczos-3, three times as fast as Pillow's for the same quality). Only the small result
-is turned upright and colour-converted.
+``load_upright`` gives the photo fitted inside a box, upright and in sRGB: a JPEG or PNG
+is decoded by libvips and reduced by Lanczos-3 as it streams (a JPEG first scaled down in
+the DCT domain); other formats are decoded by Pillow and resized by ``resample``
+(libvips' vectorised Lanczos-3, three times as fast as Pillow's for the same quality).
+Only the small result is turned upright and colour-converted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pyvips
-from PIL import Image, ImageCms, ImageFile, JpegImagePlugin, UnidentifiedImageError
+from PIL import (
+    Image,
+    ImageCms,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    UnidentifiedImageError,
+)
 from pillow_heif import register_heif_opener
 
 from media_pipeline.errors import InvalidMedia
@@ -82,10 +89,30 @@ def open_photo(path: Path, max_pixels: int) -> Iterator[Image.Image]:
 
 def orientation(image: Image.Image) -> int:
     try:
-        value = image.getexif().get(EXIF_ORIENTATION, 1)
+        if isinstance(image, PngImagePlugin.PngImageFile) and "exif" not in image.info:
+            exif = _png_exif_after_pixels(image)
+        else:
+            exif = image.getexif()
+        value = exif.get(EXIF_ORIENTATION, 1)
     except Exception:  # a broken EXIF block must not make a good photo fail
         return 1
     return value if value in range(1, 9) else 1
+
+
+def _png_exif_after_pixels(image: PngImagePlugin.PngImageFile) -> Image.Exif:
+    """The eXIf chunk a PNG may keep after its pixels, reached by skipping their chunks
+    (Pillow's ``getexif`` would decode the whole picture to get there)."""
+    exif = Image.Exif()
+    with open(image.filename, "rb") as file:
+        file.seek(8)  # the signature
+        chunks = PngImagePlugin.ChunkStream(file)
+        while True:
+            kind, position, length = chunks.read()
+            if kind == b"eXIf":
+                exif.load(file.read(length))
+            if kind in (b"eXIf", b"IEND"):
+                return exif
+            file.seek(position + length + 4)  # past the data and its CRC
 
 
 def decode(image: Image.Image) -> Image.Image:
@@ -103,31 +130,49 @@ def _name(image: Image.Image) -> str:
     return Path(getattr(image, "filename", "") or "image").name
 
 
-def _decode_jpeg_reduced(
-    image: JpegImagePlugin.JpegImageFile, size: tuple[int, int]
-) -> Image.Image:
-    """A JPEG (or an iPhone's MPO) decoded straight to ``size`` by libvips, streamed.
+def _decode_reduced(image: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+    """A JPEG (or an iPhone's MPO) or PNG decoded straight to ``size`` by libvips, streamed.
 
-    The decoder first scales down in the DCT domain (1/2, 1/4 or 1/8: the smallest that
-    still covers ``size``), then Lanczos-3 does the rest, strip by strip: no full-size
-    picture is ever held, and nothing is copied between libraries but the result.
+    A JPEG is first scaled down in the DCT domain (1/2, 1/4 or 1/8: the smallest that
+    still covers ``size``); a PNG is flattened onto white and brought to 8 bits as it is
+    read. Lanczos-3 does the rest, strip by strip: no full-size picture is ever held,
+    and nothing is copied between libraries but the result. None for other formats.
     """
-    width, height = image.size
-    ratio = min(width // size[0], height // size[1])
-    shrink = next(factor for factor in (8, 4, 2, 1) if ratio >= factor)
     try:
-        source = pyvips.Image.jpegload(
-            image.filename, shrink=shrink, autorotate=False, fail_on="truncated",
-            access="sequential",
-        )  # fmt: skip
+        if isinstance(image, JpegImagePlugin.JpegImageFile):
+            source = _jpeg_source(image, size)
+        elif isinstance(image, PngImagePlugin.PngImageFile):
+            source = _png_source(image)
+        else:
+            return None
         scale = (source.width / size[0], source.height / size[1])
         if scale != (1, 1):
             source = source.reduce(*scale, kernel="lanczos3")
         pixels = source.write_to_memory()
     except pyvips.Error as exc:
         detail = str(exc).strip().splitlines()[-1].strip() if str(exc).strip() else "unreadable"
-        raise InvalidMedia(f"{_name(image)}: corrupt JPEG data ({detail})") from None
+        raise InvalidMedia(f"{_name(image)}: corrupt {image.format} data ({detail})") from None
     return Image.frombytes(_MODE_OF_BANDS[source.bands], size, pixels)
+
+
+def _jpeg_source(image: JpegImagePlugin.JpegImageFile, size: tuple[int, int]) -> pyvips.Image:
+    width, height = image.size
+    ratio = min(width // size[0], height // size[1])
+    shrink = next(factor for factor in (8, 4, 2, 1) if ratio >= factor)
+    return pyvips.Image.jpegload(
+        image.filename, shrink=shrink, autorotate=False, fail_on="truncated",
+        access="sequential",
+    )  # fmt: skip
+
+
+def _png_source(image: PngImagePlugin.PngImageFile) -> pyvips.Image:
+    source = pyvips.Image.pngload(image.filename, fail_on="truncated", access="sequential")
+    white = 65535 if source.format == "ushort" else 255
+    if source.hasalpha():  # an alpha band, a palette's or a tRNS chunk's transparency
+        source = source.flatten(background=[white] * (source.bands - 1), max_alpha=white)
+    if source.format != "uchar":
+        source = source.colourspace("srgb" if source.bands >= 3 else "b-w")
+    return source
 
 
 def transpose_upright(image: Image.Image, exif_orientation: int) -> Image.Image:
@@ -220,9 +265,9 @@ class UprightPhoto:
 def load_upright(path: Path, box: tuple[int, int], max_pixels: int) -> UprightPhoto:
     """The photo at ``path`` fitted inside ``box`` (never enlarged), upright and in sRGB.
 
-    A JPEG is decoded once, at the smallest DCT scale that still covers the size asked
-    for; the picture is resized in its stored orientation and only the result is turned
-    upright and converted, which touches the fewest pixels.
+    JPEGs and PNGs stream through libvips (see ``_decode_reduced``), other formats are
+    decoded by Pillow; the picture is resized in its stored orientation and only the
+    result is turned upright and converted, which touches the fewest pixels.
     """
     with open_photo(path, max_pixels) as image:
         exif_orientation = orientation(image)
@@ -230,9 +275,8 @@ def load_upright(path: Path, box: tuple[int, int], max_pixels: int) -> UprightPh
         width, height = image.size
         stored_size = fit_inside((width, height), (box[1], box[0]) if quarter_turn else box)
         icc_profile = image.info.get("icc_profile")
-        if isinstance(image, JpegImagePlugin.JpegImageFile):
-            picture = _decode_jpeg_reduced(image, stored_size)
-        else:
+        picture = _decode_reduced(image, stored_size)
+        if picture is None:
             picture = decode(image)
             if picture.mode not in _VIPS_BANDS:  # palette, 16-bit, alpha: normalised first
                 picture, icc_profile = to_srgb(picture, icc_profile), None

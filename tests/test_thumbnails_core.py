@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import pyvips
 from PIL import Image, ImageDraw
 
 from media_pipeline.errors import InvalidMedia
 from tasks.thumbnails import make_thumbnails
 from tests.support.icc import matrix_profile
-from tests.support.media import is_marker, make_jpeg, photo_pixels
+from tests.support.media import is_marker, make_jpeg, photo_pixels, stored_for_orientation
 
 MEDIA_ID = uuid.UUID("12345678-1234-4678-9234-567812345678")
 
@@ -136,6 +137,86 @@ def test_palette_and_16_bit_pngs(tmp_path: Path):
     large = np.asarray(thumbnails(deep, tmp_path / "b")["LARGE"], dtype=np.float64)[..., 0]
     assert large[:, :20].mean() < 8 and large[:, -20:].mean() > 245  # scaled, not clipped
     assert 110 < large[:, 290:310].mean() < 145
+
+
+def png_variants(folder: Path) -> dict[str, Path]:
+    """A left half of opaque blue (or black) and a right half transparent (or white)."""
+    left = np.zeros((400, 600), dtype=bool)
+    left[:, :300] = True
+    paths = {}
+
+    def save(name: str, image: Image.Image, **options) -> None:
+        paths[name] = folder / f"{name}.png"
+        image.save(paths[name], **options)
+
+    save("1-bit", Image.fromarray(~left))
+    grey_alpha = np.stack([np.zeros_like(left, np.uint8), np.where(left, 255, 0)], -1)
+    save("grey+alpha", Image.fromarray(grey_alpha.astype(np.uint8), "LA"))
+    palette = Image.fromarray(np.where(left, 1, 0).astype(np.uint8), "P")
+    palette.putpalette([255, 0, 0, 0, 0, 255])  # index 0 red (transparent), 1 blue
+    save("palette+tRNS", palette, transparency=0)
+    rgba16 = np.zeros((400, 600, 4), dtype=np.uint16)
+    rgba16[left] = (0, 0, 65535, 65535)
+    paths["16-bit RGBA"] = folder / "16-bit RGBA.png"  # Pillow cannot write one
+    pyvips.Image.new_from_memory(rgba16.tobytes(), 600, 400, 4, "ushort").copy(
+        interpretation="rgb16"
+    ).pngsave(str(paths["16-bit RGBA"]))
+    assert paths["16-bit RGBA"].read_bytes()[24] == 16  # IHDR bit depth
+    rgb = np.zeros((400, 600, 3), dtype=np.uint8)
+    rgb[left] = (0, 0, 255)
+    rgb[~left] = (255, 0, 0)
+    save("RGB+tRNS", Image.fromarray(rgb), transparency=(255, 0, 0))
+    return paths
+
+
+def test_every_png_kind_is_flattened_onto_white_and_brought_to_8_bits(tmp_path: Path):
+    for name, png in png_variants(tmp_path).items():
+        large = thumbnails(png, tmp_path / name)["LARGE"]
+        assert large.size == (600, 400), name
+        right = mean_colour(large, (320, 20, 580, 380))
+        assert np.allclose(right, (255, 255, 255), atol=3), (name, right)
+        left = mean_colour(large, (20, 20, 280, 380))
+        expected = (0, 0, 0) if name in ("1-bit", "grey+alpha") else (0, 0, 255)
+        assert np.allclose(left, expected, atol=6), (name, left)
+
+
+def test_png_orientation_is_read_before_or_after_the_pixels(tmp_path: Path):
+    stored = stored_for_orientation(photo_pixels(600, 400), 6)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    before = tmp_path / "before.png"
+    stored.save(before, exif=exif)  # Pillow writes eXIf ahead of IDAT
+    data = before.read_bytes()
+    start = data.index(b"eXIf") - 4
+    end = start + 12 + int.from_bytes(data[start : start + 4], "big")
+    rest = data[:start] + data[end:]
+    after = tmp_path / "after.png"
+    after.write_bytes(rest[:-12] + data[start:end] + rest[-12:])  # eXIf between IDAT and IEND
+
+    for png in (before, after):
+        large = thumbnails(png, tmp_path / png.stem)["LARGE"]
+        assert large.size == (600, 400), png.name
+        assert is_marker(large.getpixel((3, 3))), png.name
+
+
+def test_interlaced_png_and_truncated_png(tmp_path: Path):
+    png = tmp_path / "photo.png"
+    photo_pixels(1000, 800).save(png)
+    interlaced = tmp_path / "interlaced.png"
+    pyvips.Image.new_from_file(str(png)).pngsave(str(interlaced), interlace=True)  # Adam7
+    assert Image.open(interlaced).info.get("interlace") == 1
+    images = thumbnails(interlaced, tmp_path / "a")
+    reference = thumbnails(png, tmp_path / "b")
+    assert sizes(images) == sizes(reference)
+    assert np.abs(mean_colour(images["MEDIUM"]) - mean_colour(reference["MEDIUM"])).max() < 1
+
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InvalidMedia, match=r"cut\.png: corrupt PNG data"):
+        make_thumbnails(cut, out, MEDIA_ID)
+    assert list(out.iterdir()) == []
 
 
 def test_webp_still_and_animated_gif_and_webp_use_the_first_frame(tmp_path: Path):
