@@ -64,7 +64,7 @@ def prepare_imaging() -> None:
 def open_photo(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     """Open an image for reading, refusing empty files, non-images and bombs.
 
-    The image is not decoded yet: call :func:`decode` on it.
+    The image is not decoded yet: :func:`load_upright` decodes what it needs.
     """
     if path.stat().st_size == 0:
         raise InvalidMedia(f"{path.name}: the file is empty (0 bytes)")

@@ -28,7 +28,10 @@ def test_resample_gives_pillows_lanczos_picture_at_the_exact_size(mode: str):
 
 def test_resample_keeps_other_modes_and_never_enlarges_through_libvips():
     rgba = photo_pixels(300, 200).convert("RGBA")
-    assert resample(rgba, (150, 100)).mode == "RGBA"
+    halved = resample(rgba, (150, 100))
+    assert (halved.mode, halved.size) == ("RGBA", (150, 100))
+    pillow_halved = rgba.resize((150, 100), Image.Resampling.LANCZOS)  # premultiplied alpha
+    assert np.array_equal(np.asarray(halved), np.asarray(pillow_halved))
     small = photo_pixels(100, 80)
     larger = resample(small, (120, 96))  # upscales go to Pillow, not libvips' reducer
     assert larger.size == (120, 96)
