@@ -165,6 +165,17 @@ class Transcription(Timestamps, Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
 
 
+class ProviderCall(Base):
+    """One call to an external API, kept for as long as it counts against the rate limit."""
+
+    __tablename__ = "provider_call"
+    __table_args__ = (Index("ix_provider_call_provider_time", "provider", "called_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    called_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ProcessingJob(Timestamps, Base):
     __tablename__ = "processing_job"
     __table_args__ = (UniqueConstraint("media_id", "job", name="uq_processing_job_media_job"),)

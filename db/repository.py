@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -19,6 +20,7 @@ from db.models import (
     MediaStatus,
     MediaType,
     ProcessingJob,
+    ProviderCall,
     Transcription,
     TranscriptionSource,
     utcnow,
@@ -81,6 +83,10 @@ def load_media(session: Session, media_id: object) -> Media:
     return media
 
 
+def set_placeholder(session: Session, media_id: uuid.UUID, placeholder: str | None) -> None:
+    load_media(session, media_id).placeholder = placeholder
+
+
 def record_derivatives(
     session: Session, media_id: uuid.UUID, media_root: Path, derivatives: Iterable[Derivative]
 ) -> list[MediaDerivative]:
@@ -111,6 +117,25 @@ def record_derivatives(
     return rows
 
 
+def try_lock(session: Session, name: str) -> bool:
+    """Take the named lock until the transaction ends, if no other session holds it
+    (PostgreSQL advisory lock). SQLite serves one machine: always True."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(func.hashtext(name)))))
+
+
+def lock_media(session: Session, media_id: uuid.UUID) -> None:
+    """Take the media row's write lock until the transaction ends.
+
+    Every transaction that changes a media's jobs takes it first, so two runs of one
+    media (two tiers finishing together, two submitters) follow one another and each
+    recomputes the status from rows the other has committed. An UPDATE, not SELECT ...
+    FOR UPDATE, so that SQLite takes its write lock here too.
+    """
+    session.execute(update(Media).where(Media.id == media_id).values(status=Media.status))
+
+
 def start_jobs(
     session: Session, media_id: uuid.UUID, job_names: Sequence[str], flow_run_id: str | None
 ) -> None:
@@ -119,6 +144,7 @@ def start_jobs(
     A retried run (same flow run id) keeps the jobs it already finished: Prefect serves
     them from its result cache, and their rows keep their attempts.
     """
+    lock_media(session, media_id)
     rows = {
         row.job: row
         for row in session.scalars(
@@ -151,6 +177,7 @@ def plan_jobs(
 ) -> None:
     """PENDING rows for jobs that have none yet (all of them with ``reset``), so the media
     stays PROCESSING until every tier's run has finished."""
+    lock_media(session, media_id)
     rows = {
         row.job: row
         for row in session.scalars(select(ProcessingJob).where(ProcessingJob.media_id == media_id))
@@ -165,6 +192,55 @@ def plan_jobs(
     refresh_media_status(session, media_id)
 
 
+def assign_runs(session: Session, media_id: uuid.UUID, runs: dict[str, str]) -> None:
+    """Record which flow run will do each planned job (job name -> flow run id), so that a
+    run lost before it starts is found from the media's side too."""
+    lock_media(session, media_id)
+    for row in session.scalars(
+        select(ProcessingJob).where(
+            ProcessingJob.media_id == media_id,
+            ProcessingJob.job.in_(list(runs)),
+            ProcessingJob.state == JobState.PENDING,
+            ProcessingJob.flow_run_id.is_(None),
+        )
+    ):
+        row.flow_run_id = runs[row.job]
+    session.flush()
+
+
+def fail_unfinished_jobs(
+    session: Session, media_id: uuid.UUID, flow_run_id: str, reason: str
+) -> list[str]:
+    """End the run's jobs that are still PENDING or RUNNING as FAILED with ``reason``
+    (the run ended without recording them); returns their names."""
+    lock_media(session, media_id)
+    rows = list(
+        session.scalars(
+            select(ProcessingJob).where(
+                ProcessingJob.media_id == media_id,
+                ProcessingJob.flow_run_id == flow_run_id,
+                ProcessingJob.state.in_([JobState.PENDING, JobState.RUNNING]),
+            )
+        )
+    )
+    for row in rows:
+        row.state, row.error, row.finished_at = JobState.FAILED, reason, utcnow()
+    session.flush()
+    refresh_media_status(session, media_id)
+    return sorted(row.job for row in rows)
+
+
+def unfinished_jobs(session: Session) -> list[ProcessingJob]:
+    """Every job row still PENDING or RUNNING, oldest first: what the reconciler checks."""
+    return list(
+        session.scalars(
+            select(ProcessingJob)
+            .where(ProcessingJob.state.in_([JobState.PENDING, JobState.RUNNING]))
+            .order_by(ProcessingJob.updated_at)
+        )
+    )
+
+
 def _job_row(session: Session, media_id: uuid.UUID, job: str) -> ProcessingJob:
     row = session.scalar(
         select(ProcessingJob).where(ProcessingJob.media_id == media_id, ProcessingJob.job == job)
@@ -177,6 +253,7 @@ def _job_row(session: Session, media_id: uuid.UUID, job: str) -> ProcessingJob:
 
 def mark_job_running(session: Session, media_id: uuid.UUID, job: str) -> int:
     """Record the start of an attempt; returns the attempt's number (1 for the first)."""
+    lock_media(session, media_id)
     row = _job_row(session, media_id, job)
     row.state = JobState.RUNNING
     row.attempts = (row.attempts or 0) + 1
@@ -202,6 +279,7 @@ def finish_job(
     outputs: dict[str, Any] | None = None,
     estimated_cost: float | None = None,
 ) -> None:
+    lock_media(session, media_id)
     row = _job_row(session, media_id, job)
     row.state = state
     row.error = error
@@ -212,6 +290,43 @@ def finish_job(
         row.estimated_cost = estimated_cost
     session.flush()
     refresh_media_status(session, media_id)
+
+
+def claim_provider_call(
+    session: Session, provider: str, limit: int, window: timedelta = timedelta(seconds=60)
+) -> float:
+    """Record a call to ``provider`` if fewer than ``limit`` were made in the last
+    ``window``, and return 0; otherwise return the seconds until a slot frees.
+
+    A sliding window over every worker: calls of one provider are claimed one at a time
+    (PostgreSQL: an advisory lock; SQLite: the write lock of the first statement), on the
+    database's clock when it has one.
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        key = func.hashtext(f"media-pipeline:provider-call:{provider}")
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+        moment = session.scalar(select(func.clock_timestamp()))
+    else:
+        moment = utcnow()
+    session.execute(
+        delete(ProviderCall).where(
+            ProviderCall.provider == provider, ProviderCall.called_at <= moment - window
+        )
+    )
+    recent = session.scalars(
+        select(ProviderCall.called_at)
+        .where(ProviderCall.provider == provider)
+        .order_by(ProviderCall.called_at)
+    ).all()
+    if len(recent) < limit:
+        session.add(ProviderCall(provider=provider, called_at=moment))
+        session.flush()
+        return 0.0
+    oldest = recent[-limit]
+    if oldest.tzinfo is None:  # SQLite keeps no zone; stored as UTC
+        oldest = oldest.replace(tzinfo=UTC)
+    return max((oldest + window - moment).total_seconds(), 0.001)
 
 
 def derive_status(states: Iterable[JobState]) -> MediaStatus:

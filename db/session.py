@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from media_pipeline.settings import get_settings
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -54,3 +63,40 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
     factory = sessionmaker(get_engine(url), expire_on_commit=False)
     with factory() as session, session.begin():
         yield session
+
+
+def is_transient(error: BaseException) -> bool:
+    """A database error that another try may not meet: the server restarting or
+    unreachable, a dropped connection, SQLite busy. Not a missing table or a bad query."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    original = error.orig
+    if isinstance(original, psycopg.OperationalError):
+        return True
+    if isinstance(original, sqlite3.OperationalError):
+        return any(word in str(original) for word in ("locked", "busy"))
+    return False
+
+
+def transaction(work: Callable[[Session], T], url: str | None = None) -> T:
+    """``work(session)`` in one transaction, run again from the start while the database
+    is briefly unavailable (a restart, a failover), for up to ``db_retry_seconds``.
+
+    ``work`` must only touch the database: it may run more than once.
+    """
+    budget = get_settings().database.retry_seconds
+    deadline = time.monotonic() + budget
+    delay = 0.25
+    while True:
+        try:
+            with session_scope(url) as session:
+                return work(session)
+        except DBAPIError as error:
+            if not is_transient(error) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("database unavailable (%s); trying again in %.2f s",
+                           type(error.orig).__name__, delay)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

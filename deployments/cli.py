@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from media_pipeline.errors import PipelineError
 from media_pipeline.tables import render_table
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> No
         """Create the flow runs of a registered media and print their ids (no waiting)."""
         from deployments.client_api import submit_media
 
-        for run_id in submit_media(media_id, reprocess=reprocess):
+        for run_id in call(fail, submit_media, media_id=media_id, reprocess=reprocess):
             typer.echo(run_id)
 
     @app.command()
@@ -65,7 +66,24 @@ def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> No
         """A flow run's state, progress, attempts and per-job states (JSON)."""
         from deployments.client_api import get_job_status
 
-        typer.echo(json.dumps(get_job_status(flow_run_id), indent=2))
+        typer.echo(json.dumps(call(fail, get_job_status, flow_run_id=flow_run_id), indent=2))
+
+    @app.command()
+    def reconcile(
+        watch: Annotated[bool, typer.Option(help="Go on: a pass every reconcile_seconds")] = False,
+    ) -> None:
+        """Find stranded runs (their worker died, or they ended without recording their
+        jobs) and schedule them again, or end them FAILED after max_recoveries. Warm workers
+        do this by themselves; run ``--watch`` beside stock process workers."""
+        from deployments.reconciler import Reconciler
+        from media_pipeline.settings import get_settings
+
+        reconciler = Reconciler()
+        if watch:
+            reconciler.watch(get_settings().orchestration.reconcile_seconds)
+        recoveries = reconciler.run_pass()
+        rows = [(r.media_id, r.flow_run_id or "", r.action, r.reason) for r in recoveries]
+        typer.echo(render_table(("media", "flow run", "action", "reason"), rows))
 
     @app.command()
     def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -118,11 +136,12 @@ def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> No
 
 
 def call(fail: Callable[[str], typer.Exit], function: Callable[..., T], **kwargs: Any) -> T:
-    """``function(**kwargs)``; a filter it refuses ends the command with its message."""
+    """``function(**kwargs)``; an id or a filter it refuses ends the command with its
+    message (exit 2)."""
     try:
         return function(**kwargs)
-    except ValueError as error:
-        raise fail(str(error)) from error
+    except (ValueError, PipelineError) as error:
+        raise fail(str(error)) from None
 
 
 def print_runs(runs: list[FailedRun]) -> None:

@@ -27,54 +27,31 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from prefect.types._datetime import now
 
 from db.models import MediaType
-from db.repository import jobs_of_run, plan_jobs, unfinished_jobs_of_runs
+from db.repository import jobs_of_run, unfinished_jobs_of_runs
 from db.session import session_scope
-from tasks.media_context import load_source
+from flows.submission import FLOW_NAME
+from flows.submission import submit_media as submit_media  # the app imports it from here
+from media_pipeline.errors import RunNotFound
+from media_pipeline.storage import parse_uuid
 from tasks.table import JOB_TABLE, tiers
 
-FLOW_NAME = "process-media"
 FAILED_STATES = [StateType.FAILED, StateType.CRASHED]
-
-
-def deployment_name(tier: str) -> str:
-    return f"{FLOW_NAME}/media-{tier}"
-
-
-def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
-    """Create the media's flow runs (one per priority tier) and return their ids at once."""
-    source = load_source(media_id)
-    wanted = JOB_TABLE.select(source)
-    with session_scope() as session:
-        plan_jobs(session, source.media_id, [job.name for job in wanted], reset=reprocess)
-    generation = uuid.uuid4().hex[:8] if reprocess else "first"
-    run_ids = []
-    for tier in JOB_TABLE.tiers_for(source):
-        run = run_deployment(
-            deployment_name(tier),
-            parameters={"media_id": str(source.media_id), "tier": tier},
-            timeout=0,
-            idempotency_key=f"{source.media_id}:{tier}:{generation}",
-            tags=[
-                f"type-{source.type.value.lower()}",
-                f"category-{source.category.lower()}",
-                f"tier-{tier}",
-            ],
-            as_subflow=False,
-        )
-        run_ids.append(str(run.id))
-    return run_ids
 
 
 def get_job_status(flow_run_id: str) -> dict[str, Any]:
     """As the seed's getJobStatus (id, name, state, progress, attempts, finished time),
     plus every job of that run as the pipeline recorded it."""
+    run_uuid = parse_uuid(flow_run_id, "flow run id")
     with get_client(sync_client=True) as client:
-        run = client.read_flow_run(uuid.UUID(flow_run_id))
+        try:
+            run = client.read_flow_run(run_uuid)
+        except ObjectNotFound:
+            raise RunNotFound(f"flow run {run_uuid} does not exist") from None
     with session_scope() as session:
         jobs = [
             {"job": row.job, "state": row.state.value, "attempts": row.attempts,
@@ -166,7 +143,7 @@ def failed_runs(
     if since is not None:
         filters["start_time"] = FlowRunFilterStartTime(after_=now("UTC") - since)
     if flow_run_ids:
-        filters["id"] = FlowRunFilterId(any_=[uuid.UUID(i) for i in flow_run_ids])
+        filters["id"] = FlowRunFilterId(any_=[parse_uuid(i, "flow run id") for i in flow_run_ids])
     with get_client(sync_client=True) as client:
         runs: list[FlowRun] = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),

@@ -16,8 +16,7 @@ from pathlib import Path
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
-from prefect.client.schemas.objects import StateType
-from prefect.events.actions import ChangeFlowRunState, SendNotification
+from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
@@ -26,7 +25,7 @@ from prefect.workers.process import ProcessWorker
 from deployments.client_api import FLOW_NAME
 from deployments.warm_worker import WarmProcessWorker
 from media_pipeline.settings import get_settings
-from tasks.rate_limits import ensure_rate_limits
+from tasks.rate_limits import calls_per_minute
 from tasks.table import PRIORITY_QUEUES
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -36,7 +35,7 @@ HEARTBEAT_SECONDS = 30
 ENGINE_COMMAND = f"{sys.executable} -m prefect.engine"
 FAILURE_AUTOMATION = "media-pipeline: notify failed media runs"
 FAILURE_BLOCK = "media-pipeline-failures"
-ZOMBIE_AUTOMATION = "media-pipeline: crash flow runs without heartbeats"
+ZOMBIE_AUTOMATION = "media-pipeline: crash flow runs without heartbeats"  # replaced
 
 
 WORKER_CLASSES: dict[str, type[ProcessWorker]] = {
@@ -69,12 +68,14 @@ def ensure_work_pool(
     template = existing.base_job_template or default_template
     variables = template.get("variables", {}).get("properties", {})
     if "env" in variables:
-        # Flow runs send heartbeats, so a run whose worker died is marked Crashed; task
-        # results go where every worker reads them, so a retried run reuses finished jobs.
+        # Flow runs send heartbeats, which the reconciler reads; task results go where
+        # every worker reads them, so a rescheduled run reuses finished jobs; the Prefect
+        # API's 500 and 504 (its database restarting) are retried like its 502 and 503.
         variables["env"]["default"] = {
             **(variables["env"].get("default") or {}),
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "PREFECT_LOCAL_STORAGE_PATH": str(results_dir),
+            "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500,504",
         }
     if worker_type == ProcessWorker.type and not variables.get("command", {}).get("default"):
         # The engine itself, not Prefect's default launcher (a supervisor process that
@@ -101,37 +102,11 @@ def ensure_queues(client: SyncPrefectClient, pool: str) -> dict[str, int]:
     return {q.name: q.priority for q in client.read_work_queues(work_pool_name=pool)}
 
 
-def ensure_zombie_automation(client: SyncPrefectClient) -> None:
-    """Prefect's recipe: a running flow run silent for 3 heartbeats becomes Crashed."""
-    automation = AutomationCore(
-        name=ZOMBIE_AUTOMATION,
-        description="Flow runs whose worker died are not left Running forever",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-            },
-            match={"prefect.resource.id": ["prefect.flow-run.*"]},
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=HEARTBEAT_SECONDS * 3),
-        ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message="No heartbeat for 90 s: the worker died; retry with "
-                "`media-pipeline retry-failed`",
-            )
-        ],
-    )
+def remove_zombie_automation(client: SyncPrefectClient) -> None:
+    """Earlier set-ups made Prefect's zombie automation; the reconciler does its work (and
+    covers runs that die before their first heartbeat, which it never caught)."""
     for existing in client.read_automations_by_name(ZOMBIE_AUTOMATION):
         client.delete_automation(existing.id)
-    client.create_automation(automation)
 
 
 def ensure_failure_notifications(client: SyncPrefectClient, webhook_url: str) -> bool:
@@ -210,10 +185,10 @@ def setup(deployments: bool = True) -> dict[str, object]:
             client, pool, settings.storage.results_dir, settings.orchestration.worker_type
         )
         queues = ensure_queues(client, pool)
-        ensure_zombie_automation(client)
+        remove_zombie_automation(client)
         webhook = settings.notifications.failure_webhook_url.get_secret_value()
         notifies = ensure_failure_notifications(client, webhook)
-    limits = ensure_rate_limits()
+    limits = calls_per_minute()
     if deployments:
         deploy(pool)
     return {

@@ -23,19 +23,9 @@ control channel, as Prefect's own process worker does.
 
 from __future__ import annotations
 
-import ast
-import asyncio
-import contextlib
-import multiprocessing
-import multiprocessing.forkserver
-import multiprocessing.util
 import os
 import signal
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,6 +38,7 @@ from prefect.flows import load_flow_from_flow_run
 from prefect.runner._flow_run_executor import FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
 from prefect.settings import get_current_settings
+from prefect.states import Scheduled
 from prefect.utilities.processutils import sanitize_subprocess_env
 from prefect.workers.process import (
     ProcessJobConfiguration,
@@ -55,6 +46,9 @@ from prefect.workers.process import (
     ProcessWorkerResult,
 )
 from pydantic import PrivateAttr
+
+from deployments.graceful_stop import GracefulStop
+from deployments.warm_interpreter import WarmInterpreter, wait_for_exit
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -65,8 +59,6 @@ if TYPE_CHECKING:
     from prefect.runner._control_channel import ControlChannel
 
 WORKER_TYPE = "media-warm-process"
-# The engine first: another order made children fail with anyio's NoEventLoopError.
-ENGINE_MODULES = ("prefect.flow_engine", "prefect.engine", "deployments.warm_child")
 WORKING_DIRECTORY_STEPS = {
     "prefect.deployments.steps.set_working_directory",
     "prefect.deployments.steps.pull.set_working_directory",
@@ -109,157 +101,6 @@ class WarmProcessJobConfiguration(ProcessJobConfiguration):
             self._entrypoint = deployment.entrypoint if self._code_directory else None
 
 
-def main_script_imports() -> list[str]:
-    """What the worker's ``__main__`` script imports at its top level.
-
-    Every child re-runs a script ``__main__`` (``prefect worker start`` is one): that is how
-    multiprocessing recreates ``__main__``, and preloading ``"__main__"`` does not prevent
-    it on Python 3.11 (the forkserver is never told the script's path). With these modules
-    imported beforehand, re-running the script costs nothing.
-    """
-    main = sys.modules["__main__"]
-    path = getattr(main, "__file__", None)
-    if getattr(main, "__spec__", None) is not None or not path:
-        return []  # `python -m ...`: children do not re-run it
-    try:
-        tree = ast.parse(Path(path).read_text())
-    except (OSError, SyntaxError, ValueError):
-        return []
-    names = []
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.append(node.module)
-    return names
-
-
-class WarmInterpreter:
-    """The forkserver: started once, restarted when the code it imported changes."""
-
-    def __init__(self, preload: Sequence[str]) -> None:
-        self.modules = [*ENGINE_MODULES, *main_script_imports(), *preload]
-        self._context = multiprocessing.get_context("forkserver")
-        self._lock = threading.Lock()
-        self._files: dict[str, int] = {}
-
-    def start(self) -> float:
-        """Start (or restart) the interpreter and wait until it has imported everything.
-        Returns the seconds it took."""
-        with self._lock:
-            return self._start_unlocked()
-
-    def _start_unlocked(self) -> float:
-        began = time.monotonic()
-        retire_forkserver()
-        self._context.set_forkserver_preload(self.modules)
-        reader, writer = self._context.Pipe(duplex=False)
-        from deployments.warm_child import report_loaded_files
-
-        probe = self._context.Process(
-            target=report_loaded_files, args=(writer, self.modules), daemon=True
-        )
-        probe.start()
-        writer.close()
-        missing, files = reader.recv()
-        probe.join()
-        if missing:
-            raise RuntimeError(
-                f"the warm interpreter could not import {', '.join(missing)}: check "
-                "MEDIA_PIPELINE_WARM_PRELOAD and that the worker runs in the project's environment"
-            )
-        self._files = {path: mtime for path in files if (mtime := _mtime(path)) is not None}
-        return time.monotonic() - began
-
-    def stale(self) -> bool:
-        """A source file it imported changed, or a package was installed or removed."""
-        return any(_mtime(path) != mtime for path, mtime in self._files.items())
-
-    def restart_if_stale(self) -> bool:
-        with self._lock:
-            if not self.stale():
-                return False
-            self._start_unlocked()
-            return True
-
-    def fork(self, flow_run: FlowRun, env: dict[str, str], cwd: Path) -> Any:
-        """Start the child that runs ``flow_run``; returns its multiprocessing process."""
-        from deployments.warm_child import run_flow_run
-
-        process = self._context.Process(
-            target=run_flow_run,
-            args=(flow_run.model_dump(mode="json"), env, str(cwd)),
-            name=f"flow-run-{flow_run.id}",
-        )
-        with self._lock:
-            process.start()
-        return process
-
-    def stop(self) -> None:
-        with self._lock:
-            retire_forkserver()
-
-
-def retire_forkserver() -> None:
-    """Let the next fork start a new forkserver, without waiting for this one.
-
-    ``ForkServer._stop`` would wait until every child of the old server has ended (each
-    holds its "alive" pipe): a restart for new code would hold new runs back behind a
-    half-hour transcription. The old server goes on reporting the exit codes of its
-    children and exits after the last one; a thread reaps it.
-    """
-    server = multiprocessing.forkserver._forkserver
-    with server._lock:
-        pid, address = server._forkserver_pid, server._forkserver_address
-        if pid is None:
-            return
-        os.close(server._forkserver_alive_fd)
-        server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
-    if not multiprocessing.util.is_abstract_socket_namespace(address):
-        with contextlib.suppress(OSError):
-            os.unlink(address)  # new children connect to the new server only
-    threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
-
-
-def _mtime(path: str) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
-async def readable(fd: int) -> None:
-    """Wait, without a thread, until ``fd`` is readable."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
-    try:
-        await ready
-    finally:
-        loop.remove_reader(fd)
-
-
-async def wait_for_exit(process: Any) -> None:
-    """Wait until a child of the warm interpreter has ended, then read its exit code.
-
-    The forkserver reports the code on the child's sentinel, and closes the sentinel if it
-    is killed while the child goes on running. So the end of the process itself is awaited
-    first, through a pidfd (Linux), and the sentinel after it; a code the forkserver could
-    not report reads as 255.
-    """
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except (AttributeError, OSError):  # no pidfd here, or the child already ended
-        pidfd = None
-    if pidfd is not None:
-        try:
-            await readable(pidfd)
-        finally:
-            os.close(pidfd)
-    await readable(process.sentinel)
-    process.join()
-
-
 class WarmStarter:
     """Starts a flow run as a child of the warm interpreter (the runner's starter protocol)."""
 
@@ -269,11 +110,13 @@ class WarmStarter:
         configuration: WarmProcessJobConfiguration,
         cwd: Path,
         control_channel: ControlChannel,
+        in_flight: dict[UUID, Any],
     ) -> None:
         self._interpreter = interpreter
         self._configuration = configuration
         self._cwd = cwd
         self._control_channel = control_channel
+        self._in_flight = in_flight
 
     def environment(self, flow_run: FlowRun, control: dict[str, str]) -> dict[str, str]:
         """What ``python -m prefect.engine`` would be given by the stock process worker."""
@@ -303,12 +146,20 @@ class WarmStarter:
         except BaseException:
             self._control_channel.unregister(flow_run.id)
             raise
+        self._in_flight[flow_run.id] = process
         task_status.started(ProcessHandle(process))
         await wait_for_exit(process)
 
 
 class WarmProcessWorker(ProcessWorker):
-    """``prefect worker start --pool media --type media-warm-process``."""
+    """``prefect worker start --pool media --type media-warm-process``.
+
+    Runs at most ``--limit`` flow runs at once (default ``MEDIA_PIPELINE_WORKER_LIMIT``, else
+    the CPU count), so each free slot takes the highest-priority queue's next run; a
+    finished run frees its slot for an immediate poll. Stops gracefully on SIGTERM or
+    SIGINT (``deployments/graceful_stop.py``) and looks for stranded runs of any worker
+    (``deployments/reconciler.py``).
+    """
 
     type = WORKER_TYPE
     job_configuration = WarmProcessJobConfiguration
@@ -318,33 +169,72 @@ class WarmProcessWorker(ProcessWorker):
     )
     _display_name = "Warm process (media pipeline)"
 
-    async def setup(self) -> None:
-        await super().setup()
+    def __init__(
+        self,
+        *args: Any,
+        limit: int | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         from media_pipeline.settings import get_settings
 
-        self._interpreter = WarmInterpreter(get_settings().orchestration.warm_preload)
+        policy = get_settings().orchestration
+        heartbeat = min(heartbeat_interval_seconds or policy.worker_heartbeat_seconds,
+                        policy.worker_heartbeat_seconds)  # fmt: skip
+        super().__init__(
+            *args,
+            limit=limit or policy.worker_limit or os.cpu_count() or 1,
+            heartbeat_interval_seconds=heartbeat,
+            **kwargs,
+        )
+        self._policy = policy
+        self._wake = anyio.Event()
+
+    async def setup(self) -> None:
+        await super().setup()
+        self._stop = GracefulStop(self._logger, self._policy.worker_grace_seconds)
+        self._stop.install()
+        self._interpreter = WarmInterpreter(self._policy.warm_preload)
         seconds = await anyio.to_thread.run_sync(self._interpreter.start)
-        self._logger.info("Warm interpreter ready in %.1f s", seconds)
+        self._logger.info("Warm interpreter ready in %.1f s; at most %d runs at once",
+                          seconds, self._limit)  # fmt: skip
         self._executors = await self._exit_stack.enter_async_context(FlowRunExecutorContext())
         self._exit_stack.callback(self._interpreter.stop)
         listeners = await self._exit_stack.enter_async_context(anyio.create_task_group())
         listeners.start_soon(self._submit_on_schedule_events)
+        listeners.start_soon(self._reconcile_periodically)
         self._exit_stack.callback(listeners.cancel_scope.cancel)  # runs before the group exits
 
-    async def _submit_on_schedule_events(self) -> None:
-        """Look for work as soon as a flow run of the pool is scheduled, not at the next poll.
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        if self._stop.stopping:
+            return []
+        return await super().get_and_submit_flow_runs()
 
-        Events that arrive while a poll is under way are served by one more poll, not one
+    async def _reconcile_periodically(self) -> None:
+        from deployments.reconciler import Reconciler
+
+        reconciler = Reconciler()
+        while not self._stop.stopping:
+            try:
+                for recovery in await anyio.to_thread.run_sync(reconciler.run_pass):
+                    self._logger.warning("Reconciler: %s", recovery)
+            except Exception as error:  # the API or the database is away: next pass
+                self._logger.warning("Reconciliation pass failed: %s", error)
+            await anyio.sleep(self._policy.reconcile_seconds)
+
+    async def _submit_on_schedule_events(self) -> None:
+        """Look for work as soon as a flow run of the pool is scheduled, or a slot frees,
+        not at the next poll.
+
+        Wake-ups that arrive while a poll is under way are served by one more poll, not one
         each. Polling goes on as a fallback (``PREFECT_WORKER_QUERY_SECONDS``); a poll asks
         the server for runs in queue-priority order, so priorities hold either way.
         """
-        wake = anyio.Event()
 
         async def poll_when_woken() -> None:
-            nonlocal wake
             while True:
-                await wake.wait()
-                wake = anyio.Event()
+                await self._wake.wait()
+                self._wake = anyio.Event()
                 await self.get_and_submit_flow_runs()
 
         async with anyio.create_task_group() as group:
@@ -364,7 +254,7 @@ class WarmProcessWorker(ProcessWorker):
                         filter=scheduled, reconnect_on_clean_close=True
                     ) as subscriber:
                         async for _ in subscriber:
-                            wake.set()
+                            self._wake.set()
                 except Exception as error:  # the polling loop still finds the runs
                     self._logger.warning("Listening for scheduled flow runs failed: %s", error)
                     await anyio.sleep(5)
@@ -374,6 +264,18 @@ class WarmProcessWorker(ProcessWorker):
         flow_run: FlowRun,
         configuration: ProcessJobConfiguration,
         task_status: anyio.abc.TaskStatus[int] | None = None,
+    ) -> ProcessWorkerResult:
+        try:
+            return await self._run(flow_run, configuration, task_status)
+        finally:
+            self._stop.children.pop(flow_run.id, None)
+            self._wake.set()  # a slot is free: take the next run now
+
+    async def _run(
+        self,
+        flow_run: FlowRun,
+        configuration: ProcessJobConfiguration,
+        task_status: anyio.abc.TaskStatus[int] | None,
     ) -> ProcessWorkerResult:
         assert isinstance(configuration, WarmProcessJobConfiguration)
         logger = self.get_flow_run_logger(flow_run)
@@ -385,9 +287,8 @@ class WarmProcessWorker(ProcessWorker):
             cwd = configuration._code_directory or configuration.working_dir
             if cwd is None:
                 cwd = Path(cleanup.enter_context(tempfile.TemporaryDirectory(suffix="prefect")))
-            starter = WarmStarter(
-                self._interpreter, configuration, cwd, self._executors.control_channel
-            )
+            starter = WarmStarter(self._interpreter, configuration, cwd,
+                                  self._executors.control_channel, self._stop.children)  # fmt: skip
             executor = self._executors.create_executor(
                 flow_run, starter, resolve_flow=load_flow_from_flow_run, propose_submitting=False
             )
@@ -405,10 +306,17 @@ class WarmProcessWorker(ProcessWorker):
                     task_status.started(handle.pid)
         if execution is None or execution.status_code is None:
             raise RuntimeError("Failed to start flow run process.")
+        identifier = str(execution.handle.pid)
+        if self._stop.hands_back(execution.status_code):
+            await self.client.set_flow_run_state(
+                flow_run.id,
+                Scheduled(message=f"Handed back by worker {self.name!r}, which was stopping"),
+                force=True,
+            )
+            logger.info("Handed back to its queue: the worker is stopping")
+            return ProcessWorkerResult(status_code=0, identifier=identifier)
         if execution.status_code < 0:  # the runner reports the number; name the signal
             number = -execution.status_code
             name = signal.Signals(number).name if number in signal.valid_signals() else number
             logger.error("The flow run's process was killed by %s", name)
-        return ProcessWorkerResult(
-            status_code=execution.status_code, identifier=str(execution.handle.pid)
-        )
+        return ProcessWorkerResult(status_code=execution.status_code, identifier=identifier)

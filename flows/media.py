@@ -6,18 +6,21 @@ the table with jobs of their own; ``process_media`` is the flow for the real tab
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from prefect import Flow, flow, runtime
 from prefect.futures import wait
 from prefect.states import Completed, Failed, State
+from sqlalchemy.orm import Session
 
 from db.models import JobState
-from db.repository import finish_job, media_summary, start_jobs
-from db.session import session_scope
+from db.repository import fail_unfinished_jobs, finish_job, media_summary, start_jobs
+from db.session import transaction
 from flows.artifacts import publish_media_artifacts
 from flows.notifications import notify_media_processed
+from flows.submission import submit_media
 from media_pipeline.errors import PermanentError
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
@@ -36,13 +39,35 @@ def run_media_jobs(
     """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named, or the
     jobs of one priority tier).
 
-    Media created by a job (an enhanced portrait) are handed to ``follow_up``.
+    Media created by a job (an enhanced portrait) are handed to ``follow_up``. When the
+    run cannot finish (its database stays unreachable, say), its unfinished jobs are
+    recorded FAILED if the database answers at all, so the media reaches a final status;
+    otherwise the reconciler finds them.
     """
+    flow_run_id = str(runtime.flow_run.id or "") or None
+    try:
+        return _run_media_jobs(media_id, jobs, table, follow_up, tier, flow_run_id)
+    except Exception as error:
+        if flow_run_id is not None:
+            with contextlib.suppress(Exception):
+                reason = failure_message(error)
+                transaction(lambda session: fail_unfinished_jobs(
+                    session, parse_uuid(media_id, "media id"), flow_run_id, reason))  # fmt: skip
+        raise
+
+
+def _run_media_jobs(
+    media_id: str,
+    jobs: list[str] | None,
+    table: JobTable,
+    follow_up: Callable[[str], object] | None,
+    tier: str | None,
+    flow_run_id: str | None,
+) -> State[dict[str, Any]]:
     source = load_source(parse_uuid(media_id, "media id"))
     selected = table.select(source, jobs, tier)
-    flow_run_id = str(runtime.flow_run.id or "") or None
-    with session_scope() as session:
-        start_jobs(session, source.media_id, [job.name for job in selected], flow_run_id)
+    names = [job.name for job in selected]
+    transaction(lambda session: start_jobs(session, source.media_id, names, flow_run_id))
 
     label = f"{source.type.value.lower()} · {source.short_id}"
     futures = {
@@ -52,13 +77,11 @@ def run_media_jobs(
         for job in selected
     }
     wait(list(futures.values()))
+    results = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
 
-    follow_ups: list[str] = []
-    with session_scope() as session:
-        for name, future in futures.items():
-            result = future.result(raise_on_failure=False)
+    def record(session: Session) -> dict[str, Any]:
+        for name, result in results.items():
             if isinstance(result, JobOutput):
-                follow_ups.extend(result.follow_up_media)
                 finish_job(
                     session,
                     source.media_id,
@@ -71,12 +94,16 @@ def run_media_jobs(
             else:
                 finish_job(session, source.media_id, name, JobState.FAILED,
                            error=failure_message(result))  # fmt: skip
-        summary = media_summary(session, source.media_id)
+        return media_summary(session, source.media_id)
+
+    summary = transaction(record)
     publish_media_artifacts(summary)
     notify_media_processed(summary)
     if follow_up is not None:
-        for created in follow_ups:
-            follow_up(created)
+        for output in results.values():
+            if isinstance(output, JobOutput):
+                for created in output.follow_up_media:
+                    follow_up(created)
 
     # This run's state reflects its own jobs; the summary covers the media's other tiers too.
     failed = [j for j in summary["jobs"] if j["job"] in futures and j["state"] == JobState.FAILED]
@@ -111,10 +138,14 @@ def make_media_flow(table: JobTable, name: str = "process-media") -> Flow[..., A
     ) -> State[dict[str, Any]]:
         """Process one media: the jobs of the job table that apply to it (all, the ``jobs``
         named, or those of one priority ``tier``: high, normal, low)."""
-        return run_media_jobs(
-            media_id, jobs, table, follow_up=lambda m: process_media(m, return_state=True),
-            tier=tier,
-        )  # fmt: skip
+        return run_media_jobs(media_id, jobs, table, follow_up=process_follow_up, tier=tier)
+
+    def process_follow_up(created_media_id: str) -> object:
+        """A deployment run hands new media to the deployments (their own runs, on their
+        own queues, recovered like any other); an in-process run processes them here."""
+        if runtime.deployment.id:
+            return submit_media(created_media_id)
+        return process_media(created_media_id, return_state=True)
 
     return process_media
 

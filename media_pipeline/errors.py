@@ -26,6 +26,10 @@ class MediaNotFound(PermanentError):
     """No media row for that id."""
 
 
+class RunNotFound(PermanentError):
+    """No flow run with that id on the Prefect server."""
+
+
 class InvalidId(PermanentError, ValueError):
     """An id that is not a UUID: refused before it touches a path or a query."""
 

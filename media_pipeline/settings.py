@@ -28,6 +28,13 @@ class DatabaseSettings(_Group):
         validation_alias="DATABASE_URL",
         description="SQLAlchemy URL of the app database; empty: a SQLite file in the data dir",
     )
+    retry_seconds: float = Field(
+        60,
+        ge=0,
+        validation_alias="MEDIA_PIPELINE_DB_RETRY_SECONDS",
+        description="How long a database call is tried again while the database is "
+        "unreachable (a restart, a failover) before the run gives up",
+    )
 
 
 class StorageSettings(_Group):
@@ -167,6 +174,37 @@ class OrchestrationSettings(_Group):
     redis_url: str = Field(
         "",
         description="Redis for job locks across workers (redis://host:6379/0); empty: none",
+    )
+    worker_limit: int = Field(
+        0,
+        ge=0,
+        description="Flow runs a warm worker runs at once (its --limit wins); 0: the CPU "
+        "count. Each free slot takes the highest-priority queue's next run",
+    )
+    worker_grace_seconds: float = Field(
+        30,
+        ge=0,
+        description="On SIGTERM or SIGINT a worker stops claiming runs, lets those in flight "
+        "finish for this long, then hands the rest back to the queue and exits 0",
+    )
+    worker_heartbeat_seconds: int = Field(
+        10, gt=0, description="A warm worker's heartbeat to the server (its liveness)"
+    )
+    stall_seconds: float = Field(
+        45,
+        gt=0,
+        description="A run is stranded when its worker sent no heartbeat for this long (or "
+        "2.5 of its heartbeat intervals), when it stayed claimed but not started for this "
+        "long, or when it sent no flow-run heartbeat for twice as long",
+    )
+    reconcile_seconds: float = Field(
+        10, gt=0, description="How often each warm worker looks for stranded runs"
+    )
+    max_recoveries: int = Field(
+        3,
+        ge=0,
+        description="Times a stranded or crashed run is scheduled again by itself; then it "
+        "ends Crashed and its jobs FAILED, for `media-pipeline retry-failed`",
     )
     openai_calls_per_minute: int = Field(10, gt=0, description="Rate limit of OpenAI calls")
     gemini_calls_per_minute: int = Field(10, gt=0, description="Rate limit of Gemini calls")

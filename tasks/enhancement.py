@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from db.repository import upsert_enhanced_media
-from db.session import session_scope
+from db.session import transaction
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError, http_status_error
 from media_pipeline.imaging import load_upright, save_jpeg, to_srgb
 from media_pipeline.settings import GeminiSettings, get_settings
@@ -194,9 +194,9 @@ def enhance_media(media_id: str) -> JobOutput:
         before_call=lambda: acquire_call_slot("gemini"),
     )
     key = relative_key(settings.media_root, target)
-    with session_scope() as session:
-        media = upsert_enhanced_media(session, source.media_id, key, enhanced.bytes)
-        enhanced_id = str(media.id)
+    enhanced_id = transaction(
+        lambda session: str(upsert_enhanced_media(session, source.media_id, key, enhanced.bytes).id)
+    )
     output = {"type": "ENHANCED", "media_id": enhanced_id, "path": key,
               "width": enhanced.width, "height": enhanced.height, "bytes": enhanced.bytes,
               "model": enhanced.model, "usage": enhanced.usage}  # fmt: skip

@@ -1,8 +1,9 @@
 """How every job runs as a Prefect task: one retry policy, one place that records attempts.
 
 Prefect's task retries are the only retry layer: ``retry_attempts`` attempts in all,
-delays doubling from ``retry_base_delay_seconds`` (2 s, then 4 s) plus a little jitter
-(Prefect's ``retry_jitter_factor`` is not applied to task retries). A ``PermanentError``
+delays doubling from ``retry_base_delay_seconds`` (2 s, then 4 s) plus a little jitter,
+drawn here and only ever added (Prefect's ``retry_jitter_factor`` draws around each delay,
+so it can shorten one). A ``PermanentError``
 is never retried; ``NotConfigured`` ends the job SKIPPED with its reason.
 """
 
@@ -20,7 +21,7 @@ from prefect.states import State
 from prefect.transactions import IsolationLevel
 
 from db.repository import mark_job_running, note_attempt_error
-from db.session import session_scope
+from db.session import transaction
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError
 from media_pipeline.settings import get_settings
 from tasks.media_context import JobOutput
@@ -51,8 +52,7 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     media_uuid = uuid.UUID(media_id)
     settings = get_settings()
     logger = get_run_logger()
-    with session_scope() as session:
-        attempt = mark_job_running(session, media_uuid, job.name)
+    attempt = transaction(lambda session: mark_job_running(session, media_uuid, job.name))
     logger.info("media %s: %s, attempt %d", media_id, job.name, attempt)
     try:
         output = job.run(media_id)
@@ -62,8 +62,7 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     except Exception as exc:
         message = settings.redact(str(exc)) or type(exc).__name__
         logger.error("media %s: %s attempt %d failed: %s", media_id, job.name, attempt, message)
-        with session_scope() as session:
-            note_attempt_error(session, media_uuid, job.name, message)
+        transaction(lambda session: note_attempt_error(session, media_uuid, job.name, message))
         if isinstance(exc, TransientError):
             wait_out_retry_after(exc.retry_after, attempt)
         if message != str(exc):  # a secret was in the message: never let it travel

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from db.models import MediaType
 from db.repository import load_media, record_derivatives
-from db.session import session_scope
+from db.session import transaction
 from media_pipeline.derivatives import Derivative
 from media_pipeline.errors import InvalidMedia
 from media_pipeline.settings import get_settings
@@ -49,9 +51,10 @@ class JobOutput:
 def load_source(media_id: object) -> MediaSource:
     """The media's row as a plain value, with the original's path checked to exist."""
     root = get_settings().media_root
-    with session_scope() as session:
+
+    def read(session: Session) -> MediaSource:
         media = load_media(session, media_id)
-        source = MediaSource(
+        return MediaSource(
             media_id=media.id,
             alert_id=media.alert_id,
             category=media.alert.category_code,
@@ -61,17 +64,20 @@ def load_source(media_id: object) -> MediaSource:
             original=root / media.storage_key,
             folder=media_dir(root, media.alert_id, media.source_media_id or media.id),
         )
+
+    source = transaction(read)
     if not source.original.is_file():
-        raise InvalidMedia(f"media {media_id}: original file {media.storage_key} is missing")
+        key = source.original.relative_to(root).as_posix()
+        raise InvalidMedia(f"media {media_id}: original file {key} is missing")
     return source
 
 
 def save_derivatives(media_id: uuid.UUID, derivatives: list[Derivative]) -> JobOutput:
     """Record the derivative rows and describe them for the job summary."""
     root = get_settings().media_root
-    with session_scope() as session:
-        rows = record_derivatives(session, media_id, root, derivatives)
-        outputs = [
+
+    def record(session: Session) -> list[dict[str, Any]]:
+        return [
             {
                 "type": row.type.value,
                 "path": row.storage_key,
@@ -82,6 +88,7 @@ def save_derivatives(media_id: uuid.UUID, derivatives: list[Derivative]) -> JobO
                 "duration": row.duration,
                 **row.extra,
             }
-            for row in rows
+            for row in record_derivatives(session, media_id, root, derivatives)
         ]
-    return JobOutput(outputs=outputs)
+
+    return JobOutput(outputs=transaction(record))

@@ -1,21 +1,20 @@
-"""Provider rate limits as Prefect global concurrency limits with slot decay.
+"""Provider rate limits: at most N calls a minute per provider, in any 60-second window,
+across every worker.
 
-One limit per provider (``openai``, ``gemini``), one slot per API call, N calls a minute
-across all workers. Limits are used strictly: a missing limit is created on first use
-(and by ``media-pipeline setup``), never silently ignored.
+One limit per provider (``openai``, ``gemini``), one slot per API call (a chunked
+transcription takes one per chunk). The window is kept in the app database, which every
+worker shares (``db.repository.claim_provider_call``). Prefect's global concurrency limits
+were the first choice, but their slot decay is a token bucket (``limit`` calls at once,
+then one per 1/decay seconds: about 19 calls in the first minute for "10 a minute"), and
+a slot held by a lease is lost for good when the lease storage restarts empty.
 """
 
 from __future__ import annotations
 
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import (
-    GlobalConcurrencyLimitCreate,
-    GlobalConcurrencyLimitUpdate,
-)
-from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-from prefect.concurrency.sync import rate_limit
-from prefect.exceptions import ObjectNotFound
+import time
 
+from db.repository import claim_provider_call
+from db.session import transaction
 from media_pipeline.settings import get_settings
 
 
@@ -27,32 +26,11 @@ def calls_per_minute() -> dict[str, int]:
     }
 
 
-def ensure_rate_limits() -> dict[str, int]:
-    """Create or update every provider's limit; returns {name: calls per minute}."""
-    limits = calls_per_minute()
-    with get_client(sync_client=True) as client:
-        for name, per_minute in limits.items():
-            decay = per_minute / 60
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(
-                        name=name, limit=per_minute, slot_decay_per_second=decay
-                    )
-                )
-            else:
-                client.update_global_concurrency_limit(
-                    name,
-                    GlobalConcurrencyLimitUpdate(limit=per_minute, slot_decay_per_second=decay),
-                )
-    return limits
-
-
-def acquire_call_slot(provider: str) -> None:
-    """Wait for one call slot of ``provider``'s rate limit."""
-    try:
-        rate_limit(provider, occupy=1, strict=True)
-    except ConcurrencySlotAcquisitionError:
-        ensure_rate_limits()
-        rate_limit(provider, occupy=1, strict=True)
+def acquire_call_slot(provider: str) -> float:
+    """Wait until ``provider`` may be called again, and claim that call.
+    Returns the seconds waited."""
+    limit = calls_per_minute()[provider]
+    began = time.monotonic()
+    while wait := transaction(lambda session: claim_provider_call(session, provider, limit)):
+        time.sleep(wait)
+    return time.monotonic() - began

@@ -16,8 +16,8 @@ import blurhash
 import numpy as np
 from PIL import Image
 
-from db.repository import load_media
-from db.session import session_scope
+from db.repository import set_placeholder
+from db.session import transaction
 from media_pipeline.derivatives import Derivative
 from media_pipeline.imaging import fit_inside, load_upright, resample, save_jpeg
 from media_pipeline.settings import get_settings
@@ -124,6 +124,5 @@ def generate_thumbnails(media_id: str) -> JobOutput:
         max_pixels=settings.images.max_pixels,
     )
     output = save_derivatives(source.media_id, result.derivatives)
-    with session_scope() as session:
-        load_media(session, source.media_id).placeholder = result.placeholder
+    transaction(lambda session: set_placeholder(session, source.media_id, result.placeholder))
     return output

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from db.repository import add_transcription, transcription_of_run
-from db.session import session_scope
+from db.session import transaction
 from media_pipeline.audio import audio_info
 from media_pipeline.chunking import Span, loudness_profile, plan_spans
 from media_pipeline.errors import (
@@ -201,11 +201,12 @@ def transcribe_audio(media_id: str) -> JobOutput:
     client = openai_client(settings)
     source = load_source(media_id)
     flow_run_id = str(runtime.flow_run.id or "") or None
-    with session_scope() as session:
-        existing = transcription_of_run(session, source.media_id, flow_run_id)
-        if existing is not None:
-            return transcription_output(existing.version, existing.text, existing.language,
-                                        existing.duration or 0.0, settings)  # fmt: skip
+    existing = transaction(
+        lambda session: transcription_of_run(session, source.media_id, flow_run_id)
+    )
+    if existing is not None:
+        return transcription_output(existing.version, existing.text, existing.language,
+                                    existing.duration or 0.0, settings)  # fmt: skip
     transcript = transcribe_file(
         source.original,
         client,
@@ -216,8 +217,8 @@ def transcribe_audio(media_id: str) -> JobOutput:
         before_call=lambda: acquire_call_slot("openai"),
         on_chunk=ChunkProgress(source.media_id).update,
     )
-    with session_scope() as session:
-        row = add_transcription(
+    version = transaction(
+        lambda session: add_transcription(
             session,
             source.media_id,
             text=transcript.text,
@@ -226,8 +227,8 @@ def transcribe_audio(media_id: str) -> JobOutput:
             segments=transcript.segments,
             model=transcript.model,
             flow_run_id=flow_run_id,
-        )
-        version = row.version
+        ).version
+    )
     return transcription_output(version, transcript.text, transcript.language,
                                 transcript.duration, settings)  # fmt: skip
 

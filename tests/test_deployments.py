@@ -48,17 +48,17 @@ def test_setup_is_idempotent_and_orders_the_queues(monkeypatch):
     assert first == second
     assert second["queues"] == {"high": 5, "normal": 10, "low": 15,
                                 "default": DEFAULT_QUEUE_PRIORITY}  # fmt: skip
+    assert second["rate_limits_per_minute"] == {"openai": 12, "gemini": 6000}
     with get_client(sync_client=True) as client:
-        limit = client.read_global_concurrency_limit_by_name("openai")
-        assert (limit.limit, limit.slot_decay_per_second) == (12, pytest.approx(0.2))
-        assert len(client.read_automations_by_name(ZOMBIE_AUTOMATION)) == 1
+        # The reconciler replaced Prefect's zombie automation: an old one is removed.
+        assert client.read_automations_by_name(ZOMBIE_AUTOMATION) == []
         pool = client.read_work_pool(second["pool"])
         assert pool.type == second["worker_type"] == "media-warm-process"
         env = pool.base_job_template["variables"]["properties"]["env"]["default"]
         assert env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+        assert env["PREFECT_CLIENT_RETRY_EXTRA_CODES"] == "500,504"
         assert "PREFECT_LOCAL_STORAGE_PATH" in env
     get_settings.cache_clear()
-    setup(deployments=False)  # the session's limits back to the roomy test values
 
 
 @pytest.mark.usefixtures("prefect_server")
