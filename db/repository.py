@@ -407,7 +407,16 @@ def add_transcription(
     flow_run_id: str | None,
     source: TranscriptionSource = TranscriptionSource.AUTO,
 ) -> Transcription:
-    """The next version, active; the previously active one is deactivated with it."""
+    """The next version, active; the previously active one is deactivated with it.
+
+    A flow run adds one version at most: a second call of the same run (two processes of
+    one run, after a false alarm) returns the first one's row.
+    """
+    lock_media(session, media_id)
+    if source is TranscriptionSource.AUTO and (
+        existing := transcription_of_run(session, media_id, flow_run_id)
+    ):
+        return existing
     latest = session.scalar(
         select(func.max(Transcription.version)).where(Transcription.media_id == media_id)
     )

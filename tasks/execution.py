@@ -15,10 +15,9 @@ import uuid
 from typing import Any
 
 from prefect import Task, get_run_logger, task
-from prefect.cache_policies import DEFAULT, CachePolicy
+from prefect.cache_policies import DEFAULT
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
-from prefect.transactions import IsolationLevel
 
 from db.repository import mark_job_running, note_attempt_error
 from db.session import transaction
@@ -85,20 +84,6 @@ def wait_out_retry_after(retry_after: float | None, attempt: int) -> None:
         time.sleep(extra)
 
 
-def job_cache_policy(redis_url: str) -> CachePolicy:
-    """Prefect's default key (inputs, task source, flow run id); with Redis, a lock per key
-    so that two workers never run the same job of the same run at once (a crashed run
-    retried while its first worker is still alive, say)."""
-    if not redis_url:
-        return DEFAULT
-    from prefect_redis import RedisLockManager
-
-    return DEFAULT.configure(
-        isolation_level=IsolationLevel.SERIALIZABLE,
-        lock_manager=RedisLockManager(connection_url=redis_url),
-    )
-
-
 def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:
     """The Prefect task for ``job``, with the retry policy and a readable run name."""
 
@@ -116,6 +101,10 @@ def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:
         tags=[f"priority-{job.queue}", f"job-{job.name}"],
         # Persisted results let a retried flow run (same id) serve finished jobs from its
         # cache. Where: PREFECT_LOCAL_STORAGE_PATH, which set-up points at the results dir.
+        # No cross-worker lock on the cache key: prefect-redis's lock never expires, so a
+        # job whose worker died would block its own re-run for good. Outputs are
+        # idempotent instead (files replaced atomically, rows upserted, one transcription
+        # version per flow run).
         persist_result=True,
-        cache_policy=job_cache_policy(settings.orchestration.redis_url),
+        cache_policy=DEFAULT,
     )

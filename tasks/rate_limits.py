@@ -12,6 +12,7 @@ a slot held by a lease is lost for good when the lease storage restarts empty.
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 from db.repository import claim_provider_call
 from db.session import transaction
@@ -30,7 +31,10 @@ def acquire_call_slot(provider: str) -> float:
     """Wait until ``provider`` may be called again, and claim that call.
     Returns the seconds waited."""
     limit = calls_per_minute()[provider]
+    window = timedelta(seconds=get_settings().orchestration.rate_window_seconds)
     began = time.monotonic()
-    while wait := transaction(lambda session: claim_provider_call(session, provider, limit)):
+    while wait := transaction(
+        lambda session: claim_provider_call(session, provider, limit, window)
+    ):
         time.sleep(wait)
     return time.monotonic() - began

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # Before Prefect is imported anywhere: a private home, no telemetry.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="media-pipeline-tests-"))
@@ -24,7 +26,6 @@ from tests.support.databases import (  # noqa: E402
     postgres_available,
     scratch_database,
     start_postgres_if_needed,
-    start_redis_if_needed,
 )
 from tests.support.fake_providers import FakeProviders  # noqa: E402
 from tests.support.processes import (  # noqa: E402
@@ -34,6 +35,7 @@ from tests.support.processes import (  # noqa: E402
     stop_process,
     wait_until,
 )
+from tests.support.services import PrivateRedis  # noqa: E402
 
 pytest_plugins = ["tests.support.production"]  # the production fixture
 
@@ -71,7 +73,7 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
         if name.startswith("MEDIA_PIPELINE_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("MEDIA_PIPELINE_DATA_DIR", str(tmp_path / "data"))
-    # The session's Prefect server keeps the provider limits: roomy enough for tests.
+    # Roomy provider limits, except in the tests of the limits themselves.
     monkeypatch.setenv("MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE", "6000")
     monkeypatch.setenv("MEDIA_PIPELINE_GEMINI_CALLS_PER_MINUTE", "6000")
     get_settings.cache_clear()
@@ -103,33 +105,40 @@ def postgres_app_db(postgres: None, monkeypatch: pytest.MonkeyPatch) -> Iterator
         )
 
 
-REDIS_TEST_DB = 7
-
-
-def redis_messaging_env() -> dict[str, str]:
-    """prefect-redis as the server's broker and cache (a test-only Redis database),
-    when Redis answers; the server falls back to in-memory messaging otherwise."""
-    start_redis_if_needed()
+@pytest.fixture(scope="session")
+def redis_url(session_dir: Path) -> Iterator[str]:
+    """The Redis of the session's Prefect server: ``MEDIA_PIPELINE_TEST_REDIS_URL`` when
+    set (used as it is, never wiped), else a redis-server of the session's own, so that
+    two test sessions on one machine never share streams or keys."""
+    configured = os.environ.get("MEDIA_PIPELINE_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = PrivateRedis(session_dir / "redis").start()
     try:
-        import redis
+        yield server.url
+    finally:
+        server.close()
 
-        client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_TEST_DB, socket_timeout=3)
-        client.flushdb()
-    except Exception:
-        return {}
+
+def redis_messaging_env(url: str) -> dict[str, str]:
+    """prefect-redis as the server's broker, cache, ordering and lease storage."""
+    parsed = urlsplit(url)
     return {
         "PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
         "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
         "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
-        "PREFECT_REDIS_MESSAGING_HOST": "127.0.0.1",
-        "PREFECT_REDIS_MESSAGING_PORT": "6379",
-        "PREFECT_REDIS_MESSAGING_DB": str(REDIS_TEST_DB),
+        "PREFECT_REDIS_MESSAGING_HOST": parsed.hostname or "127.0.0.1",
+        "PREFECT_REDIS_MESSAGING_PORT": str(parsed.port or 6379),
+        "PREFECT_REDIS_MESSAGING_DB": (parsed.path or "/0").lstrip("/") or "0",
     }
 
 
 @pytest.fixture(scope="session")
-def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
+def prefect_server(session_dir: Path, postgres: None, redis_url: str) -> Iterator[str]:
     """One Prefect server for the whole session, on PostgreSQL, on a free port."""
     from prefect.logging.handlers import APILogWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -144,7 +153,7 @@ def prefect_server(session_dir: Path, postgres: None) -> Iterator[str]:
             "PREFECT_UI_ENABLED": "true",  # tests/test_ui.py opens it in Chromium
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            **redis_messaging_env(),
+            **redis_messaging_env(redis_url),
         }
         log = session_dir / "prefect-server.log"
         server = start_process(

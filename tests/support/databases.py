@@ -46,18 +46,3 @@ def scratch_database(prefix: str) -> Iterator[str]:
             host=PG_HOST, port=PG_PORT, dbname=PG_ADMIN_DB, autocommit=True
         ) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def start_redis_if_needed() -> None:
-    ping = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "ping"], capture_output=True, check=False
-    )
-    if ping.returncode == 0 and b"PONG" in ping.stdout:
-        return
-    subprocess.run(
-        'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
-        "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
-        shell=True,
-        check=False,
-        capture_output=True,
-    )

@@ -62,7 +62,6 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
     monkeypatch.setenv("MEDIA_PIPELINE_CALLBACK_URL", receiver.url)
     monkeypatch.setenv("MEDIA_PIPELINE_CALLBACK_SECRET", "callback-secret")
     monkeypatch.setenv("MEDIA_ROOT", str(tmp_path / "shared-media"))
-    monkeypatch.setenv("MEDIA_PIPELINE_REDIS_URL", "redis://127.0.0.1:6379/7")  # job locks
     workers: list = []
 
     def use(worker_type: str) -> str:

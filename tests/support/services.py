@@ -1,0 +1,127 @@
+"""Private PostgreSQL clusters and Redis servers, for tests and drills that restart them.
+
+Each binds to 127.0.0.1 on a free port and keeps its files in a directory of its own, so
+that restarting or killing it never touches the machine's services, and two test sessions
+on one machine do not see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+import psycopg
+import redis
+
+from tests.support.processes import free_port, start_process, stop_process, wait_until
+
+PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
+
+
+def _pg_binary(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not versions:
+        raise FileNotFoundError(f"{name} not found: install PostgreSQL's server binaries")
+    return str(versions[-1])
+
+
+def _as_cluster_owner(args: list[str]) -> list[str]:
+    return ["runuser", "-u", PG_USER, "--", *args] if os.geteuid() == 0 else args
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own: initdb in a new directory under the system's
+    temporary folder (which the cluster's owner can reach), trust auth, a free port."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="media-pipeline-pg-"))
+        self.data = self.root / "pgdata"
+        self.port = free_port()
+        if os.geteuid() == 0:
+            shutil.chown(self.root, PG_USER)
+        initdb = [_pg_binary("initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust",
+                  "-E", "UTF8", "--no-sync"]  # fmt: skip
+        subprocess.run(_as_cluster_owner(initdb), check=True, capture_output=True)
+
+    def _ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            _as_cluster_owner([_pg_binary("pg_ctl"), "-D", str(self.data), "-l",
+                               str(self.root / "server.log"), "-o", options, "-w", *args]),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
+    def start(self) -> PrivatePostgres:
+        self._ctl("start")
+        return self
+
+    def stop(self) -> None:
+        self._ctl("-m", "fast", "stop")
+
+    def restart(self) -> None:
+        """As an operator would: ``pg_ctl -m fast restart`` (connections are cut)."""
+        self._ctl("-m", "fast", "restart")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def create_database(self, name: str) -> None:
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def dsn(self, database: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user={PG_USER} dbname={database}"
+
+    def url(self, database: str, driver: str = "psycopg") -> str:
+        return f"postgresql+{driver}://{PG_USER}@127.0.0.1:{self.port}/{database}"
+
+    def close(self) -> None:
+        if self.running():
+            self._ctl("-m", "immediate", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A redis-server of its own, without persistence: a restart starts it empty."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> PrivateRedis:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.root)]  # fmt: skip
+        self.process = start_process(args, dict(os.environ), self.root / "redis.log")
+        wait_until(self.ping, 20, f"redis-server on port {self.port}")
+        return self
+
+    def ping(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        """``kill -9``: what it held is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def close(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+        shutil.rmtree(self.root, ignore_errors=True)
