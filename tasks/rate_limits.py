@@ -31,7 +31,11 @@ def acquire_call_slot(provider: str) -> float:
     """Wait until ``provider`` may be called again, and claim that call.
     Returns the seconds waited."""
     limit = calls_per_minute()[provider]
-    window = timedelta(seconds=get_settings().orchestration.rate_window_seconds)
+    seconds = get_settings().orchestration.rate_window_seconds
+    # A call reaches the provider a little after its slot is claimed, and the first call
+    # of a process later than the next (its client is new): the window is kept a bit
+    # longer than the provider's so that it holds on the provider's side too.
+    window = timedelta(seconds=seconds + min(1.0, max(0.25, seconds / 50)))
     began = time.monotonic()
     while wait := transaction(
         lambda session: claim_provider_call(session, provider, limit, window)

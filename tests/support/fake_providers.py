@@ -38,6 +38,7 @@ class Recorded:
     fields: dict[str, str]
     files: dict[str, bytes]
     json: dict[str, Any] | None = None
+    received: float = field(default_factory=time.time)  # when the request arrived
 
 
 def audio_duration(data: bytes) -> float:
@@ -70,6 +71,7 @@ class FakeProviders:
         self.requests: list[Recorded] = []
         self.faults: dict[str, list[Fault]] = {"openai": [], "gemini": []}
         self.enhanced_image: Image.Image | None = None
+        self.latency = 0.0  # seconds every answer without a fault of its own takes
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -146,8 +148,7 @@ class FakeProviders:
             )
         )
         fault = self._next_fault("openai")
-        if fault and fault.delay:
-            time.sleep(fault.delay)
+        time.sleep(fault.delay if fault else self.latency)
         if fault and fault.status != 200:
             text = fault.message or f"injected {fault.status}"
             error = {"error": {"message": text, "type": "server_error", "code": None}}
@@ -169,8 +170,7 @@ class FakeProviders:
             )
         )
         fault = self._next_fault("gemini")
-        if fault and fault.delay:
-            time.sleep(fault.delay)
+        time.sleep(fault.delay if fault else self.latency)
         if fault and fault.status != 200:
             error = {"error": {"code": fault.status, "message": f"injected {fault.status}",
                                "status": "UNAVAILABLE"}}  # fmt: skip

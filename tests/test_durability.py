@@ -1,0 +1,158 @@
+"""What keeps a media from staying PROCESSING, tested without workers: exact status when
+two runs finish together, provider limits in any window, the reconciler's rules, and the
+CLI's answer to bad ids. The same properties end to end are in tests/test_drills.py."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prefect.client.schemas.objects import FlowRun, State, StateType, Worker
+from typer.testing import CliRunner
+
+from db.models import JobState, MediaStatus
+from db.repository import finish_job, load_media, start_jobs
+from db.session import session_scope, transaction
+from deployments.reconciler import MARK, diagnose, recoveries_in_a_row
+from media_pipeline.cli import app
+from media_pipeline.registration import register_media
+from media_pipeline.settings import get_settings
+from tasks.transcription import transcribe_audio
+from tests.support.media import make_tone
+
+cli = CliRunner()
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+STALL = timedelta(seconds=45)
+
+
+def test_media_status_is_exact_when_two_runs_finish_together(app_db, tmp_path: Path):
+    note = make_tone(tmp_path / "a.wav", 1.0)
+    jobs = ["generate-waveform", "transcribe-audio"]
+    for trial in range(15):
+        media = register_media(note, category="AUTRE")
+        run = f"run-{trial}"
+        transaction(lambda session, m=media, r=run: start_jobs(session, m.id, jobs, r))
+        barrier = threading.Barrier(2)
+
+        def finish(job: str, media_id: uuid.UUID = media.id,
+                   barrier: threading.Barrier = barrier) -> None:  # fmt: skip
+            def work(session) -> None:  # type: ignore[no-untyped-def]
+                barrier.wait(10)  # both transactions open before either writes
+                finish_job(session, media_id, job, JobState.FAILED, error="broken")
+
+            transaction(work)
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(finish, jobs))
+        with session_scope() as session:
+            assert load_media(session, media.id).status is MediaStatus.FAILED, trial
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_provider_calls_hold_in_any_window_across_workers(
+    postgres_app_db, fake_providers, monkeypatch, tmp_path: Path
+):
+    limit, window = 3, 3.0
+    monkeypatch.setenv("MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE", str(limit))
+    monkeypatch.setenv("MEDIA_PIPELINE_RATE_WINDOW_SECONDS", str(window))
+    get_settings.cache_clear()
+    note = make_tone(tmp_path / "a.wav", 1.0, rate=16000)
+    media = [register_media(note, category="AUTRE") for _ in range(7)]
+
+    # Seven jobs at once, each with its own database connections, as on seven workers.
+    with ThreadPoolExecutor(7) as pool:
+        outputs = list(pool.map(lambda m: transcribe_audio(str(m.id)), media))
+
+    assert [o.outputs[0]["version"] for o in outputs] == [1] * 7
+    times = sorted(call.received for call in fake_providers.calls("openai"))
+    assert len(times) == 7
+    # Any limit + 1 calls in a row span at least the window: never more than 3 in 3 s.
+    spans = [times[i + limit] - times[i] for i in range(len(times) - limit)]
+    assert min(spans) >= window - 0.05, spans
+    assert times[limit - 1] - times[0] < 1.0  # the first three were not held back
+    assert times[-1] - times[0] < 2 * window + 2.0  # nor the others, beyond the window
+
+
+def run_in(state: StateType, at: datetime, worker: str | None = "w1", deployed: bool = True
+           ) -> FlowRun:  # fmt: skip
+    return FlowRun(
+        id=uuid.uuid4(),
+        flow_id=uuid.uuid4(),
+        name="media · 12345678 · high",
+        deployment_id=uuid.uuid4() if deployed else None,
+        state=State(type=state, timestamp=at),
+        labels={"prefect.worker.name": worker} if worker else {},
+    )
+
+
+def worker(name: str, last: datetime, interval: int = 10) -> Worker:
+    return Worker(name=name, work_pool_id=uuid.uuid4(), last_heartbeat_time=last,
+                  heartbeat_interval_seconds=interval)  # fmt: skip
+
+
+def test_reconciler_finds_every_kind_of_stranded_run():
+    alive = {"w1": worker("w1", T0 + timedelta(seconds=115))}
+    dead = {"w1": worker("w1", T0 + timedelta(seconds=60))}
+    moment = T0 + timedelta(seconds=120)
+
+    def why(run: FlowRun, workers: dict, heartbeat: datetime | None = None,
+            up_since: datetime = T0) -> str | None:  # fmt: skip
+        return diagnose(run, workers, heartbeat, moment, up_since, STALL)
+
+    # Claimed by a worker that died (silent for 60 s), before and after it started the run.
+    claimed = T0 + timedelta(seconds=30)
+    assert "sent no heartbeat for 45 s" in why(run_in(StateType.PENDING, claimed), dead)
+    assert "sent no heartbeat" in why(run_in(StateType.RUNNING, claimed), dead)
+    # A state change is news of its worker too.
+    assert why(run_in(StateType.RUNNING, moment - timedelta(seconds=5)), dead) is None
+    # Claimed, never started, by a worker that looks alive (restarted under its name).
+    assert "not started for 45 s" in why(run_in(StateType.PENDING, T0), alive)
+    assert why(run_in(StateType.PENDING, moment - timedelta(seconds=10)), alive) is None
+    # Running with a live worker: only a silent run (no flow-run heartbeat) is stranded.
+    assert "no heartbeat from the run" in why(run_in(StateType.RUNNING, T0 - STALL), alive)
+    recent = moment - timedelta(seconds=20)
+    assert why(run_in(StateType.RUNNING, T0 - STALL), alive, heartbeat=recent) is None
+    # Ended without recording its jobs; waiting runs are left alone.
+    assert "ended Crashed" in why(run_in(StateType.CRASHED, T0), alive)
+    assert "ended Completed" in why(run_in(StateType.COMPLETED, T0), alive)
+    assert why(run_in(StateType.SCHEDULED, T0 - 10 * STALL), dead) is None
+    # After an outage of the API, silence counts from when it answered again.
+    back = moment - timedelta(seconds=20)
+    assert why(run_in(StateType.PENDING, T0), dead, up_since=back) is None
+    assert why(run_in(StateType.RUNNING, T0 - STALL), alive, up_since=back) is None
+
+
+def test_recoveries_are_counted_since_anyone_else_scheduled_the_run():
+    def scheduled(minute: int, message: str | None = None) -> State:
+        return State(type=StateType.SCHEDULED, timestamp=T0 + timedelta(minutes=minute),
+                     message=message)  # fmt: skip
+
+    crashed = State(type=StateType.CRASHED, timestamp=T0 + timedelta(minutes=2))
+    ours = f"{MARK}: recovery 1 of 3: its worker died"
+    assert recoveries_in_a_row([scheduled(0)]) == 0
+    assert recoveries_in_a_row([scheduled(0), crashed, scheduled(3, ours), scheduled(5, ours)]) == 2
+    # An analyst's retry-failed gives the run a fresh budget.
+    assert recoveries_in_a_row([scheduled(3, ours), scheduled(6, "retry-failed")]) == 0
+
+
+@pytest.mark.usefixtures("prefect_server", "sqlite_db")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "../x"], "media id '../x' is not a UUID"),
+        (["submit", "6f1c7e9a-1111-4222-8333-944455556666"], "does not exist"),
+        (["status", "abc"], "flow run id 'abc' is not a UUID"),
+        (["status", "6f1c7e9a-1111-4222-8333-944455556666"], "flow run 6f1c7e9a-1111-4222"),
+        (["retry-failed", "nope"], "flow run id 'nope' is not a UUID"),
+        (["failed", "--job", "make-coffee"], "unknown job 'make-coffee'"),
+    ],
+)
+def test_bad_ids_get_one_error_line_and_exit_2(args: list[str], message: str):
+    result = cli.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
