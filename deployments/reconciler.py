@@ -267,7 +267,7 @@ def read_heartbeats(
             event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
             resource=EventResourceFilter(id=[f"prefect.flow-run.{i}" for i in run_ids]),
         ),
-        limit=200,
+        limit=50,  # the most the events API returns a page
     )
     last: dict[uuid.UUID, datetime] = {}
     while True:

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     from prefect.client.schemas.objects import Flow as APIFlow
     from prefect.client.schemas.objects import FlowRun, WorkPool
-    from prefect.client.schemas.responses import DeploymentResponse
+    from prefect.client.schemas.responses import DeploymentResponse, WorkerFlowRunResponse
     from prefect.runner._control_channel import ControlChannel
 
 WORKER_TYPE = "media-warm-process"
@@ -209,6 +209,24 @@ class WarmProcessWorker(ProcessWorker):
         if self._stop.stopping:
             return []
         return await super().get_and_submit_flow_runs()
+
+    async def _submit_scheduled_flow_runs(
+        self, flow_run_response: list[WorkerFlowRunResponse]
+    ) -> list[FlowRun]:
+        """Claim one run per poll, the first in priority order, and poll again while slots
+        are free: each slot takes the highest-priority run of that moment, also when two
+        workers poll at once (the one that loses a run polls again for the next)."""
+        fresh = [r for r in flow_run_response if r.flow_run.id not in self._submitting_flow_run_ids]
+        submitted = await super()._submit_scheduled_flow_runs(fresh[:1])
+        if submitted and self.limiter.available_tokens > 0:
+            self._wake.set()
+        return submitted
+
+    async def _submit_run(self, flow_run: FlowRun) -> None:
+        try:
+            await super()._submit_run(flow_run)
+        finally:
+            self._wake.set()  # claimed by another worker, or started: the next slot's turn
 
     async def _reconcile_periodically(self) -> None:
         from deployments.reconciler import Reconciler

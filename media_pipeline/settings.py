@@ -171,6 +171,37 @@ class OrchestrationSettings(_Group):
     retry_after_cap_seconds: float = Field(
         60, ge=0, description="Longest provider Retry-After waited out within an attempt"
     )
+    worker_limit: int = Field(
+        0,
+        ge=0,
+        description="Flow runs a warm worker runs at once (its --limit wins); 0: the CPU "
+        "count. Each free slot takes the highest-priority queue's next run",
+    )
+    worker_grace_seconds: float = Field(
+        30,
+        ge=0,
+        description="On SIGTERM or SIGINT a worker stops claiming runs, lets those in flight "
+        "finish for this long, then hands the rest back to the queue and exits 0",
+    )
+    worker_heartbeat_seconds: int = Field(
+        10, gt=0, description="A warm worker's heartbeat to the server (its liveness)"
+    )
+    stall_seconds: float = Field(
+        45,
+        gt=0,
+        description="A run is stranded when its worker sent no heartbeat for this long (or "
+        "2.5 of its heartbeat intervals), when it stayed claimed but not started for this "
+        "long, or when it sent no flow-run heartbeat for twice as long",
+    )
+    reconcile_seconds: float = Field(
+        10, gt=0, description="How often each warm worker looks for stranded runs"
+    )
+    max_recoveries: int = Field(
+        3,
+        ge=0,
+        description="Times a stranded or crashed run is scheduled again by itself; then it "
+        "ends Crashed and its jobs FAILED, for `media-pipeline retry-failed`",
+    )
     rate_window_seconds: float = Field(
         60, gt=0, description="The window of the provider rate limits (calls per window)"
     )

@@ -20,13 +20,28 @@ def free_port() -> int:
 
 
 def start_process(
-    args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    cwd: Path | None = None,
+    ignore_sigint: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``args`` in its own process group, output to ``log``."""
+    """Start ``args`` in its own process group, output to ``log``; with ``ignore_sigint``
+    as a background job of a shell script starts it (SIGINT inherited as ignored)."""
     handle = log.open("ab")
     return subprocess.Popen(
-        args, env=env, cwd=cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        args,
+        env=env,
+        cwd=cwd,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_ignore_sigint if ignore_sigint else None,
     )
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:

@@ -73,7 +73,8 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
         setup()
         return pool
 
-    def start_worker(limit: int | None = None, query_seconds: int = 1, **extra_env: str
+    def start_worker(limit: int | None = None, query_seconds: int = 1,
+                     ignore_sigint: bool = False, **extra_env: str
                      ) -> subprocess.Popen[bytes]:  # fmt: skip
         orchestration = get_settings().orchestration
         env = {**os.environ, "PREFECT_API_URL": prefect_server,
@@ -85,7 +86,7 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
         if limit:
             args += ["--limit", str(limit)]
         log = tmp_path / f"worker-{len(workers)}.log"
-        workers.append(start_process(args, env, log))
+        workers.append(start_process(args, env, log, ignore_sigint=ignore_sigint))
         return workers[-1]
 
     def stop_workers() -> None:
@@ -94,7 +95,7 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
 
     try:
         yield {"use": use, "start_worker": start_worker, "stop_workers": stop_workers,
-               "receiver": receiver, "logs": tmp_path}  # fmt: skip
+               "receiver": receiver, "logs": tmp_path, "providers": fake_providers}  # fmt: skip
     finally:
         stop_workers()
         receiver.stop()
