@@ -132,9 +132,10 @@ def run_phase(
     worker_env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1",
                   "PREFECT_WORKER_PREFETCH_SECONDS": "0"}  # fmt: skip
     log = work / f"worker-{worker_type}.log"
+    # As the README starts workers: at most a run per CPU at once.
     worker = start_process(
         [str(Path(sys.executable).parent / "prefect"), "worker", "start",
-         "--pool", pool, "--type", worker_type],
+         "--pool", pool, "--type", worker_type, "--limit", str(os.cpu_count() or 1)],
         worker_env, log,
     )  # fmt: skip
     try:
@@ -198,10 +199,10 @@ def main() -> None:
         "MEDIA_ROOT": str(work / "media"),
     })  # fmt: skip
 
-    from tests.conftest import redis_messaging_env
     from tests.support.databases import scratch_database, start_postgres_if_needed
     from tests.support.media import make_jpeg
-    from tests.support.processes import free_port, http_ok, start_process, stop_process, wait_until
+    from tests.support.processes import free_port, stop_process
+    from tests.support.services import PrivateRedis, start_prefect_server
 
     start_postgres_if_needed()
     photo = make_jpeg(work / "photo-12mp.jpg", 4000, 3000, orientation=6)
@@ -212,14 +213,12 @@ def main() -> None:
     ):
         port = free_port()
         api = f"http://127.0.0.1:{port}/api"
-        server_env = {**os.environ, **redis_messaging_env(), "PREFECT_UI_ENABLED": "false",
-                      "PREFECT_SERVER_DATABASE_CONNECTION_URL":
-                          f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}"}  # fmt: skip
-        server_args = [sys.executable, "-m", "prefect", "server", "start",
-                       "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-        server = start_process(server_args, server_env, work / "server.log")
+        redis = PrivateRedis(work / "redis").start()
+        server = start_prefect_server(
+            f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}", redis.url,
+            work / "server.log", port,
+        )  # fmt: skip
         try:
-            wait_until(lambda: http_ok(f"{api}/health"), 120, "the Prefect server")
             os.environ["PREFECT_API_URL"] = api
             os.environ["DATABASE_URL"] = f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}"
             from db.migrate import upgrade
@@ -230,6 +229,7 @@ def main() -> None:
                 print(json.dumps(reports[worker_type], indent=2), flush=True)
         finally:
             stop_process(server)
+            redis.close()
     if STOCK in reports and WARM in reports:
         ratio: Callable[[str], float] = lambda key: round(  # noqa: E731
             reports[WARM][key] / reports[STOCK][key], 2

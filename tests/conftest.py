@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 # Before Prefect is imported anywhere: a private home, no telemetry.
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="media-pipeline-tests-"))
@@ -30,12 +28,9 @@ from tests.support.databases import (  # noqa: E402
 from tests.support.fake_providers import FakeProviders  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     free_port,
-    http_ok,
-    start_process,
     stop_process,
-    wait_until,
 )
-from tests.support.services import PrivateRedis  # noqa: E402
+from tests.support.services import PrivateRedis, start_prefect_server  # noqa: E402
 
 pytest_plugins = ["tests.support.production"]  # the production fixture
 
@@ -123,20 +118,6 @@ def redis_url(session_dir: Path) -> Iterator[str]:
         server.close()
 
 
-def redis_messaging_env(url: str) -> dict[str, str]:
-    """prefect-redis as the server's broker, cache, ordering and lease storage."""
-    parsed = urlsplit(url)
-    return {
-        "PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
-        "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
-        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
-        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
-        "PREFECT_REDIS_MESSAGING_HOST": parsed.hostname or "127.0.0.1",
-        "PREFECT_REDIS_MESSAGING_PORT": str(parsed.port or 6379),
-        "PREFECT_REDIS_MESSAGING_DB": (parsed.path or "/0").lstrip("/") or "0",
-    }
-
-
 @pytest.fixture(scope="session")
 def prefect_server(session_dir: Path, postgres: None, redis_url: str) -> Iterator[str]:
     """One Prefect server for the whole session, on PostgreSQL, on a free port."""
@@ -145,43 +126,13 @@ def prefect_server(session_dir: Path, postgres: None, redis_url: str) -> Iterato
 
     with scratch_database("mp_prefect") as name:
         port = free_port()
-        env = {
-            **os.environ,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": (
-                f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
-            ),
-            "PREFECT_UI_ENABLED": "true",  # tests/test_ui.py opens it in Chromium
-            "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            **redis_messaging_env(redis_url),
-        }
+        database = f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
         log = session_dir / "prefect-server.log"
-        server = start_process(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env,
-            log,
-        )
-        url = f"http://127.0.0.1:{port}/api"
+        # The UI too: tests/test_ui.py opens it in Chromium.
+        server = start_prefect_server(database, redis_url, log, port, ui=True)
         try:
-            wait_until(
-                lambda: http_ok(f"{url}/health") or server.poll() is not None,
-                90,
-                "the Prefect server",
-            )
-            if server.poll() is not None:
-                pytest.fail(f"the Prefect server exited: {log.read_text()[-2000:]}")
-            with temporary_settings(updates={PREFECT_API_URL: url}):
-                yield url
+            with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+                yield f"http://127.0.0.1:{port}/api"
                 APILogWorker.drain_all(timeout=10)  # send buffered run logs while the server is up
         finally:
             stop_process(server)

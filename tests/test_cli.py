@@ -45,3 +45,9 @@ def test_config_lists_every_setting():
     for name in ("DATABASE_URL", "MEDIA_ROOT", "OPENAI_API_KEY", "GEMINI_BASE_URL",
                  "MEDIA_PIPELINE_JPEG_QUALITY", "MEDIA_PIPELINE_WORK_POOL"):  # fmt: skip
         assert f"`{name}`" in result.output
+
+
+def test_readme_configuration_table_is_the_config_commands():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = runner.invoke(app, ["config"]).output
+    assert table in readme, "run `media-pipeline config` and paste it into the README"

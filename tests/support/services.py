@@ -11,13 +11,21 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
 
-from tests.support.processes import free_port, start_process, stop_process, wait_until
+from tests.support.processes import (
+    free_port,
+    http_ok,
+    start_process,
+    stop_process,
+    wait_until,
+)
 
 PG_USER = "postgres"  # initdb refuses to run as root: the cluster belongs to this user
 
@@ -125,3 +133,45 @@ class PrivateRedis:
         if self.process is not None:
             stop_process(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def redis_messaging_env(url: str) -> dict[str, str]:
+    """prefect-redis as a Prefect server's broker, cache, ordering and lease storage."""
+    parsed = urlsplit(url)
+    return {
+        "PREFECT_SERVER_EVENTS_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_HOST": parsed.hostname or "127.0.0.1",
+        "PREFECT_REDIS_MESSAGING_PORT": str(parsed.port or 6379),
+        "PREFECT_REDIS_MESSAGING_DB": (parsed.path or "/0").lstrip("/") or "0",
+    }
+
+
+def start_prefect_server(
+    database_url: str, redis_url: str, log: Path, port: int, ui: bool = False
+) -> subprocess.Popen[bytes]:
+    """``prefect server start`` on 127.0.0.1:``port``, on PostgreSQL (asyncpg URL) with
+    Redis messaging; returns once it answers its health check."""
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
+        "PREFECT_UI_ENABLED": "true" if ui else "false",
+        "PREFECT_UI_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **redis_messaging_env(redis_url),
+    }
+    args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
+    server = start_process(args, env, log)
+    try:
+        wait_until(lambda: http_ok(f"{api}/health") or server.poll() is not None, 120,
+                   "the Prefect server")  # fmt: skip
+    except TimeoutError:
+        stop_process(server)
+        raise
+    if server.poll() is not None:
+        raise RuntimeError(f"the Prefect server exited: {log.read_text()[-2000:]}")
+    return server
