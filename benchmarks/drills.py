@@ -156,7 +156,7 @@ class Site:
 
 
 def register(site: Site, kinds: list[str]) -> list[uuid.UUID]:
-    from media_pipeline.registration import register_media
+    from deployments.registration import register_media
 
     return [register_media(site.samples[kind], category="AUTRE").id for kind in kinds]
 

@@ -25,44 +25,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from media_pipeline.enums import (
+    DerivativeType,
+    JobState,
+    MediaStatus,
+    MediaType,
+    TranscriptionSource,
+)
+
+__all__ = ["DerivativeType", "JobState", "MediaStatus", "MediaType", "TranscriptionSource"]
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class MediaType(enum.StrEnum):
-    IMAGE = "IMAGE"
-    AUDIO = "AUDIO"
-    VIDEO = "VIDEO"
-
-
-class MediaStatus(enum.StrEnum):
-    UPLOADED = "UPLOADED"
-    PROCESSING = "PROCESSING"
-    READY = "READY"
-    PARTIAL = "PARTIAL"
-    FAILED = "FAILED"
-
-
-class DerivativeType(enum.StrEnum):
-    THUMBNAIL = "THUMBNAIL"
-    MEDIUM = "MEDIUM"
-    LARGE = "LARGE"
-    WAVEFORM = "WAVEFORM"
-    PREVIEW = "PREVIEW"
-
-
-class TranscriptionSource(enum.StrEnum):
-    AUTO = "AUTO"
-    MANUAL = "MANUAL"
-
-
-class JobState(enum.StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    SKIPPED = "SKIPPED"
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:

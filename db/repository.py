@@ -27,6 +27,7 @@ from db.models import (
 )
 from media_pipeline.derivatives import Derivative
 from media_pipeline.errors import MediaNotFound, PermanentError
+from media_pipeline.payloads import JobSummary, MediaSummary
 from media_pipeline.storage import parse_uuid, relative_key
 
 
@@ -355,29 +356,30 @@ def refresh_media_status(session: Session, media_id: uuid.UUID) -> MediaStatus:
     return status
 
 
-def media_summary(session: Session, media_id: object) -> dict[str, Any]:
-    """The media's status and every job's state and outputs, as plain JSON values."""
+def media_summary(session: Session, media_id: object) -> MediaSummary:
+    """The media's status and every job's state and outputs."""
     media = load_media(session, media_id)
-    return {
-        "media_id": str(media.id),
-        "alert_id": str(media.alert_id),
-        "type": media.type.value,
-        "status": media.status.value,
-        "status_message": media.status_message,
-        "placeholder": media.placeholder,
-        "jobs": [
-            {
-                "job": job.job,
-                "state": job.state.value,
-                "attempts": job.attempts,
-                "error": job.error,
-                "outputs": job.outputs.get("derivatives", []),
-                "estimated_cost": job.estimated_cost,
-                "flow_run_id": job.flow_run_id,
-            }
+    return MediaSummary(
+        media_id=str(media.id),
+        alert_id=str(media.alert_id),
+        type=media.type,
+        status=media.status,
+        status_message=media.status_message,
+        filename=media.filename,
+        placeholder=media.placeholder,
+        jobs=[
+            JobSummary(
+                job=job.job,
+                state=job.state,
+                attempts=job.attempts,
+                error=job.error,
+                outputs=job.outputs.get("derivatives", []),
+                estimated_cost=job.estimated_cost,
+                flow_run_id=job.flow_run_id,
+            )
             for job in media.jobs
         ],
-    }
+    )
 
 
 def transcription_of_run(

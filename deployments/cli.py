@@ -1,160 +1,19 @@
-"""Production commands of ``media-pipeline``: set-up, submit, status, stats, failures."""
+"""The ``media-pipeline`` command line: the commands for one machine and those of the
+production profile, in one Typer application."""
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable
-from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+import os
 
 import typer
 
-from media_pipeline.errors import PipelineError
-from media_pipeline.tables import render_table
+from deployments.cli_local import db_app, local
+from deployments.cli_operations import operations
 
-if TYPE_CHECKING:
-    from deployments.client_api import FailedRun
+# Prefect's server tries to phone home; there is no network to reach on most deployments.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-SINCE = re.compile(r"^(\d+)([smhd])$")
-T = TypeVar("T")
-SinceOption = Annotated[str | None, typer.Option(help="Only runs started in the last 6h, 2d...")]
-JobOption = Annotated[str | None, typer.Option(help="Only runs whose job failed: generate-...")]
-MediaTypeOption = Annotated[
-    str | None, typer.Option("--type", help="Only runs of IMAGE, AUDIO or VIDEO media")
-]
-
-
-def parse_since(value: str | None) -> timedelta | None:
-    """``30m``, ``6h``, ``2d``... as a time window."""
-    if not value:
-        return None
-    match = SINCE.match(value.strip())
-    if not match:
-        raise typer.BadParameter("use a number and a unit: 30m, 6h, 2d")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
-    return timedelta(**{unit: int(match.group(1))})
-
-
-def register_commands(app: typer.Typer, fail: Callable[[str], typer.Exit]) -> None:
-    @app.command()
-    def setup(
-        deployments: Annotated[bool, typer.Option(help="Also run prefect deploy")] = True,
-    ) -> None:
-        """Create or update the work pool, its queues, rate limits, automations, deployments."""
-        from deployments.setup import setup as run_setup
-
-        result = run_setup(deployments=deployments)
-        typer.echo(f"work pool {result['pool']} (workers of type {result['worker_type']})")
-        queues = sorted(result["queues"].items(), key=lambda item: item[1])
-        typer.echo(render_table(("queue", "priority"), queues))
-        typer.echo(f"rate limits (calls a minute): {result['rate_limits_per_minute']}")
-
-    @app.command()
-    def submit(
-        media_id: str,
-        reprocess: Annotated[bool, typer.Option(help="New runs even if already submitted")] = False,
-    ) -> None:
-        """Create the flow runs of a registered media and print their ids (no waiting)."""
-        from deployments.client_api import submit_media
-
-        for run_id in call(fail, submit_media, media_id=media_id, reprocess=reprocess):
-            typer.echo(run_id)
-
-    @app.command()
-    def status(flow_run_id: str) -> None:
-        """A flow run's state, progress, attempts and per-job states (JSON)."""
-        from deployments.client_api import get_job_status
-
-        typer.echo(json.dumps(call(fail, get_job_status, flow_run_id=flow_run_id), indent=2))
-
-    @app.command()
-    def reconcile(
-        watch: Annotated[bool, typer.Option(help="Go on: a pass every reconcile_seconds")] = False,
-    ) -> None:
-        """Find stranded runs (their worker died, or they ended without recording their
-        jobs) and schedule them again, or end them FAILED after max_recoveries. Warm workers
-        do this by themselves; run ``--watch`` beside stock process workers."""
-        from deployments.reconciler import Reconciler
-        from media_pipeline.settings import get_settings
-
-        reconciler = Reconciler()
-        if watch:
-            reconciler.watch(get_settings().orchestration.reconcile_seconds)
-        recoveries = reconciler.run_pass()
-        rows = [(r.media_id, r.flow_run_id or "", r.action, r.reason) for r in recoveries]
-        typer.echo(render_table(("media", "flow run", "action", "reason"), rows))
-
-    @app.command()
-    def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-        """Queue stats (waiting, active, completed, failed, delayed, total) per queue."""
-        from deployments.client_api import get_queue_stats
-
-        result = get_queue_stats()
-        if as_json:
-            typer.echo(json.dumps(result, indent=2))
-            return
-        columns = ("waiting", "active", "completed", "failed", "delayed", "total")
-        rows = [(queue, *(values[c] for c in columns)) for queue, values in result.items()]
-        typer.echo(render_table(("queue", *columns), rows))
-
-    @app.command()
-    def failed(
-        since: SinceOption = None,
-        job: JobOption = None,
-        media_type: MediaTypeOption = None,
-    ) -> None:
-        """Failed and crashed flow runs: time, media, type, tier, jobs, error."""
-        from deployments.client_api import failed_runs
-
-        print_runs(call(fail, failed_runs, since=parse_since(since), job=job,
-                        media_type=media_type))  # fmt: skip
-
-    @app.command("retry-failed")
-    def retry_failed(
-        flow_run_id: Annotated[list[str] | None, typer.Argument()] = None,
-        since: SinceOption = None,
-        job: JobOption = None,
-        media_type: MediaTypeOption = None,
-        all_runs: Annotated[bool, typer.Option("--all", help="Every failed run")] = False,
-        dry_run: Annotated[bool, typer.Option(help="Only show what would be re-run")] = False,
-    ) -> None:
-        """Show, then re-run, failed and crashed flow runs under the same ids (finished jobs
-        are served from the cache). Takes the filters of ``failed``."""
-        from deployments.client_api import failed_runs, retry_runs
-
-        if not (flow_run_id or since or job or media_type or all_runs):
-            raise fail("name flow run ids, --since, --job, --type, or --all")
-        runs = call(fail, failed_runs, since=parse_since(since), flow_run_ids=flow_run_id,
-                    job=job, media_type=media_type)  # fmt: skip
-        print_runs(runs)
-        if dry_run:
-            typer.echo(f"{len(runs)} run(s) would be scheduled again")
-            return
-        retry_runs(runs)
-        typer.echo(f"{len(runs)} run(s) scheduled again")
-
-
-def call(fail: Callable[[str], typer.Exit], function: Callable[..., T], **kwargs: Any) -> T:
-    """``function(**kwargs)``; an id or a filter it refuses ends the command with its
-    message (exit 2)."""
-    try:
-        return function(**kwargs)
-    except (ValueError, PipelineError) as error:
-        raise fail(str(error)) from None
-
-
-def print_runs(runs: list[FailedRun]) -> None:
-    rows = [(r.when.isoformat(timespec="seconds") if r.when else "", r.media_id, r.media_type,
-             r.tier, ", ".join(r.jobs) or "-", r.state, r.id, error_of(r)[:120])
-            for r in runs]  # fmt: skip
-    headers = ("started", "media", "type", "tier", "jobs", "state", "flow run", "error")
-    typer.echo(render_table(headers, rows))
-
-
-def error_of(run: FailedRun) -> str:
-    """The run's message without the "media <id> FAILED: " the other columns already say."""
-    prefix = f"media {run.media_id} "
-    if run.message.startswith(prefix) and ": " in run.message:
-        return run.message.split(": ", 1)[1]
-    return run.message
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.add_typer(db_app, name="db")
+for commands in (local, operations):
+    app.registered_commands += commands.registered_commands

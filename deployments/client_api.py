@@ -31,11 +31,11 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 from prefect.types._datetime import now
 
-from db.models import MediaType
 from db.repository import jobs_of_run, unfinished_jobs_of_runs
 from db.session import session_scope
 from flows.submission import FLOW_NAME
 from flows.submission import submit_media as submit_media  # the app imports it from here
+from media_pipeline.enums import MediaType
 from media_pipeline.errors import RunNotFound
 from media_pipeline.storage import parse_uuid
 from tasks.table import JOB_TABLE, tiers

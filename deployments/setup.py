@@ -22,10 +22,10 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessWorker
 
-from deployments.client_api import FLOW_NAME
+from deployments.client_api import FAILED_STATES, FLOW_NAME
 from deployments.warm_worker import WarmProcessWorker
+from flows.rate_limits import calls_per_minute
 from media_pipeline.settings import get_settings
-from tasks.rate_limits import calls_per_minute
 from tasks.table import PRIORITY_QUEUES
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def ensure_failure_notifications(client: SyncPrefectClient, webhook_url: str) ->
             name=FAILURE_AUTOMATION,
             description="Tell the on-call channel when a media run fails or crashes",
             trigger=EventTrigger(
-                expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+                expect={f"prefect.flow-run.{s.value.title()}" for s in FAILED_STATES},
                 match={"prefect.resource.id": "prefect.flow-run.*"},
                 match_related={
                     "prefect.resource.role": "flow",

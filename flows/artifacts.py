@@ -6,60 +6,68 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 
 from db.repository import active_transcription
-from db.session import session_scope
+from db.session import transaction
+from media_pipeline.enums import MediaType
+from media_pipeline.payloads import MediaSummary, OutputRecord
 from media_pipeline.settings import get_settings
 
 PICTURES = {"THUMBNAIL", "MEDIUM", "LARGE", "ENHANCED", "WAVEFORM"}
 
 
-def _size(output: dict[str, Any]) -> str:
-    if output.get("width") and output.get("height"):
-        return f"{output['width']}x{output['height']}"
-    if output.get("duration"):
-        return f"{output['duration']:.1f} s"
+def _size(output: OutputRecord) -> str:
+    if output.width and output.height:
+        return f"{output.width}x{output.height}"
+    if output.duration:
+        return f"{output.duration:.1f} s"
     return ""
 
 
-def publish_media_artifacts(summary: dict[str, Any]) -> None:
+def publish_media_artifacts(summary: MediaSummary) -> None:
+    """The media table (the reason of a failure first, then what each job made), its
+    files, and for voice notes the transcript."""
     rows = []
-    for job in summary["jobs"]:
-        for output in job["outputs"] or [{}]:
+    for job in summary.jobs:
+        for output in job.outputs or [OutputRecord(type="")]:
             rows.append({
-                "job": job["job"], "state": job["state"], "attempts": job["attempts"],
-                "output": output.get("type", ""), "size": _size(output),
-                "bytes": output.get("bytes", ""), "path": output.get("path", ""),
-                "error": job["error"] or "",
+                "error": job.error or "", "job": job.job, "state": job.state.value,
+                "attempts": job.attempts, "output": output.type, "size": _size(output),
+                "bytes": output.bytes or "", "path": output.path or "",
             })  # fmt: skip
     create_table_artifact(
         table=rows,
-        key=f"media-{summary['media_id']}",
-        description=f"{summary['type']} media {summary['media_id']}: {summary['status']}",
+        key=f"media-{summary.media_id}",
+        description=f"{summary.type.value} media {summary.media_id} ({summary.filename}, "
+        f"alert {summary.alert_id}): {summary.status.value}",
     )
     create_markdown_artifact(
         markdown=files_markdown(summary),
-        key=f"files-{summary['media_id']}",
-        description=f"Files of media {summary['media_id']}",
+        key=f"files-{summary.media_id}",
+        description=f"Files of media {summary.media_id}",
     )
-    if summary["type"] == "AUDIO":
-        with session_scope() as session:
-            transcription = active_transcription(session, summary["media_id"])
-            if transcription is None:
-                return
-            lines = [f"**[{s['start']:7.2f} - {s['end']:7.2f}]** {s['text']}"
-                     for s in transcription.segments] or [transcription.text]  # fmt: skip
-            header = (f"# Transcript v{transcription.version} ({transcription.model}, "
-                      f"{transcription.language or 'language unknown'})\n\n")  # fmt: skip
+    if summary.type is MediaType.AUDIO:
+        transcription = transaction(lambda s: active_transcription(s, summary.media_id))
+        if transcription is None:
+            return
+        lines = [f"**[{s['start']:7.2f} - {s['end']:7.2f}]** {s['text']}"
+                 for s in transcription.segments] or [transcription.text]  # fmt: skip
+        header = (f"# Transcript v{transcription.version} ({transcription.model}, "
+                  f"{transcription.language or 'language unknown'})\n\n")  # fmt: skip
         create_markdown_artifact(
             markdown=header + "\n\n".join(lines),
-            key=f"transcript-{summary['media_id']}",
-            description=f"Transcript of media {summary['media_id']}",
+            key=f"transcript-{summary.media_id}",
+            description=f"Transcript of media {summary.media_id}",
         )
 
 
-def files_markdown(summary: dict[str, Any]) -> str:
+def files_markdown(summary: MediaSummary) -> str:
     """Links to every file the jobs produced; with a public URL, the pictures themselves
     (the waveform as its SVG)."""
     settings = get_settings()
@@ -68,16 +76,38 @@ def files_markdown(summary: dict[str, Any]) -> str:
     def url(key: str) -> str:
         return f"{public}/{key}" if public else (settings.media_root / key).as_uri()
 
-    lines = [f"# Files of {summary['type'].lower()} media {summary['media_id']}", ""]
-    for job in summary["jobs"]:
-        for output in job["outputs"]:
-            if not output.get("path"):
+    lines = [f"# Files of {summary.type.value.lower()} media {summary.media_id}",
+             f"Alert {summary.alert_id}, original file {summary.filename}", ""]  # fmt: skip
+    for job in summary.jobs:
+        for output in job.outputs:
+            if not output.path:
                 continue
-            label = f"{output['type']} ({_size(output) or job['job']})"
-            lines.append(f"- [{label}]({url(output['path'])})")
-            picture = output.get("svg") or output["path"]
-            if public and output["type"] in PICTURES:
-                lines.append(f"\n  ![{output['type']}]({url(picture)})")
-    if len(lines) == 2:
+            label = f"{output.type} ({_size(output) or job.job})"
+            lines.append(f"- [{label}]({url(output.path)})")
+            picture = getattr(output, "svg", None) or output.path
+            if public and output.type in PICTURES:
+                lines.append(f"\n  ![{output.type}]({url(picture)})")
+    if len(lines) == 3:
         lines.append("No files yet.")
     return "\n".join(lines)
+
+
+class ChunkProgress:
+    """A progress artifact in the UI while long audio is transcribed chunk by chunk."""
+
+    def __init__(self, media_id: object) -> None:
+        self.media_id = media_id
+        self.artifact_id: Any = None
+
+    def update(self, done: int, total: int) -> None:
+        if total < 2:
+            return
+        progress = 100 * done / total
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(
+                progress=progress,
+                key=f"transcription-{self.media_id}",
+                description=f"Transcription of media {self.media_id}: chunk {done} of {total}",
+            )
+        else:
+            update_progress_artifact(self.artifact_id, progress=progress)

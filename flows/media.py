@@ -19,13 +19,14 @@ from db.models import JobState
 from db.repository import fail_unfinished_jobs, finish_job, media_summary, start_jobs
 from db.session import transaction
 from flows.artifacts import publish_media_artifacts
+from flows.execution import job_task
 from flows.notifications import notify_media_processed
-from flows.submission import submit_media
+from flows.sources import load_source
+from flows.submission import FLOW_NAME, submit_media
 from media_pipeline.errors import PermanentError
+from media_pipeline.payloads import JobOutput, MediaSummary
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
-from tasks.execution import job_task
-from tasks.media_context import JobOutput, load_source
 from tasks.table import JOB_TABLE, JobTable
 
 
@@ -35,7 +36,7 @@ def run_media_jobs(
     table: JobTable = JOB_TABLE,
     follow_up: Callable[[str], object] | None = None,
     tier: str | None = None,
-) -> State[dict[str, Any]]:
+) -> State[MediaSummary]:
     """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named, or the
     jobs of one priority tier).
 
@@ -63,9 +64,10 @@ def _run_media_jobs(
     follow_up: Callable[[str], object] | None,
     tier: str | None,
     flow_run_id: str | None,
-) -> State[dict[str, Any]]:
+) -> State[MediaSummary]:
     source = load_source(parse_uuid(media_id, "media id"))
-    selected = table.select(source, jobs, tier)
+    categories = get_settings().gemini.enhancement_categories
+    selected = table.select(source, categories, jobs, tier)
     names = [job.name for job in selected]
     transaction(lambda session: start_jobs(session, source.media_id, names, flow_run_id))
 
@@ -79,7 +81,7 @@ def _run_media_jobs(
     wait(list(futures.values()))
     results = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
 
-    def record(session: Session) -> dict[str, Any]:
+    def record(session: Session) -> MediaSummary:
         for name, result in results.items():
             if isinstance(result, JobOutput):
                 finish_job(
@@ -88,7 +90,8 @@ def _run_media_jobs(
                     name,
                     JobState.SKIPPED if result.skipped_reason else JobState.SUCCEEDED,
                     error=result.skipped_reason,
-                    outputs={"derivatives": result.outputs},
+                    outputs={"derivatives": [o.model_dump(mode="json", exclude_none=True)
+                                             for o in result.outputs]},
                     estimated_cost=result.estimated_cost,
                 )
             else:
@@ -98,7 +101,7 @@ def _run_media_jobs(
 
     summary = transaction(record)
     publish_media_artifacts(summary)
-    notify_media_processed(summary)
+    notify_media_processed(summary, flow_run_id)
     if follow_up is not None:
         for output in results.values():
             if isinstance(output, JobOutput):
@@ -106,13 +109,12 @@ def _run_media_jobs(
                     follow_up(created)
 
     # This run's state reflects its own jobs; the summary covers the media's other tiers too.
-    failed = [j for j in summary["jobs"] if j["job"] in futures and j["state"] == JobState.FAILED]
+    failed = [j for j in summary.jobs if j.job in futures and j.state is JobState.FAILED]
+    status = summary.status.value
     if failed:
-        reasons = "; ".join(f"{job['job']}: {job['error']}" for job in failed)
-        return Failed(
-            message=f"media {source.media_id} {summary['status']}: {reasons}", data=summary
-        )
-    return Completed(message=f"media {source.media_id} {summary['status']}", data=summary)
+        reasons = "; ".join(f"{job.job}: {job.error}" for job in failed)
+        return Failed(message=f"media {source.media_id} {status}: {reasons}", data=summary)
+    return Completed(message=f"media {source.media_id} {status}", data=summary)
 
 
 def failure_message(error: BaseException) -> str:
@@ -131,11 +133,11 @@ def run_name() -> str:
     return f"media · {str(parameters.get('media_id', '?'))[:8]} · {tier}"
 
 
-def make_media_flow(table: JobTable, name: str = "process-media") -> Flow[..., Any]:
+def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:
     @flow(name=name, flow_run_name=run_name, validate_parameters=True)
     def process_media(
         media_id: str, jobs: list[str] | None = None, tier: str | None = None
-    ) -> State[dict[str, Any]]:
+    ) -> State[MediaSummary]:
         """Process one media: the jobs of the job table that apply to it (all, the ``jobs``
         named, or those of one priority ``tier``: high, normal, low)."""
         return run_media_jobs(media_id, jobs, table, follow_up=process_follow_up, tier=tier)

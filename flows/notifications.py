@@ -1,68 +1,88 @@
 """Telling the app a media is done: a Prefect event and, when configured, a signed webhook.
 
-The callback body is the media summary as JSON; ``X-Media-Pipeline-Signature`` carries
-``sha256=<hex HMAC of the body with the configured secret>``. Delivery is retried with
-a short backoff; a receiver that stays down is logged, never fails the media.
+The webhook follows the Standard Webhooks specification (``standardwebhooks``): the body is
+``{"type": "media.processed", "timestamp", "data": <MediaSummary>}``, and the headers
+``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` let a receiver check that we
+sent it and refuse replays (an old timestamp, an id seen before). It is sent by a Prefect
+task with the project's retry policy; a receiver that stays down is logged, and never
+fails the media.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
-import time
-from typing import Any
+from datetime import UTC, datetime
 
 import httpx
+from prefect import task
 from prefect.events import emit_event
+from standardwebhooks.webhooks import Webhook
 
+from flows.execution import retry_delays
+from media_pipeline.enums import MediaStatus
+from media_pipeline.payloads import MediaSummary
 from media_pipeline.settings import get_settings
 
-FINAL_STATUSES = {"READY", "PARTIAL", "FAILED"}
-SIGNATURE_HEADER = "X-Media-Pipeline-Signature"
+FINAL_STATUSES = {MediaStatus.READY, MediaStatus.PARTIAL, MediaStatus.FAILED}
+EVENT = "media.processed"
 logger = logging.getLogger(__name__)
 
 
-def sign(body: bytes, secret: str) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def webhook_signer(secret: str) -> Webhook:
+    """A ``whsec_...`` secret as the specification writes it; any other string as raw bytes."""
+    return Webhook(secret if secret.startswith("whsec_") else secret.encode())
 
 
-def notify_media_processed(summary: dict[str, Any]) -> bool:
-    """Emit ``media.processed`` and POST the callback when the media's status is final.
+def webhook_request(summary: MediaSummary, message_id: str, secret: str,
+                    moment: datetime) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    """The body and headers of one delivery."""
+    body = json.dumps(
+        {"type": EVENT, "timestamp": moment.isoformat(),
+         "data": summary.model_dump(mode="json")}, sort_keys=True,
+    )  # fmt: skip
+    headers = {"content-type": "application/json", "webhook-id": message_id,
+               "webhook-timestamp": str(int(moment.timestamp()))}  # fmt: skip
+    if secret:
+        headers["webhook-signature"] = webhook_signer(secret).sign(message_id, moment, body)
+    return body.encode(), headers
+
+
+def deliver_webhook(summary: MediaSummary, message_id: str) -> int:
+    """POST the summary to MEDIA_PIPELINE_CALLBACK_URL; raises (and so is retried) unless
+    the receiver answers 2xx or 3xx. Each attempt is signed with its own timestamp."""
+    settings = get_settings().notifications
+    body, headers = webhook_request(summary, message_id,
+                                    settings.callback_secret.get_secret_value(),
+                                    datetime.now(UTC))  # fmt: skip
+    response = httpx.post(settings.callback_url, content=body, headers=headers, timeout=10)
+    response.raise_for_status()
+    return response.status_code
+
+
+def notify_media_processed(summary: MediaSummary, flow_run_id: str | None) -> bool:
+    """Emit ``media.processed`` and send the webhook when the media's status is final.
 
     Returns whether the media was final (and so announced).
     """
-    if summary["status"] not in FINAL_STATUSES:
+    if summary.status not in FINAL_STATUSES:
         return False
     emit_event(
-        event="media.processed",
-        resource={"prefect.resource.id": f"media.{summary['media_id']}",
-                  "prefect.resource.name": f"{summary['type'].lower()} {summary['media_id']}"},
-        payload={"media_id": summary["media_id"], "status": summary["status"]},
+        event=EVENT,
+        resource={"prefect.resource.id": f"media.{summary.media_id}",
+                  "prefect.resource.name": f"{summary.type.value.lower()} {summary.media_id}"},
+        payload={"media_id": summary.media_id, "status": summary.status.value},
     )  # fmt: skip
-    post_callback(summary)
+    if get_settings().notifications.callback_url:
+        # The same id for every attempt of one announcement: receivers drop duplicates.
+        seed = f"{summary.media_id}:{flow_run_id}:{summary.status.value}".encode()
+        message_id = "msg_" + hashlib.sha256(seed).hexdigest()[:32]
+        attempts = get_settings().orchestration.retry_attempts
+        deliver = task(deliver_webhook, name="media-webhook", retries=attempts - 1,
+                       retry_delay_seconds=retry_delays(), persist_result=False)  # fmt: skip
+        state = deliver(summary, message_id, return_state=True)
+        if not state.is_completed():
+            logger.warning("media %s: the webhook was not delivered: %s",
+                           summary.media_id, state.message)  # fmt: skip
     return True
-
-
-def post_callback(summary: dict[str, Any]) -> bool:
-    settings = get_settings().notifications
-    if not settings.callback_url:
-        return False
-    body = json.dumps(summary, sort_keys=True, default=str).encode()
-    headers = {"content-type": "application/json"}
-    secret = settings.callback_secret.get_secret_value()
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(body, secret)
-    for attempt in range(1, settings.callback_attempts + 1):
-        try:
-            response = httpx.post(settings.callback_url, content=body, headers=headers, timeout=10)
-            if response.status_code < 400:
-                return True
-            problem = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            problem = type(exc).__name__
-        logger.warning("media callback attempt %d failed: %s", attempt, problem)
-        if attempt < settings.callback_attempts:
-            time.sleep(0.5 * 2 ** (attempt - 1))
-    return False

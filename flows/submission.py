@@ -14,7 +14,8 @@ from prefect.deployments import run_deployment
 
 from db.repository import assign_runs, plan_jobs
 from db.session import transaction
-from tasks.media_context import load_source
+from flows.sources import load_source
+from media_pipeline.settings import get_settings
 from tasks.table import JOB_TABLE
 
 FLOW_NAME = "process-media"
@@ -30,7 +31,8 @@ def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
     Calling it again returns the same runs, unless ``reprocess`` asks for new ones.
     """
     source = load_source(media_id)
-    wanted = JOB_TABLE.select(source)
+    categories = get_settings().gemini.enhancement_categories
+    wanted = JOB_TABLE.select(source, categories)
     transaction(
         lambda session: plan_jobs(
             session, source.media_id, [job.name for job in wanted], reset=reprocess
@@ -38,7 +40,7 @@ def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
     )
     generation = uuid.uuid4().hex[:8] if reprocess else "first"
     runs: dict[str, str] = {}
-    for tier in JOB_TABLE.tiers_for(source):
+    for tier in JOB_TABLE.tiers_for(source, categories):
         run = run_deployment(
             deployment_name(tier),
             parameters={"media_id": str(source.media_id), "tier": tier},

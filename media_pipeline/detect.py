@@ -15,7 +15,7 @@ import av
 from PIL import Image
 
 import media_pipeline.imaging  # noqa: F401  (HEIF support and our limits for Image.open)
-from db.models import MediaType
+from media_pipeline.enums import MediaType
 from media_pipeline.errors import InvalidMedia
 
 # Local files only: a crafted playlist must not make a demuxer open a URL.

@@ -60,12 +60,15 @@ class StorageSettings(_Group):
 
 class NotificationSettings(_Group):
     callback_url: str = Field(
-        "", description="POSTed the media summary when a media is done (READY/PARTIAL/FAILED)"
+        "",
+        description="A media's summary is POSTed here when it is done (READY, PARTIAL, "
+        "FAILED), as a Standard Webhooks message",
     )
     callback_secret: SecretStr = Field(
-        SecretStr(""), description="HMAC-SHA256 key of the X-Media-Pipeline-Signature header"
+        SecretStr(""),
+        description="Signs the callback (Standard Webhooks: whsec_<base64>, or any string "
+        "taken as its bytes); empty: unsigned",
     )
-    callback_attempts: int = Field(3, ge=1, description="Attempts to deliver one callback")
     failure_webhook_url: SecretStr = Field(
         SecretStr(""),
         description="Set-up makes an automation POST failed and crashed media runs here "

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from db.repository import upsert_enhanced_media
-from db.session import transaction
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError, http_status_error
 from media_pipeline.imaging import load_upright, save_jpeg, to_srgb
-from media_pipeline.settings import GeminiSettings, get_settings
-from media_pipeline.storage import atomic_outputs, relative_key
-from tasks.media_context import JobOutput, MediaSource, load_source
+from media_pipeline.settings import GeminiSettings
+from media_pipeline.storage import atomic_outputs
+from tasks.context import Enhanced, JobInput, JobResult
 
 if TYPE_CHECKING:  # the SDK is imported when a call is made: importing the flow stays fast
     from google import genai
@@ -34,16 +31,6 @@ BLOCKED_FINISH_REASONS = {
     "IMAGE_SAFETY", "NO_IMAGE", "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
     "IMAGE_PROHIBITED_CONTENT", "RECITATION",
 }  # fmt: skip
-
-
-@dataclass
-class Enhanced:
-    path: Path
-    width: int
-    height: int
-    bytes: int
-    model: str
-    usage: dict[str, Any] = field(default_factory=dict)
 
 
 def provenance_xmp(model: str) -> bytes:
@@ -169,39 +156,17 @@ def gemini_client(settings: GeminiSettings) -> genai.Client:
     return genai.Client(api_key=settings.api_key.get_secret_value(), http_options=http)
 
 
-def is_enhanceable(media: MediaSource) -> bool:
-    """Photos of the configured alert categories, never an enhanced copy itself."""
-    categories = {c.upper() for c in get_settings().gemini.enhancement_categories}
-    return not media.is_enhanced and media.category.upper() in categories
-
-
-def enhance_media(media_id: str) -> JobOutput:
-    """Task layer: enhance, store as the source's one enhanced media, thumbnail it next."""
-    from tasks.rate_limits import acquire_call_slot
-
-    settings = get_settings()
-    client = gemini_client(settings.gemini)
-    source = load_source(media_id)
-    target = source.folder / f"{source.media_id}-enhanced.jpg"
+def enhance_media(job: JobInput) -> JobResult:
+    """The job: the enhanced portrait beside the original (``{media_id}-enhanced.jpg``)."""
+    settings = job.settings
     enhanced = enhance_portrait(
-        source.original,
-        target,
-        client,
+        job.original,
+        job.folder / f"{job.media_id}-enhanced.jpg",
+        gemini_client(settings.gemini),
         model=settings.gemini.enhancement_model,
         prompt=settings.gemini.enhancement_prompt,
         max_side=settings.gemini.enhancement_max_side,
         max_pixels=settings.images.max_pixels,
-        before_call=lambda: acquire_call_slot("gemini"),
+        before_call=job.before_call,
     )
-    key = relative_key(settings.media_root, target)
-    enhanced_id = transaction(
-        lambda session: str(upsert_enhanced_media(session, source.media_id, key, enhanced.bytes).id)
-    )
-    output = {"type": "ENHANCED", "media_id": enhanced_id, "path": key,
-              "width": enhanced.width, "height": enhanced.height, "bytes": enhanced.bytes,
-              "model": enhanced.model, "usage": enhanced.usage}  # fmt: skip
-    return JobOutput(
-        outputs=[output],
-        estimated_cost=settings.gemini.enhancement_price_per_image,
-        follow_up_media=[enhanced_id],
-    )
+    return JobResult(enhanced=enhanced, estimated_cost=settings.gemini.enhancement_price_per_image)

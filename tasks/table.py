@@ -1,23 +1,23 @@
-"""The job table: every media job, stated once.
+"""The job table: every media job, stated once, as data.
 
-Routing (which jobs a media gets), queue priorities, deployments, docs and the CLI all
-read this table. Adding a job is one module under ``tasks/`` and one entry here.
+Routing (which jobs a media gets), queue priorities, deployments, docs and the CLI all read
+this table. Each entry names its core (``module:function``), imported only when the job
+runs, so reading the table imports no media library. Adding a job is one module under
+``tasks/`` and one entry here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import importlib
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from db.models import MediaType
+from media_pipeline.enums import MediaType
 from media_pipeline.errors import PermanentError
-from tasks.enhancement import enhance_media, is_enhanceable
-from tasks.media_context import JobOutput, MediaSource
-from tasks.thumbnails import generate_thumbnails
-from tasks.transcription import transcribe_audio
-from tasks.video_preview import generate_video_preview
-from tasks.video_thumbnail import generate_video_thumbnail
-from tasks.waveform import generate_waveform
+
+if TYPE_CHECKING:
+    from tasks.context import JobInput, JobResult
 
 HIGH, NORMAL, LOW = 5, 10, 15
 PRIORITY_QUEUES = {HIGH: "high", NORMAL: "normal", LOW: "low"}
@@ -28,8 +28,12 @@ def tiers() -> list[str]:
     return [PRIORITY_QUEUES[p] for p in sorted(PRIORITY_QUEUES)]
 
 
-def always(_: MediaSource) -> bool:
-    return True
+class MediaFacts(Protocol):
+    """What routing reads of a media (``flows.sources.MediaSource`` has these)."""
+
+    type: MediaType
+    category: str
+    is_enhanced: bool
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,27 @@ class Job:
     name: str
     media_type: MediaType
     priority: int
-    run: Callable[[str], JobOutput]
+    core: str  # "module:function", a function (JobInput) -> JobResult
     description: str
-    applies: Callable[[MediaSource], bool] = always
+    provider: str | None = None  # the rate-limited API it calls: one slot per call
+    enhancement: bool = False  # only photos of the enhancement categories, never a copy
+    output: Literal["derivatives", "transcription", "enhanced"] = "derivatives"
 
     @property
     def queue(self) -> str:
         return PRIORITY_QUEUES[self.priority]
+
+    def load(self) -> Callable[[JobInput], JobResult]:
+        module, function = self.core.split(":")
+        return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
+
+    def applies(self, media: MediaFacts, enhancement_categories: Collection[str]) -> bool:
+        if media.type is not self.media_type:
+            return False
+        if not self.enhancement:
+            return True
+        categories = {c.upper() for c in enhancement_categories}
+        return not media.is_enhanced and media.category.upper() in categories
 
 
 @dataclass(frozen=True)
@@ -55,7 +73,7 @@ class JobTable:
         if len(names) != len(set(names)):
             raise ValueError(f"duplicate job names in the job table: {names}")
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Job]:
         return iter(self.jobs)
 
     def get(self, name: str) -> Job:
@@ -72,7 +90,11 @@ class JobTable:
         return JobTable((*tuple(j for j in self.jobs if j.name != job.name), job))
 
     def select(
-        self, media: MediaSource, names: Sequence[str] | None = None, tier: str | None = None
+        self,
+        media: MediaFacts,
+        enhancement_categories: Collection[str],
+        names: Sequence[str] | None = None,
+        tier: str | None = None,
     ) -> list[Job]:
         """The jobs that apply to ``media``, optionally limited to ``names`` or a tier's queue."""
         if tier is not None and tier not in PRIORITY_QUEUES.values():
@@ -81,14 +103,13 @@ class JobTable:
         return [
             job
             for job in wanted
-            if job.media_type is media.type
-            and job.applies(media)
-            and (tier is None or job.queue == tier)
+            if job.applies(media, enhancement_categories) and (tier is None or job.queue == tier)
         ]
 
-    def tiers_for(self, media: MediaSource) -> list[str]:
+    def tiers_for(self, media: MediaFacts, enhancement_categories: Collection[str]) -> list[str]:
         """The queues this media's jobs go to, highest priority first."""
-        return sorted({job.queue for job in self.select(media)}, key=tiers().index)
+        queues = {job.queue for job in self.select(media, enhancement_categories)}
+        return sorted(queues, key=tiers().index)
 
 
 JOB_TABLE = JobTable(
@@ -97,43 +118,47 @@ JOB_TABLE = JobTable(
             "generate-thumbnails",
             MediaType.IMAGE,
             HIGH,
-            generate_thumbnails,
+            "tasks.thumbnails:generate_thumbnails",
             "THUMBNAIL 150x150 cover, MEDIUM inside 800x600, LARGE inside 1920x1080 (JPEG)",
         ),
         Job(
             "ai-enhancement",
             MediaType.IMAGE,
             NORMAL,
-            enhance_media,
+            "tasks.enhancement:enhance_media",
             "Enhanced portrait from Gemini, as a new media (DISP and DECD alerts by default)",
-            applies=is_enhanceable,
+            provider="gemini",
+            enhancement=True,
+            output="enhanced",
         ),
         Job(
             "transcribe-audio",
             MediaType.AUDIO,
             HIGH,
-            transcribe_audio,
+            "tasks.transcription:transcribe_audio",
             "Transcription (new active version) from OpenAI speech-to-text",
+            provider="openai",
+            output="transcription",
         ),
         Job(
             "generate-waveform",
             MediaType.AUDIO,
             LOW,
-            generate_waveform,
+            "tasks.waveform:generate_waveform",
             "Peaks in audiowaveform's JSON format and an SVG picture",
         ),
         Job(
             "generate-video-preview",
             MediaType.VIDEO,
             NORMAL,
-            generate_video_preview,
+            "tasks.video_preview:generate_video_preview",
             "The first 10 s as a web-playable MP4 (H.264 + AAC), short side at most 720 px",
         ),
         Job(
             "generate-video-thumbnail",
             MediaType.VIDEO,
             NORMAL,
-            generate_video_thumbnail,
+            "tasks.video_thumbnail:generate_video_thumbnail",
             "The frame at 2 s as a JPEG, long side at most 1280 px",
         ),
     )

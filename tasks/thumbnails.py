@@ -16,13 +16,10 @@ import blurhash
 import numpy as np
 from PIL import Image
 
-from db.repository import set_placeholder
-from db.session import transaction
 from media_pipeline.derivatives import Derivative
 from media_pipeline.imaging import fit_inside, load_upright, resample, save_jpeg
-from media_pipeline.settings import get_settings
 from media_pipeline.storage import atomic_outputs, derivative_name
-from tasks.media_context import JobOutput, load_source, save_derivatives
+from tasks.context import JobInput, JobResult
 
 THUMBNAIL_SIDE = 150
 MEDIUM_BOX = (800, 600)
@@ -112,17 +109,9 @@ def placeholder_hash(thumbnail: Image.Image) -> str:
     return blurhash.encode(np.asarray(small), components_x=4, components_y=3)
 
 
-def generate_thumbnails(media_id: str) -> JobOutput:
-    """Task layer: load the media, make its thumbnails, record rows and placeholder."""
-    source = load_source(media_id)
-    settings = get_settings()
-    result = make_thumbnails(
-        source.original,
-        source.folder,
-        source.media_id,
-        quality=settings.images.jpeg_quality,
-        max_pixels=settings.images.max_pixels,
-    )
-    output = save_derivatives(source.media_id, result.derivatives)
-    transaction(lambda session: set_placeholder(session, source.media_id, result.placeholder))
-    return output
+def generate_thumbnails(job: JobInput) -> JobResult:
+    """The job: the three derivatives of the media's original, and its placeholder."""
+    images = job.settings.images
+    result = make_thumbnails(job.original, job.folder, job.media_id,
+                             quality=images.jpeg_quality, max_pixels=images.max_pixels)  # fmt: skip
+    return JobResult(derivatives=result.derivatives, placeholder=result.placeholder)

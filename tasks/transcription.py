@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from db.repository import add_transcription, transcription_of_run
-from db.session import transaction
 from media_pipeline.audio import audio_info
 from media_pipeline.chunking import Span, loudness_profile, plan_spans
 from media_pipeline.errors import (
@@ -27,24 +24,14 @@ from media_pipeline.errors import (
     http_status_error,
 )
 from media_pipeline.ffmpeg import input_args, run_ffmpeg
-from media_pipeline.settings import OpenAISettings, get_settings
-from tasks.media_context import JobOutput, load_source
+from media_pipeline.settings import OpenAISettings
+from tasks.context import JobInput, JobResult, Transcript
 
 if TYPE_CHECKING:  # the SDK is imported when a call is made: importing the flow stays fast
     from openai import OpenAI
 
 ENCODED_BYTES_PER_SECOND = 32_000 // 8
 UPLOAD_HEADROOM = 0.9  # MP3 frames and container overhead stay well inside the limit
-
-
-@dataclass
-class Transcript:
-    text: str
-    language: str | None
-    duration: float
-    model: str
-    segments: list[dict[str, Any]] = field(default_factory=list)
-    calls: int = 0
 
 
 def encode_span(source: Path, span: Span, target: Path) -> None:
@@ -168,78 +155,18 @@ def openai_client(settings: OpenAISettings) -> OpenAI:
     )
 
 
-class ChunkProgress:
-    """A progress artifact in the UI while long audio is transcribed chunk by chunk."""
-
-    def __init__(self, media_id: object) -> None:
-        self.media_id = media_id
-        self.artifact_id: Any = None
-
-    def update(self, done: int, total: int) -> None:
-        from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-        if total < 2:
-            return
-        progress = 100 * done / total
-        if self.artifact_id is None:
-            self.artifact_id = create_progress_artifact(
-                progress=progress,
-                key=f"transcription-{self.media_id}",
-                description=f"Transcription of media {self.media_id}: chunk {done} of {total}",
-            )
-        else:
-            update_progress_artifact(self.artifact_id, progress=progress)
-
-
-def transcribe_audio(media_id: str) -> JobOutput:
-    """Task layer: one new active transcription version per flow run."""
-    from prefect import runtime
-
-    from tasks.rate_limits import acquire_call_slot
-
-    settings = get_settings().openai
-    client = openai_client(settings)
-    source = load_source(media_id)
-    flow_run_id = str(runtime.flow_run.id or "") or None
-    existing = transaction(
-        lambda session: transcription_of_run(session, source.media_id, flow_run_id)
-    )
-    if existing is not None:
-        return transcription_output(existing.version, existing.text, existing.language,
-                                    existing.duration or 0.0, settings)  # fmt: skip
+def transcribe_audio(job: JobInput) -> JobResult:
+    """The job: a transcript of the whole recording, and its estimated cost."""
+    settings = job.settings.openai
     transcript = transcribe_file(
-        source.original,
-        client,
+        job.original,
+        openai_client(settings),
         model=settings.transcription_model,
         language=settings.transcription_language or None,
         max_upload_bytes=settings.transcription_max_upload_bytes,
         max_chunk_seconds=settings.transcription_max_chunk_seconds,
-        before_call=lambda: acquire_call_slot("openai"),
-        on_chunk=ChunkProgress(source.media_id).update,
+        before_call=job.before_call,
+        on_chunk=job.on_progress,
     )
-    version = transaction(
-        lambda session: add_transcription(
-            session,
-            source.media_id,
-            text=transcript.text,
-            language=transcript.language,
-            duration=transcript.duration,
-            segments=transcript.segments,
-            model=transcript.model,
-            flow_run_id=flow_run_id,
-        ).version
-    )
-    return transcription_output(version, transcript.text, transcript.language,
-                                transcript.duration, settings)  # fmt: skip
-
-
-def transcription_output(
-    version: int, text: str, language: str | None, duration: float, settings: OpenAISettings
-) -> JobOutput:
-    return JobOutput(
-        outputs=[
-            {"type": "TRANSCRIPTION", "version": version, "language": language,
-             "duration": duration, "chars": len(text)}
-        ],
-        estimated_cost=round(duration / 60 * settings.transcription_price_per_minute, 6),
-    )  # fmt: skip
+    cost = round(transcript.duration / 60 * settings.transcription_price_per_minute, 6)
+    return JobResult(transcript=transcript, estimated_cost=cost)

@@ -14,7 +14,7 @@ from media_pipeline.derivatives import Derivative
 from media_pipeline.ffmpeg import input_args, run_ffmpeg
 from media_pipeline.storage import atomic_outputs, derivative_name
 from media_pipeline.video import VideoInfo, probe_video
-from tasks.media_context import JobOutput, load_source, save_derivatives
+from tasks.context import JobInput, JobResult
 
 PREVIEW_SECONDS = 10.0
 MAX_SHORT_SIDE = 720
@@ -66,7 +66,5 @@ def make_preview(source: Path, out_dir: Path, media_id: uuid.UUID | str) -> Deri
     )  # fmt: skip
 
 
-def generate_video_preview(media_id: str) -> JobOutput:
-    source = load_source(media_id)
-    derivative = make_preview(source.original, source.folder, source.media_id)
-    return save_derivatives(source.media_id, [derivative])
+def generate_video_preview(job: JobInput) -> JobResult:
+    return JobResult(derivatives=[make_preview(job.original, job.folder, job.media_id)])

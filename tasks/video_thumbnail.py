@@ -17,10 +17,9 @@ from PIL import Image
 from media_pipeline.derivatives import Derivative
 from media_pipeline.errors import InvalidMedia
 from media_pipeline.imaging import fit_inside, resample, save_jpeg
-from media_pipeline.settings import get_settings
 from media_pipeline.storage import atomic_outputs, derivative_name
 from media_pipeline.video import duration_of, open_video
-from tasks.media_context import JobOutput, load_source, save_derivatives
+from tasks.context import JobInput, JobResult
 
 FRAME_AT_SECONDS = 2.0
 MAX_SIDE = 1280
@@ -72,8 +71,8 @@ def make_video_thumbnail(
     )  # fmt: skip
 
 
-def generate_video_thumbnail(media_id: str) -> JobOutput:
-    source = load_source(media_id)
-    quality = get_settings().images.jpeg_quality
-    derivative = make_video_thumbnail(source.original, source.folder, source.media_id, quality)
-    return save_derivatives(source.media_id, [derivative])
+def generate_video_thumbnail(job: JobInput) -> JobResult:
+    quality = job.settings.images.jpeg_quality
+    return JobResult(
+        derivatives=[make_video_thumbnail(job.original, job.folder, job.media_id, quality)]
+    )

@@ -19,7 +19,7 @@ import numpy as np
 from media_pipeline.audio import audio_info, pcm16_blocks
 from media_pipeline.derivatives import Derivative
 from media_pipeline.storage import atomic_outputs, derivative_name
-from tasks.media_context import JobOutput, load_source, save_derivatives
+from tasks.context import JobInput, JobResult
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,5 @@ def make_waveform(source: Path, out_dir: Path, media_id: uuid.UUID | str) -> Der
     )
 
 
-def generate_waveform(media_id: str) -> JobOutput:
-    source = load_source(media_id)
-    derivative = make_waveform(source.original, source.folder, source.media_id)
-    return save_derivatives(source.media_id, [derivative])
+def generate_waveform(job: JobInput) -> JobResult:
+    return JobResult(derivatives=[make_waveform(job.original, job.folder, job.media_id)])

@@ -111,8 +111,8 @@ def test_setup_refuses_to_change_a_pools_worker_type(monkeypatch):
 def test_failed_media_runs_are_posted_to_the_failure_webhook(
     sqlite_db, fake_providers, monkeypatch, tmp_path: Path
 ):
+    from deployments.registration import register_media
     from flows.media import process_media
-    from media_pipeline.registration import register_media
     from media_pipeline.settings import get_settings
     from tests.support.fake_providers import Fault
     from tests.support.media import make_tone

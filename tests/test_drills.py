@@ -24,9 +24,9 @@ from db.models import Media, MediaStatus, Transcription
 from db.repository import load_media
 from db.session import get_engine, session_scope
 from deployments.reconciler import MARK
+from deployments.registration import register_media
 from deployments.warm_worker import WORKER_TYPE as WARM
 from flows.submission import submit_media
-from media_pipeline.registration import register_media
 from media_pipeline.settings import get_settings
 from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import wait_until

@@ -17,11 +17,12 @@ from typer.testing import CliRunner
 from db.models import JobState, MediaStatus
 from db.repository import finish_job, load_media, start_jobs
 from db.session import session_scope, transaction
+from deployments.cli import app
 from deployments.reconciler import MARK, diagnose, recoveries_in_a_row
-from media_pipeline.cli import app
-from media_pipeline.registration import register_media
+from deployments.registration import register_media
+from flows.runner import run_job
 from media_pipeline.settings import get_settings
-from tasks.transcription import transcribe_audio
+from tasks.table import JOB_TABLE
 from tests.support.media import make_tone
 
 cli = CliRunner()
@@ -65,9 +66,10 @@ def test_provider_calls_hold_in_any_window_across_workers(
 
     # Seven jobs at once, each with its own database connections, as on seven workers.
     with ThreadPoolExecutor(7) as pool:
-        outputs = list(pool.map(lambda m: transcribe_audio(str(m.id)), media))
+        job, settings = JOB_TABLE.get("transcribe-audio"), get_settings()
+        outputs = list(pool.map(lambda m: run_job(job, m.id, settings), media))
 
-    assert [o.outputs[0]["version"] for o in outputs] == [1] * 7
+    assert [o.outputs[0].version for o in outputs] == [1] * 7
     times = sorted(call.received for call in fake_providers.calls("openai"))
     assert len(times) == 7
     # Any limit + 1 calls in a row span at least the window: never more than 3 in 3 s.

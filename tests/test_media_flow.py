@@ -15,12 +15,12 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from db.models import JobState, MediaDerivative, MediaStatus, MediaType, ProcessingJob
 from db.repository import create_media, ensure_alert, load_media
 from db.session import session_scope
+from deployments.registration import register_media
 from flows.media import make_media_flow, process_media
 from media_pipeline.errors import InvalidId, InvalidMedia, TransientError
-from media_pipeline.registration import register_media
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import media_dir, relative_key
-from tasks.media_context import JobOutput
+from tasks.context import JobInput, JobResult
 from tasks.table import HIGH, JOB_TABLE, Job
 from tests.support.media import is_marker, make_jpeg
 
@@ -87,11 +87,12 @@ def test_running_twice_keeps_three_rows_and_three_files(app_db: str, tmp_path: P
 FLAKY_CALLS: Counter[str] = Counter()
 
 
-def fails_twice_then_succeeds(media_id: str) -> JobOutput:
-    FLAKY_CALLS[media_id] += 1
-    if FLAKY_CALLS[media_id] < 3:
-        raise TransientError(f"provider busy (call {FLAKY_CALLS[media_id]})")
-    return JobOutput()
+def fails_twice_then_succeeds(job: JobInput) -> JobResult:
+    key = str(job.media_id)
+    FLAKY_CALLS[key] += 1
+    if FLAKY_CALLS[key] < 3:
+        raise TransientError(f"provider busy (call {FLAKY_CALLS[key]})")
+    return JobResult()
 
 
 def task_runs_of(flow_run_id: uuid.UUID, timeout: float = 30):
@@ -111,7 +112,8 @@ def task_runs_of(flow_run_id: uuid.UUID, timeout: float = 30):
 
 
 def test_transient_failures_are_retried_after_2_then_4_seconds(sqlite_db: str, tmp_path: Path):
-    flaky = Job("flaky-job", MediaType.IMAGE, HIGH, fails_twice_then_succeeds, "test job")
+    flaky = Job("flaky-job", MediaType.IMAGE, HIGH,
+                "tests.test_media_flow:fails_twice_then_succeeds", "test job")  # fmt: skip
     flow = make_media_flow(JOB_TABLE.with_job(flaky), name="process-media-test")
     media = register_media(make_jpeg(tmp_path / "a.jpg", 640, 480), category="AUTRE")
 

@@ -20,11 +20,13 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from db.models import JobState, MediaStatus, Transcription
 from db.repository import load_media
 from db.session import session_scope
+from deployments.registration import register_media
 from flows.media import process_media
+from flows.runner import run_job
 from media_pipeline.errors import PermanentError, TransientError
-from media_pipeline.registration import register_media
 from media_pipeline.settings import get_settings
-from tasks.transcription import call_transcription, transcribe_audio, transcribe_file
+from tasks.table import JOB_TABLE
+from tasks.transcription import call_transcription, transcribe_file
 from tests.support.fake_providers import FakeProviders, Fault, audio_duration
 from tests.support.media import make_tone, make_voice_note
 
@@ -176,8 +178,9 @@ def test_same_flow_run_never_adds_a_second_version(sqlite_db, fake_providers, tm
 
     @flow
     def rerun_inside_one_flow_run(media_id: str) -> None:
-        transcribe_audio(media_id)
-        transcribe_audio(media_id)
+        job = JOB_TABLE.get("transcribe-audio")
+        run_job(job, uuid.UUID(media_id), get_settings())
+        run_job(job, uuid.UUID(media_id), get_settings())
 
     rerun_inside_one_flow_run(str(media.id))
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from deployments.client_api import submit_media
+from deployments.registration import register_media
 from deployments.warm_worker import WORKER_TYPE
-from media_pipeline.registration import register_media
 from tests.support.media import make_jpeg, make_voice_note
 from tests.support.production import wait_for_runs
 

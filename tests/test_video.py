@@ -13,9 +13,9 @@ from PIL import Image
 from db.models import JobState, MediaStatus
 from db.repository import load_media
 from db.session import session_scope
+from deployments.registration import register_media
 from flows.media import process_media
 from media_pipeline.errors import InvalidMedia
-from media_pipeline.registration import register_media
 from tasks.video_preview import make_preview
 from tasks.video_thumbnail import make_video_thumbnail
 from tests.support.media import SECOND_COLOURS, make_tone, make_video, top_level_boxes

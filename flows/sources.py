@@ -1,18 +1,16 @@
-"""What a job's task layer needs to know about its media, read once from the database."""
+"""The media a job works on, read once from the database."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session
 
-from db.models import MediaType
-from db.repository import load_media, record_derivatives
+from db.repository import load_media
 from db.session import transaction
-from media_pipeline.derivatives import Derivative
+from media_pipeline.enums import MediaType
 from media_pipeline.errors import InvalidMedia
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import media_dir
@@ -28,24 +26,11 @@ class MediaSource:
     source_media_id: uuid.UUID | None
     original: Path
     folder: Path
+    filename: str
 
     @property
     def short_id(self) -> str:
         return str(self.media_id)[:8]
-
-
-@dataclass
-class JobOutput:
-    """What a job hands back to the flow: rows written, cost, or why it was skipped.
-
-    ``follow_up_media`` are media the job created that need processing of their own
-    (an enhanced portrait gets its thumbnails).
-    """
-
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    estimated_cost: float | None = None
-    skipped_reason: str | None = None
-    follow_up_media: list[str] = field(default_factory=list)
 
 
 def load_source(media_id: object) -> MediaSource:
@@ -63,6 +48,7 @@ def load_source(media_id: object) -> MediaSource:
             source_media_id=media.source_media_id,
             original=root / media.storage_key,
             folder=media_dir(root, media.alert_id, media.source_media_id or media.id),
+            filename=media.filename,
         )
 
     source = transaction(read)
@@ -70,25 +56,3 @@ def load_source(media_id: object) -> MediaSource:
         key = source.original.relative_to(root).as_posix()
         raise InvalidMedia(f"media {media_id}: original file {key} is missing")
     return source
-
-
-def save_derivatives(media_id: uuid.UUID, derivatives: list[Derivative]) -> JobOutput:
-    """Record the derivative rows and describe them for the job summary."""
-    root = get_settings().media_root
-
-    def record(session: Session) -> list[dict[str, Any]]:
-        return [
-            {
-                "type": row.type.value,
-                "path": row.storage_key,
-                "mime_type": row.mime_type,
-                "width": row.width,
-                "height": row.height,
-                "bytes": row.bytes,
-                "duration": row.duration,
-                **row.extra,
-            }
-            for row in record_derivatives(session, media_id, root, derivatives)
-        ]
-
-    return JobOutput(outputs=transaction(record))

@@ -21,9 +21,10 @@ from prefect.states import State
 
 from db.repository import mark_job_running, note_attempt_error
 from db.session import transaction
+from flows.runner import run_job
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError
+from media_pipeline.payloads import JobOutput
 from media_pipeline.settings import get_settings
-from tasks.media_context import JobOutput
 from tasks.table import Job, JobTable
 
 
@@ -54,7 +55,7 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     attempt = transaction(lambda session: mark_job_running(session, media_uuid, job.name))
     logger.info("media %s: %s, attempt %d", media_id, job.name, attempt)
     try:
-        output = job.run(media_id)
+        output = run_job(job, media_uuid, settings)
     except NotConfigured as exc:
         logger.warning("media %s: %s skipped: %s", media_id, job.name, exc)
         return JobOutput(skipped_reason=settings.redact(str(exc)))
@@ -68,7 +69,7 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
             cleaned = type(exc) if isinstance(exc, PermanentError) else TransientError
             raise cleaned(message) from None
         raise
-    kinds = ", ".join(str(o.get("type")) for o in output.outputs) or "no files"
+    kinds = ", ".join(o.type for o in output.outputs) or "no files"
     logger.info("media %s: %s done (%s)", media_id, job.name, kinds)
     return output
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from deployments.processing import process_file
 from media_pipeline.ffmpeg import ffmpeg_exe
-from media_pipeline.processing import process_file
+from media_pipeline.payloads import MediaSummary
 
 
 def sample_photo(path: Path) -> Path:
@@ -56,7 +56,7 @@ SAMPLES = [
 ]
 
 
-def run_demo() -> list[dict[str, Any]]:
+def run_demo() -> list[MediaSummary]:
     summaries = []
     with tempfile.TemporaryDirectory(prefix="media-pipeline-demo-") as folder:
         for name, make, category in SAMPLES:

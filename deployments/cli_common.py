@@ -1,0 +1,41 @@
+"""What the commands of ``media-pipeline`` share: refusals, filters, tables."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import typer
+
+from media_pipeline.errors import PipelineError
+
+SINCE = re.compile(r"^(\d+)([smhd])$")
+T = TypeVar("T")
+
+
+def fail(message: str) -> typer.Exit:
+    """One ``error:`` line on stderr; the command exits 2."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+def call(function: Callable[..., T], **kwargs: Any) -> T:
+    """``function(**kwargs)``; an id or a filter it refuses ends the command with its
+    message (exit 2)."""
+    try:
+        return function(**kwargs)
+    except (ValueError, PipelineError) as error:
+        raise fail(str(error)) from None
+
+
+def parse_since(value: str | None) -> timedelta | None:
+    """``30m``, ``6h``, ``2d``... as a time window."""
+    if not value:
+        return None
+    match = SINCE.match(value.strip())
+    if not match:
+        raise typer.BadParameter("use a number and a unit: 30m, 6h, 2d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return timedelta(**{unit: int(match.group(1))})

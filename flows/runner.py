@@ -1,0 +1,100 @@
+"""The one generic job runner: load the media, take the job's provider call slots, call
+the job's core, record what it returns (derivative rows, placeholder, transcription
+version, enhanced media) in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+from prefect import runtime
+from sqlalchemy.orm import Session
+
+from db.models import MediaDerivative, Transcription
+from db.repository import (
+    add_transcription,
+    record_derivatives,
+    set_placeholder,
+    transcription_of_run,
+    upsert_enhanced_media,
+)
+from db.session import transaction
+from flows.artifacts import ChunkProgress
+from flows.rate_limits import acquire_call_slot
+from flows.sources import MediaSource, load_source
+from media_pipeline.payloads import JobOutput, OutputRecord
+from media_pipeline.settings import Settings
+from media_pipeline.storage import relative_key
+from tasks.context import JobInput, JobResult
+from tasks.table import Job
+
+
+def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
+    """One attempt of ``job`` on the media, recorded."""
+    source = load_source(media_id)
+    flow_run_id = str(runtime.flow_run.id or "") or None
+    if job.output == "transcription":  # a paid call: a re-run of this flow run reuses it
+        done = transaction(lambda s: transcription_of_run(s, source.media_id, flow_run_id))
+        if done is not None:
+            return JobOutput(outputs=[transcription_record(done)],
+                             estimated_cost=transcription_cost(done, settings))  # fmt: skip
+    provider = job.provider
+    job_input = JobInput(
+        media_id=source.media_id,
+        type=source.type,
+        category=source.category,
+        is_enhanced=source.is_enhanced,
+        original=source.original,
+        folder=source.folder,
+        settings=settings,
+        before_call=(lambda: acquire_call_slot(provider)) if provider else (lambda: None),
+        on_progress=ChunkProgress(source.media_id).update,
+    )
+    result = job.load()(job_input)
+    return record_result(source, result, flow_run_id, settings)
+
+
+def record_result(
+    source: MediaSource, result: JobResult, flow_run_id: str | None, settings: Settings
+) -> JobOutput:
+    root = settings.media_root
+
+    def record(session: Session) -> JobOutput:
+        rows = record_derivatives(session, source.media_id, root, result.derivatives)
+        output = JobOutput(outputs=[derivative_record(row) for row in rows],
+                           estimated_cost=result.estimated_cost)  # fmt: skip
+        if result.placeholder is not None:
+            set_placeholder(session, source.media_id, result.placeholder)
+        if (transcript := result.transcript) is not None:
+            row = add_transcription(
+                session, source.media_id, text=transcript.text, language=transcript.language,
+                duration=transcript.duration, segments=transcript.segments,
+                model=transcript.model, flow_run_id=flow_run_id,
+            )  # fmt: skip
+            output.outputs.append(transcription_record(row))
+        if (enhanced := result.enhanced) is not None:
+            key = relative_key(root, enhanced.path)
+            media = upsert_enhanced_media(session, source.media_id, key, enhanced.bytes)
+            output.outputs.append(OutputRecord(
+                type="ENHANCED", media_id=str(media.id), path=key, width=enhanced.width,
+                height=enhanced.height, bytes=enhanced.bytes, model=enhanced.model,
+                usage=enhanced.usage,
+            ))  # fmt: skip
+            output.follow_up_media.append(str(media.id))
+        return output
+
+    return transaction(record)
+
+
+def derivative_record(row: MediaDerivative) -> OutputRecord:
+    return OutputRecord(type=row.type.value, path=row.storage_key, mime_type=row.mime_type,
+                        width=row.width, height=row.height, bytes=row.bytes,
+                        duration=row.duration, **row.extra)  # fmt: skip
+
+
+def transcription_record(row: Transcription) -> OutputRecord:
+    return OutputRecord(type="TRANSCRIPTION", version=row.version, language=row.language,
+                        duration=row.duration, chars=len(row.text))  # fmt: skip
+
+
+def transcription_cost(row: Transcription, settings: Settings) -> float:
+    return round((row.duration or 0.0) / 60 * settings.openai.transcription_price_per_minute, 6)
