@@ -3,13 +3,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint browser
+.PHONY: setup demo test lint browser lock
 
-$(BIN)/media-pipeline: pyproject.toml
+# Every dependency at the version of requirements.lock (made by `make lock`), then the
+# project itself.
+$(BIN)/media-pipeline: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# After a change of dependencies in pyproject.toml: resolve them again, exactly.
+lock: setup
+	$(BIN)/pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu --quiet -o requirements.lock
 
 setup: $(BIN)/media-pipeline
 
@@ -19,6 +28,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # Debian's Chromium and its driver, for the UI test (tests/test_ui.py skips without them).
 browser:

@@ -356,6 +356,7 @@ def main() -> None:
     parser.add_argument("--media", type=int, default=30)
     parser.add_argument("--only", default="kill,restarts,rolling,backlog,submit")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started
     work = Path(tempfile.mkdtemp(prefix="drills-"))
     os.environ.update({
         "PREFECT_HOME": str(work / "prefect-home"),

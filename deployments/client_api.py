@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -29,7 +29,6 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
-from prefect.types._datetime import now
 
 from db.repository import jobs_of_run, unfinished_jobs_of_runs
 from db.session import session_scope
@@ -89,7 +88,7 @@ def _state(*types: StateType) -> FlowRunFilterState:
 def get_queue_stats() -> dict[str, dict[str, int]]:
     """The seed's getQueueStats (waiting, active, completed, failed, delayed, total), for
     the whole pipeline and per priority queue, from Prefect's records."""
-    moment = now("UTC")
+    moment = datetime.now(UTC)
     stats = {}
     with get_client(sync_client=True) as client:
         for queue in [None, *tiers()]:
@@ -141,7 +140,7 @@ def failed_runs(
             raise ValueError(f"unknown media type {media_type!r}: IMAGE, AUDIO or VIDEO")
         filters["tags"] = FlowRunFilterTags(all_=[f"type-{media_type.lower()}"])
     if since is not None:
-        filters["start_time"] = FlowRunFilterStartTime(after_=now("UTC") - since)
+        filters["start_time"] = FlowRunFilterStartTime(after_=datetime.now(UTC) - since)
     if flow_run_ids:
         filters["id"] = FlowRunFilterId(any_=[parse_uuid(i, "flow run id") for i in flow_run_ids])
     with get_client(sync_client=True) as client:

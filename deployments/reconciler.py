@@ -30,7 +30,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -42,7 +42,6 @@ from prefect.events.filters import (
     EventResourceFilter,
 )
 from prefect.states import Crashed, Scheduled
-from prefect.types._datetime import now
 from sqlalchemy.orm import Session
 
 from db.repository import fail_unfinished_jobs, try_lock, unfinished_jobs
@@ -131,7 +130,7 @@ class Reconciler:
         self.api_up_since: datetime | None = None
 
     def run_pass(self) -> list[Recovery]:
-        moment = now("UTC")
+        moment = datetime.now(UTC)
         if self.api_up_since is None:
             self.api_up_since = moment
         try:

@@ -14,13 +14,21 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from prefect._internal.control_listener import configure_from_env
-from prefect._internal.metrics import RunMetrics
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import SettingsContext, get_settings_context
-from prefect.engine import _drive_run_flow_result, handle_engine_signals
+from prefect.engine import handle_engine_signals
 from prefect.flow_engine import flow_run_logger, load_flow, run_flow
 from prefect.settings import Settings
+
+from deployments.prefect_private import RunMetrics, configure_from_env, drive_run_flow_result
+
+# The calls of prefect.engine's ``__main__`` block (Prefect 3.9.1) that ``run_flow_run``
+# mirrors, in order; tests/test_prefect_private.py compares them with the installed engine.
+ENGINE_ENTRY_CALLS = (
+    "UUID", "len", "os.environ.get", "engine_logger.error", "exit", "configure_from_env",
+    "handle_engine_signals", "load_flow_run", "flow_run_logger", "load_flow",
+    "run_logger.error", "RunMetrics", "run_flow", "_drive_run_flow_result",
+)  # fmt: skip
 
 
 def run_flow_run(flow_run_json: dict[str, Any], env: dict[str, str], cwd: str) -> None:
@@ -45,7 +53,7 @@ def run_flow_run(flow_run_json: dict[str, Any], env: dict[str, str], cwd: str) -
             raise
         with RunMetrics(flow_run, flow):
             result = run_flow(flow, flow_run=flow_run, error_logger=run_logger)
-            _drive_run_flow_result(flow, result)
+            drive_run_flow_result(flow, result)
 
 
 def report_loaded_files(connection: Connection, modules: list[str]) -> None:

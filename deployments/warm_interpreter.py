@@ -28,7 +28,12 @@ if sys.version_info >= (3, 14):  # the forkserver's private fields changed shape
     raise RuntimeError("the warm worker's forkserver handling is checked up to Python 3.13")
 
 # The engine first: another order made children fail with anyio's NoEventLoopError.
-ENGINE_MODULES = ("prefect.flow_engine", "prefect.engine", "deployments.warm_child")
+ENGINE_MODULES = (
+    "prefect.flow_engine",
+    "prefect.engine",
+    "deployments.warm_child",
+    "deployments.warm_preload",
+)
 
 
 def main_script_imports() -> list[str]:

@@ -14,9 +14,9 @@ from pathlib import Path
 import av
 from PIL import Image
 
-import media_pipeline.imaging  # noqa: F401  (HEIF support and our limits for Image.open)
 from media_pipeline.enums import MediaType
 from media_pipeline.errors import InvalidMedia
+from media_pipeline.imaging import prepare_imaging
 
 # Local files only: a crafted playlist must not make a demuxer open a URL.
 AV_OPTIONS = {"protocol_whitelist": "file"}
@@ -59,6 +59,7 @@ def detect_media(path: Path) -> DetectedMedia:
 
 
 def _detect_image(path: Path) -> DetectedMedia | None:
+    prepare_imaging()  # HEIF/HEIC photos are recognised too
     try:
         with Image.open(path) as image:
             fmt = image.format or ""

@@ -12,6 +12,7 @@ Only the small result is turned upright and colour-converted.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ import pyvips
 from PIL import (
     Image,
     ImageCms,
-    ImageFile,
     JpegImagePlugin,
     PngImagePlugin,
     UnidentifiedImageError,
@@ -46,18 +46,21 @@ EXIF_TRANSPOSE = {
 EXIF_ORIENTATION = 0x0112
 
 
-def prepare_imaging() -> None:
-    """Process-wide set-up, run when this module is imported (so the warm worker's
-    interpreter does it once for every flow run it forks): HEIF/HEIC (iPhone photos)
-    through pillow-heif, all of Pillow's plugins loaded, one libvips thread per job
-    (jobs already run side by side), no libvips operation cache (it would keep recent
-    pictures in memory), and our own pixel limit in place of Pillow's warning."""
+@cache
+def prepare_imaging(max_pixels: int = 0) -> None:
+    """Process-wide set-up, done the first time a photo is opened (the warm worker does
+    it once, in its interpreter, for every flow run it forks), never on import: the app
+    that imports our client keeps its own Pillow settings. HEIF/HEIC (iPhone photos)
+    through pillow-heif, all of Pillow's plugins loaded, one libvips thread per job (jobs
+    already run side by side), no libvips operation cache (it would keep recent pictures
+    in memory); Pillow's pixel limit raised to ``max_pixels`` when that is higher (our
+    own check in ``open_photo`` refuses bombs with a clear message)."""
     register_heif_opener()
     Image.init()
     pyvips.concurrency_set(1)
     pyvips.cache_set_max(0)
-    Image.MAX_IMAGE_PIXELS = None
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
 
 
 @contextmanager
@@ -66,10 +69,16 @@ def open_photo(path: Path, max_pixels: int) -> Iterator[Image.Image]:
 
     The image is not decoded yet: :func:`load_upright` decodes what it needs.
     """
+    prepare_imaging(max_pixels)
     if path.stat().st_size == 0:
         raise InvalidMedia(f"{path.name}: the file is empty (0 bytes)")
     try:
-        image = Image.open(path)
+        with warnings.catch_warnings():  # the size is checked below, with our limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise InvalidMedia(f"{path.name}: refused as a possible decompression bomb ({exc})"
+                           ) from None  # fmt: skip
     except UnidentifiedImageError:
         raise InvalidMedia(f"{path.name}: cannot identify image file; not an image") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -302,5 +311,3 @@ def save_jpeg(image: Image.Image, target: Path, quality: int, xmp: bytes | None 
     extra = {"xmp": xmp} if xmp else {}
     image.save(target, "JPEG", quality=quality, subsampling="4:2:0", optimize=False, **extra)
 
-
-prepare_imaging()

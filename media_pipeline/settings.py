@@ -87,7 +87,9 @@ class ImageSettings(_Group):
 
 class FfmpegSettings(_Group):
     ffmpeg_path: str = Field(
-        "", description="ffmpeg binary; empty: the one shipped by imageio-ffmpeg"
+        "",
+        description="Another ffmpeg binary (7.0 or newer); empty: the one shipped by "
+        "imageio-ffmpeg, the same on every machine",
     )
     ffmpeg_timeout_seconds: float = Field(
         300, gt=0, description="Time limit of one ffmpeg run on untrusted media"
@@ -160,7 +162,7 @@ class OrchestrationSettings(_Group):
         "from a warm interpreter) or process (Prefect's stock worker)",
     )
     warm_preload: list[str] = Field(
-        ["flows.media", "flows.maintenance", "psycopg"],
+        ["flows.media", "deployments.retention", "psycopg"],
         description="Modules the warm worker imports once, before forking flow runs (the "
         "pipeline and the database driver, which SQLAlchemy imports only on first use)",
     )

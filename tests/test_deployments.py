@@ -8,31 +8,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.states import Completed, Failed
 
+from deployments.retention import prune_flow_runs
 from deployments.setup import DEFAULT_QUEUE_PRIORITY, ZOMBIE_AUTOMATION, setup
-from flows.maintenance import prune_flow_runs
-from tasks.table import JOB_TABLE, PRIORITY_QUEUES
-
-PREFECT_YAML = Path(__file__).resolve().parents[1] / "prefect.yaml"
-
-
-def test_prefect_yaml_has_one_deployment_per_tier_of_the_job_table():
-    config = yaml.safe_load(PREFECT_YAML.read_text())
-    media = {
-        d["name"]: d for d in config["deployments"] if d["entrypoint"].startswith("flows/media")
-    }
-    tiers = {job.queue for job in JOB_TABLE}
-    assert set(media) == {f"media-{tier}" for tier in tiers}
-    for tier in tiers:
-        deployment = media[f"media-{tier}"]
-        assert deployment["parameters"] == {"tier": tier}
-        assert deployment["work_pool"]["work_queue_name"] == tier
-    assert set(PRIORITY_QUEUES.values()) == tiers
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -193,3 +193,20 @@ def test_video_flow_records_both_derivatives(sqlite_db, tmp_path: Path):
         assert set(rows) == {"PREVIEW", "THUMBNAIL"}
         assert rows["PREVIEW"].mime_type == "video/mp4" and abs(rows["PREVIEW"].duration - 3) < 0.1
         assert (rows["THUMBNAIL"].width, rows["THUMBNAIL"].height) == (320, 240)
+
+
+def test_ffmpeg_is_the_bundled_one_unless_configured_and_recent(monkeypatch, tmp_path: Path):
+    import imageio_ffmpeg
+
+    from media_pipeline.errors import PermanentError
+    from media_pipeline.ffmpeg import ffmpeg_exe, run_ffmpeg
+    from media_pipeline.settings import get_settings
+
+    assert ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()  # even with one on PATH
+    old = tmp_path / "ffmpeg"
+    old.write_text("#!/bin/sh\necho 'ffmpeg version 5.1.6-0+deb12u1 Copyright (c) 2000-2024'\n")
+    old.chmod(0o755)
+    monkeypatch.setenv("MEDIA_PIPELINE_FFMPEG_PATH", str(old))
+    get_settings.cache_clear()
+    with pytest.raises(PermanentError, match=r"is ffmpeg 5\.1; the pipeline needs 7\.0 or newer"):
+        run_ffmpeg(["-version"], what="probe")

@@ -5,7 +5,7 @@ Prefect's own vacuum deletes by age only; the seed kept the last 200 failed jobs
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -20,7 +20,6 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.types._datetime import now
 
 PIPELINE_FLOWS = ["process-media"]
 FAILED = [StateType.FAILED, StateType.CRASHED]
@@ -46,7 +45,7 @@ def prune_flow_runs(
 ) -> dict[str, int]:
     """Delete failed runs beyond the newest ``keep_failed``, and finished runs older than
     ``max_age_days`` (except those kept failed ones), of the pipeline's flows."""
-    cutoff = now("UTC") - timedelta(days=max_age_days)
+    cutoff = datetime.now(UTC) - timedelta(days=max_age_days)
     flows = FlowFilter(name=FlowFilterName(any_=flow_names or PIPELINE_FLOWS))
     deleted = {"failed_beyond_limit": 0, "older_than_age": 0}
     with get_client(sync_client=True) as client:

@@ -1,0 +1,34 @@
+"""Prefect's private surface, checked against the installed Prefect (not a stored copy):
+an upgrade that changes what the warm worker relies on fails here, loudly."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+
+import prefect.engine
+
+from deployments import prefect_private
+from deployments.warm_child import ENGINE_ENTRY_CALLS
+
+
+def call_name(node: ast.Call) -> str:
+    return ast.unparse(node.func)
+
+
+def test_the_engine_entry_the_warm_child_mirrors_is_the_installed_one():
+    tree = ast.parse(inspect.getsource(prefect.engine))
+    (main,) = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
+    # ast.walk is breadth first: compare in source order.
+    ordered = sorted((n for n in ast.walk(main) if isinstance(n, ast.Call)),
+                     key=lambda n: (n.lineno, n.col_offset))  # fmt: skip
+    calls = [call_name(n) for n in ordered]
+    assert tuple(calls) == ENGINE_ENTRY_CALLS, (
+        "prefect.engine's entry changed: compare deployments/warm_child.py:run_flow_run with "
+        f"the installed prefect/engine.py. Installed calls: {calls}"
+    )
+
+
+def test_every_private_name_the_worker_uses_still_exists():
+    for name in prefect_private.__all__:
+        assert callable(getattr(prefect_private, name)), name
