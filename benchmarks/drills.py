@@ -22,7 +22,6 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -357,13 +356,9 @@ def main() -> None:
     parser.add_argument("--only", default="kill,restarts,rolling,backlog,submit")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started
-    work = Path(tempfile.mkdtemp(prefix="drills-"))
-    os.environ.update({
-        "PREFECT_HOME": str(work / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MEDIA_PIPELINE_DATA_DIR": str(work / "data"),
-        "MEDIA_ROOT": str(work / "media"),
-    })  # fmt: skip
+    from benchmarks.latency import scratch_environment
+
+    work = scratch_environment("drills-")
     site = Site(work)
     rows: list[Row] = []
     try:

@@ -183,6 +183,19 @@ def run_phase(
     }
 
 
+def scratch_environment(prefix: str) -> Path:
+    """A temporary folder for a benchmark's Prefect home, data and media, set in the
+    environment before Prefect is imported; returns it."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ.update({
+        "PREFECT_HOME": str(work / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MEDIA_PIPELINE_DATA_DIR": str(work / "data"),
+        "MEDIA_ROOT": str(work / "media"),
+    })  # fmt: skip
+    return work
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=30)
@@ -191,13 +204,7 @@ def main() -> None:
     parser.add_argument("--workers", default=f"{STOCK},{WARM}")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="latency-"))
-    os.environ.update({
-        "PREFECT_HOME": str(work / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MEDIA_PIPELINE_DATA_DIR": str(work / "data"),
-        "MEDIA_ROOT": str(work / "media"),
-    })  # fmt: skip
+    work = scratch_environment("latency-")
 
     from tests.support.databases import scratch_database, start_postgres_if_needed
     from tests.support.media import make_jpeg

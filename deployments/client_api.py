@@ -30,7 +30,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
-from db.repository import jobs_of_run, unfinished_jobs_of_runs
+from db.jobs import jobs_of_run, unfinished_jobs_of_runs
 from db.session import session_scope
 from flows.submission import FLOW_NAME
 from flows.submission import submit_media as submit_media  # the app imports it from here

@@ -44,7 +44,7 @@ from prefect.events.filters import (
 from prefect.states import Crashed, Scheduled
 from sqlalchemy.orm import Session
 
-from db.repository import fail_unfinished_jobs, try_lock, unfinished_jobs
+from db.jobs import fail_unfinished_jobs, try_lock, unfinished_jobs
 from db.session import session_scope
 from flows.submission import submit_media
 from media_pipeline.settings import OrchestrationSettings, get_settings

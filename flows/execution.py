@@ -19,7 +19,7 @@ from prefect.cache_policies import DEFAULT
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 
-from db.repository import mark_job_running, note_attempt_error
+from db.jobs import mark_job_running, note_attempt_error
 from db.session import transaction
 from flows.runner import run_job
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError

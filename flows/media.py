@@ -15,8 +15,9 @@ from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 from sqlalchemy.orm import Session
 
+from db.jobs import fail_unfinished_jobs, finish_job, start_jobs
 from db.models import JobState
-from db.repository import fail_unfinished_jobs, finish_job, media_summary, start_jobs
+from db.repository import media_summary
 from db.session import transaction
 from flows.artifacts import publish_media_artifacts
 from flows.execution import job_task

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from db.repository import claim_provider_call
+from db.provider_calls import claim_provider_call
 from db.session import transaction
 from media_pipeline.settings import get_settings
 

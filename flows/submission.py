@@ -12,7 +12,7 @@ import uuid
 
 from prefect.deployments import run_deployment
 
-from db.repository import assign_runs, plan_jobs
+from db.jobs import assign_runs, plan_jobs
 from db.session import transaction
 from flows.sources import load_source
 from media_pipeline.settings import get_settings

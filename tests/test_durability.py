@@ -14,8 +14,9 @@ import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateType, Worker
 from typer.testing import CliRunner
 
+from db.jobs import finish_job, start_jobs
 from db.models import JobState, MediaStatus
-from db.repository import finish_job, load_media, start_jobs
+from db.repository import load_media
 from db.session import session_scope, transaction
 from deployments.cli import app
 from deployments.reconciler import MARK, diagnose, recoveries_in_a_row
