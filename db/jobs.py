@@ -217,17 +217,19 @@ def jobs_of_run(session: Session, flow_run_id: str) -> list[ProcessingJob]:
     )
 
 
-def unfinished_jobs_of_runs(session: Session, flow_run_ids: list[str]) -> dict[str, list[str]]:
-    """Flow run id -> the jobs it ran that failed or never finished (a crashed run)."""
+def unfinished_jobs_of_runs(
+    session: Session, flow_run_ids: list[str]
+) -> dict[str, list[tuple[str, str | None]]]:
+    """Flow run id -> (job, error) of the jobs it ran that failed or never finished."""
     rows = session.execute(
-        select(ProcessingJob.flow_run_id, ProcessingJob.job)
+        select(ProcessingJob.flow_run_id, ProcessingJob.job, ProcessingJob.error)
         .where(
             ProcessingJob.flow_run_id.in_(flow_run_ids),
             ProcessingJob.state.not_in([JobState.SUCCEEDED, JobState.SKIPPED]),
         )
         .order_by(ProcessingJob.job)
     )
-    found: dict[str, list[str]] = {}
-    for run_id, job in rows:
-        found.setdefault(run_id, []).append(job)
+    found: dict[str, list[tuple[str, str | None]]] = {}
+    for run_id, job, error in rows:
+        found.setdefault(run_id, []).append((job, error))
     return found

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from media_pipeline.errors import PipelineError
 
@@ -39,3 +41,17 @@ def parse_since(value: str | None) -> timedelta | None:
         raise typer.BadParameter("use a number and a unit: 30m, 6h, 2d")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
     return timedelta(**{unit: int(match.group(1))})
+
+
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], keep: Sequence[str] = ()
+) -> None:
+    """A table that fits the terminal: long cells wrap, except the ``keep`` columns (ids),
+    which are never cut. Piped output keeps each row on one line, for grep."""
+    table = Table(*headers, box=None, header_style="bold", pad_edge=False)
+    for name in keep:
+        column = table.columns[list(headers).index(name)]
+        column.no_wrap, column.min_width = True, 36
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    Console(width=None if Console().is_terminal else 100_000).print(table)

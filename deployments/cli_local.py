@@ -8,11 +8,10 @@ from typing import Annotated
 
 import typer
 
-from deployments.cli_common import fail
+from deployments.cli_common import fail, print_table
 from media_pipeline.enums import MediaStatus
 from media_pipeline.errors import PipelineError
 from media_pipeline.payloads import MediaSummary, OutputRecord
-from media_pipeline.tables import render_table
 
 local = typer.Typer()
 db_app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
@@ -111,7 +110,7 @@ def print_summary(summary: MediaSummary) -> None:
             rows.append((job.job if first else "", job.state.value if first else "",
                          job.attempts if first else "",
                          describe_output(output) or (job.error or "")))  # fmt: skip
-    typer.echo(render_table(("job", "state", "attempts", "output"), rows))
+    print_table(("job", "state", "attempts", "output"), rows)
 
 
 def describe_output(output: OutputRecord | None) -> str:

@@ -4,12 +4,12 @@ reconciler."""
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployments.cli_common import call, fail, parse_since
-from media_pipeline.tables import render_table
+from deployments.cli_common import call, fail, parse_since, print_table
 
 if TYPE_CHECKING:
     from deployments.client_api import FailedRun
@@ -20,6 +20,8 @@ MediaTypeOption = Annotated[
     str | None, typer.Option("--type", help="Only runs of IMAGE, AUDIO or VIDEO media")
 ]
 
+FullOption = Annotated[bool, typer.Option("--full", help="The whole error, not its start")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 operations = typer.Typer()
 
@@ -34,7 +36,7 @@ def setup(
     result = run_setup(deployments=deployments)
     typer.echo(f"work pool {result['pool']} (workers of type {result['worker_type']})")
     queues = sorted(result["queues"].items(), key=lambda item: item[1])
-    typer.echo(render_table(("queue", "priority"), queues))
+    print_table(("queue", "priority"), queues)
     typer.echo(f"rate limits (calls a minute): {result['rate_limits_per_minute']}")
 
 
@@ -61,6 +63,7 @@ def status(flow_run_id: str) -> None:
 @operations.command()
 def reconcile(
     watch: Annotated[bool, typer.Option(help="Go on: a pass every reconcile_seconds")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Find stranded runs (their worker died, or they ended without recording their
     jobs) and schedule them again, or end them FAILED after max_recoveries. Warm workers
@@ -72,12 +75,15 @@ def reconcile(
     if watch:
         reconciler.watch(get_settings().orchestration.reconcile_seconds)
     recoveries = reconciler.run_pass()
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in recoveries], indent=2))
+        return
     rows = [(r.media_id, r.flow_run_id or "", r.action, r.reason) for r in recoveries]
-    typer.echo(render_table(("media", "flow run", "action", "reason"), rows))
+    print_table(("media", "flow run", "action", "reason"), rows)
 
 
 @operations.command()
-def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def stats(as_json: JsonOption = False) -> None:
     """Queue stats (waiting, active, completed, failed, delayed, total) per queue."""
     from deployments.client_api import get_queue_stats
 
@@ -87,7 +93,24 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     columns = ("waiting", "active", "completed", "failed", "delayed", "total")
     rows = [(queue, *(values[c] for c in columns)) for queue, values in result.items()]
-    typer.echo(render_table(("queue", *columns), rows))
+    print_table(("queue", *columns), rows)
+
+
+RETRY_EXAMPLES = """Show, then re-run, failed and crashed flow runs under the same ids: jobs
+that finished are served from the cache. Takes the filters of ``failed``. Runs whose every
+failure was permanent (a corrupt file, a provider's 4xx: "not retried") are left alone
+unless --include-permanent.
+
+Examples:
+
+  media-pipeline retry-failed --since 6h --job transcribe-audio --dry-run
+
+  media-pipeline retry-failed --since 6h --job transcribe-audio
+
+  media-pipeline retry-failed 0b1c...   (flow run ids)
+
+  media-pipeline retry-failed --all --include-permanent
+"""
 
 
 @operations.command()
@@ -95,45 +118,63 @@ def failed(
     since: SinceOption = None,
     job: JobOption = None,
     media_type: MediaTypeOption = None,
+    full: FullOption = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Failed and crashed flow runs: time, media, type, tier, jobs, error."""
+    """Failed and crashed flow runs, newest first: the error, media, type, tier, jobs."""
     from deployments.client_api import failed_runs
 
-    print_runs(call(failed_runs, since=parse_since(since), job=job,
-                    media_type=media_type))  # fmt: skip
+    runs = call(failed_runs, since=parse_since(since), job=job, media_type=media_type)
+    print_runs(runs, full, as_json)
 
 
-@operations.command("retry-failed")
+@operations.command("retry-failed", help=RETRY_EXAMPLES)
 def retry_failed(
     flow_run_id: Annotated[list[str] | None, typer.Argument()] = None,
     since: SinceOption = None,
     job: JobOption = None,
     media_type: MediaTypeOption = None,
     all_runs: Annotated[bool, typer.Option("--all", help="Every failed run")] = False,
+    include_permanent: Annotated[
+        bool, typer.Option(help="Also runs whose failures were permanent")
+    ] = False,
     dry_run: Annotated[bool, typer.Option(help="Only show what would be re-run")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Show, then re-run, failed and crashed flow runs under the same ids (finished jobs
-    are served from the cache). Takes the filters of ``failed``."""
-    from deployments.client_api import failed_runs, retry_runs
+    from deployments.client_api import retry_failed as retry
 
     if not (flow_run_id or since or job or media_type or all_runs):
         raise fail("name flow run ids, --since, --job, --type, or --all")
-    runs = call(failed_runs, since=parse_since(since), flow_run_ids=flow_run_id,
-                job=job, media_type=media_type)  # fmt: skip
-    print_runs(runs)
-    if dry_run:
-        typer.echo(f"{len(runs)} run(s) would be scheduled again")
+    runs = call(retry if not dry_run else failed_and_retryable, flow_run_ids=flow_run_id,
+                since=parse_since(since), job=job, media_type=media_type,
+                include_permanent=include_permanent)  # fmt: skip
+    print_runs(runs, False, as_json)
+    if not as_json:
+        verb = "would be scheduled again" if dry_run else "scheduled again"
+        typer.echo(f"{len(runs)} run(s) {verb}")
+
+
+def failed_and_retryable(include_permanent: bool, **filters: Any) -> list[FailedRun]:
+    """What ``retry-failed`` would re-run, without re-running it."""
+    from deployments.client_api import failed_runs
+
+    return [r for r in failed_runs(**filters) if include_permanent or not r.permanent]
+
+
+def print_runs(runs: list[FailedRun], full: bool, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in runs], indent=2, default=str))
         return
-    retry_runs(runs)
-    typer.echo(f"{len(runs)} run(s) scheduled again")
-
-
-def print_runs(runs: list[FailedRun]) -> None:
-    rows = [(r.when.isoformat(timespec="seconds") if r.when else "", r.media_id, r.media_type,
-             r.tier, ", ".join(r.jobs) or "-", r.state, r.id, error_of(r)[:120])
+    rows = [(error_of(r) if full else short(error_of(r)), r.media_id, r.media_type, r.tier,
+             ", ".join(r.jobs) or "-", r.state, r.id,
+             r.when.isoformat(timespec="seconds") if r.when else "")
             for r in runs]  # fmt: skip
-    headers = ("started", "media", "type", "tier", "jobs", "state", "flow run", "error")
-    typer.echo(render_table(headers, rows))
+    headers = ("error", "media", "type", "tier", "jobs", "state", "flow run", "started")
+    print_table(headers, rows, keep=("media", "flow run"))
+
+
+def short(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def error_of(run: FailedRun) -> str:

@@ -120,6 +120,7 @@ class FailedRun:
     state: str
     message: str
     when: datetime | None
+    permanent: bool  # every failed job said "not retried": running it again cannot help
 
 
 def failed_runs(
@@ -160,14 +161,19 @@ def failed_runs(
             media_id=r.parameters.get("media_id"),
             media_type=next((t[5:].upper() for t in r.tags if t.startswith("type-")), None),
             tier=r.parameters.get("tier"),
-            jobs=tuple(unfinished.get(str(r.id), ())),
+            jobs=tuple(job for job, _ in unfinished.get(str(r.id), ())),
             state=r.state.name if r.state else "?",
             message=(r.state.message or "") if r.state else "",
             when=r.start_time,
+            permanent=is_permanent(unfinished.get(str(r.id), [])),
         )
         for r in runs
     ]
     return [run for run in found if job is None or job in run.jobs]
+
+
+def is_permanent(jobs: list[tuple[str, str | None]]) -> bool:
+    return bool(jobs) and all("not retried" in (error or "") for _, error in jobs)
 
 
 def retry_runs(runs: list[FailedRun]) -> None:
@@ -185,8 +191,12 @@ def retry_failed(
     since: timedelta | None = None,
     job: str | None = None,
     media_type: str | None = None,
+    include_permanent: bool = False,
 ) -> list[FailedRun]:
-    """Re-run the failed and crashed runs that ``failed_runs`` finds with these filters."""
+    """Re-run the failed and crashed runs that ``failed_runs`` finds with these filters;
+    those whose every failure was permanent (a corrupt file) only with
+    ``include_permanent``."""
     runs = failed_runs(since=since, flow_run_ids=flow_run_ids, job=job, media_type=media_type)
+    runs = [r for r in runs if include_permanent or not r.permanent]
     retry_runs(runs)
     return runs

@@ -23,7 +23,7 @@ from flows.artifacts import publish_media_artifacts
 from flows.execution import job_task
 from flows.notifications import notify_media_processed
 from flows.sources import load_source
-from flows.submission import FLOW_NAME, submit_media
+from flows.submission import FLOW_NAME, run_name, submit_media
 from media_pipeline.errors import PermanentError
 from media_pipeline.payloads import JobOutput, MediaSummary
 from media_pipeline.settings import get_settings
@@ -128,14 +128,13 @@ def failure_message(error: BaseException) -> str:
             "`media-pipeline retry-failed`)")  # fmt: skip
 
 
-def run_name() -> str:
+def current_run_name() -> str:
     parameters = runtime.flow_run.parameters
-    tier = parameters.get("tier") or "all"
-    return f"media · {str(parameters.get('media_id', '?'))[:8]} · {tier}"
+    return run_name(str(parameters.get("media_id", "?")), parameters.get("tier"))
 
 
 def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:
-    @flow(name=name, flow_run_name=run_name, validate_parameters=True)
+    @flow(name=name, flow_run_name=current_run_name, validate_parameters=True)
     def process_media(
         media_id: str, jobs: list[str] | None = None, tier: str | None = None
     ) -> State[MediaSummary]:

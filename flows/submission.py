@@ -25,6 +25,11 @@ def deployment_name(tier: str) -> str:
     return f"{FLOW_NAME}/media-{tier}"
 
 
+def run_name(media_id: str, tier: str | None) -> str:
+    """``media · <8 characters of the media id> · <tier>``, at creation and at start."""
+    return f"media · {media_id[:8]} · {tier or 'all'}"
+
+
 def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
     """Create the media's flow runs (one per priority tier) and return their ids at once.
 
@@ -41,15 +46,21 @@ def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
     generation = uuid.uuid4().hex[:8] if reprocess else "first"
     runs: dict[str, str] = {}
     for tier in JOB_TABLE.tiers_for(source, categories):
+        # Named and tagged at creation, so that a run waiting in a queue can be found by
+        # its media, its alert or its jobs in the UI's search.
         run = run_deployment(
             deployment_name(tier),
             parameters={"media_id": str(source.media_id), "tier": tier},
+            flow_run_name=run_name(str(source.media_id), tier),
             timeout=0,
             idempotency_key=f"{source.media_id}:{tier}:{generation}",
             tags=[
+                f"media-{source.media_id}",
+                f"alert-{source.alert_id}",
                 f"type-{source.type.value.lower()}",
                 f"category-{source.category.lower()}",
                 f"tier-{tier}",
+                *(f"job-{job.name}" for job in wanted if job.queue == tier),
             ],
             as_subflow=False,
         )

@@ -230,6 +230,12 @@ def test_concurrent_submissions_get_the_same_runs(production, tmp_path: Path):
 
     for runs in answers.values():
         assert len({tuple(r) for r in runs}) == 1 and len(runs[0]) == 1
+    # Named and tagged at creation: a waiting run is found by its media, alert or job.
+    with get_client(sync_client=True) as client:
+        waiting = client.read_flow_run(uuid.UUID(answers[media[0].id][0][0]))
+    assert waiting.name == f"media · {str(media[0].id)[:8]} · high"
+    assert {f"media-{media[0].id}", f"alert-{media[0].alert_id}",
+            "job-generate-thumbnails"} <= set(waiting.tags)  # fmt: skip
     production["start_worker"]()
     wait_for_runs([r for runs in answers.values() for r in runs[0]], timeout=120)
     assert_processed_once(media)

@@ -117,15 +117,21 @@ def test_failed_run_is_retried_without_redoing_finished_jobs(
     assert "video preview: ffmpeg took longer than 0 s" in listed.output
     refused = cli.invoke(app, ["failed", "--job", "make-coffee"])
     assert refused.exit_code == 2 and "unknown job 'make-coffee'" in refused.output
+    # A time-out says "not retried": the run is left alone unless asked for by name.
+    skipped = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type",
+                               "video", "--since", "1h", "--dry-run"])  # fmt: skip
+    assert "0 run(s) would be scheduled again" in skipped.output
+    as_json = cli.invoke(app, ["failed", "--job", "generate-video-preview", "--json"])
+    assert [(r["id"], r["permanent"]) for r in json.loads(as_json.output)] == [(run_id, True)]
     shown = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type", "video",
-                             "--since", "1h", "--dry-run"])  # fmt: skip
+                             "--since", "1h", "--dry-run", "--include-permanent"])  # fmt: skip
     assert run_id in shown.output and "1 run(s) would be scheduled again" in shown.output
     assert wait_for_runs([run_id])[run_id].state.name == "Failed"  # a dry run changes nothing
 
     production["stop_workers"]()
     production["start_worker"]()  # the cause is fixed
     retried = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type",
-                               "video", "--since", "1h"])  # fmt: skip
+                               "video", "--since", "1h", "--include-permanent"])  # fmt: skip
     assert retried.exit_code == 0 and "1 run(s) scheduled again" in retried.output
     (run,) = wait_for_runs([run_id]).values()
 
