@@ -83,6 +83,19 @@ def reconcile(
 
 
 @operations.command()
+def metrics(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of /metrics")] = 9464,
+) -> None:
+    """Serve Prometheus metrics at http://HOST:PORT/metrics (runs per queue and state,
+    oldest waiting run, jobs, attempts, durations, estimated cost, provider calls)."""
+    from deployments.metrics import serve
+
+    typer.echo(f"serving http://{host}:{port}/metrics")
+    serve(host, port)
+
+
+@operations.command()
 def stats(as_json: JsonOption = False) -> None:
     """Queue stats (waiting, active, completed, failed, delayed, total) per queue."""
     from deployments.client_api import get_queue_stats
