@@ -97,16 +97,44 @@ def metrics(
 
 @operations.command()
 def stats(as_json: JsonOption = False) -> None:
-    """Queue stats (waiting, active, completed, failed, delayed, total) per queue."""
-    from deployments.client_api import get_queue_stats
+    """The queue board, as the UI's ``queue-board`` artifact shows it: per queue (waiting,
+    active, completed, failed, delayed, total, paused, oldest waiting) in the last hour and
+    day, per job and media type, and the newest failures with their reason."""
+    from deployments.queue_board import COUNTS, board
 
-    result = get_queue_stats()
+    content = board()
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(content, indent=2))
         return
-    columns = ("waiting", "active", "completed", "failed", "delayed", "total")
-    rows = [(queue, *(values[c] for c in columns)) for queue, values in result.items()]
-    print_table(("queue", *columns), rows)
+    for window, title in (("last_hour", "last hour"), ("last_day", "last day")):
+        typer.echo(f"queues, {title}:")
+        rows = [(queue, *(row[c] for c in COUNTS), "paused" if row["paused"] else "",
+                 f"{row['oldest_waiting_seconds']:.0f} s")
+                for queue, row in content[window].items()]  # fmt: skip
+        print_table(("queue", *COUNTS, "paused", "oldest waiting"), rows)
+    typer.echo("per job and media type, last day:")
+    rows = [(name, *(row[c] for c in COUNTS))
+            for name, row in content["by_job_and_type_last_day"].items()]  # fmt: skip
+    print_table(("", *COUNTS), rows)
+    typer.echo("newest failures:")
+    failures = [(f["reason"], f["media"], f["type"], f["tier"], f["when"])
+                for f in content["newest_failures"]]  # fmt: skip
+    print_table(("error", "media", "type", "tier", "when"), failures, keep=("media",))
+
+
+@operations.command()
+def failed(
+    since: SinceOption = None,
+    job: JobOption = None,
+    media_type: MediaTypeOption = None,
+    full: FullOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Failed and crashed flow runs, newest first: the error, media, type, tier, jobs."""
+    from deployments.client_api import failed_runs
+
+    runs = call(failed_runs, since=parse_since(since), job=job, media_type=media_type)
+    print_runs(runs, full, as_json)
 
 
 RETRY_EXAMPLES = """Show, then re-run, failed and crashed flow runs under the same ids: jobs
@@ -124,21 +152,6 @@ Examples:
 
   media-pipeline retry-failed --all --include-permanent
 """
-
-
-@operations.command()
-def failed(
-    since: SinceOption = None,
-    job: JobOption = None,
-    media_type: MediaTypeOption = None,
-    full: FullOption = False,
-    as_json: JsonOption = False,
-) -> None:
-    """Failed and crashed flow runs, newest first: the error, media, type, tier, jobs."""
-    from deployments.client_api import failed_runs
-
-    runs = call(failed_runs, since=parse_since(since), job=job, media_type=media_type)
-    print_runs(runs, full, as_json)
 
 
 @operations.command("retry-failed", help=RETRY_EXAMPLES)

@@ -18,28 +18,23 @@ from prefect.client.schemas.filters import (
     FlowFilterName,
     FlowRunFilter,
     FlowRunFilterId,
-    FlowRunFilterNextScheduledStartTime,
     FlowRunFilterStartTime,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
     FlowRunFilterTags,
-    FlowRunFilterWorkQueueName,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
 from db.jobs import jobs_of_run, unfinished_jobs_of_runs
 from db.session import session_scope
+from deployments.queue_board import FAILED_STATES, queue_stats, state_filter
 from flows.submission import FLOW_NAME
 from flows.submission import submit_media as submit_media  # the app imports it from here
 from media_pipeline.enums import MediaType
 from media_pipeline.errors import RunNotFound
 from media_pipeline.storage import parse_uuid
-from tasks.table import JOB_TABLE, tiers
-
-FAILED_STATES = [StateType.FAILED, StateType.CRASHED]
+from tasks.table import JOB_TABLE
 
 
 def get_job_status(flow_run_id: str) -> dict[str, Any]:
@@ -72,41 +67,12 @@ def get_job_status(flow_run_id: str) -> dict[str, Any]:
     }
 
 
-def _count(client: Any, queue: str | None, **filters: Any) -> int:
-    if queue is not None:
-        filters["work_queue_name"] = FlowRunFilterWorkQueueName(any_=[queue])
-    return client.count_flow_runs(
-        flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
-        flow_run_filter=FlowRunFilter(**filters),
-    )
-
-
-def _state(*types: StateType) -> FlowRunFilterState:
-    return FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)))
-
-
-def get_queue_stats() -> dict[str, dict[str, int]]:
-    """The seed's getQueueStats (waiting, active, completed, failed, delayed, total), for
-    the whole pipeline and per priority queue, from Prefect's records."""
-    moment = datetime.now(UTC)
-    stats = {}
+def get_queue_stats() -> dict[str, dict[str, Any]]:
+    """The seed's getQueueStats (waiting, active, completed, failed, delayed, total) per
+    priority queue, with whether it is paused and its oldest waiting run's age; ``all`` is
+    their sum. From Prefect's records."""
     with get_client(sync_client=True) as client:
-        for queue in [None, *tiers()]:
-            delayed = _count(
-                client, queue, state=_state(StateType.SCHEDULED),
-                next_scheduled_start_time=FlowRunFilterNextScheduledStartTime(after_=moment),
-            )  # fmt: skip
-            scheduled = _count(client, queue, state=_state(StateType.SCHEDULED))
-            pending = _count(client, queue, state=_state(StateType.PENDING))
-            stats[queue or "all"] = {
-                "waiting": scheduled - delayed + pending,
-                "active": _count(client, queue, state=_state(StateType.RUNNING)),
-                "completed": _count(client, queue, state=_state(StateType.COMPLETED)),
-                "failed": _count(client, queue, state=_state(*FAILED_STATES)),
-                "delayed": delayed,
-                "total": _count(client, queue),
-            }  # fmt: skip
-    return stats
+        return queue_stats(client)
 
 
 @dataclass(frozen=True)
@@ -135,7 +101,7 @@ def failed_runs(
     AUDIO or VIDEO media."""
     if job is not None and job not in JOB_TABLE.names():
         raise ValueError(f"unknown job {job!r}: one of {', '.join(JOB_TABLE.names())}")
-    filters: dict[str, Any] = {"state": _state(*FAILED_STATES)}
+    filters: dict[str, Any] = {"state": state_filter(*FAILED_STATES)}
     if media_type is not None:
         if media_type.upper() not in MediaType.__members__:
             raise ValueError(f"unknown media type {media_type!r}: IMAGE, AUDIO or VIDEO")

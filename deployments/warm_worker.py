@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,13 +128,18 @@ class WarmProcessWorker(ProcessWorker):
             self._wake.set()  # claimed by another worker, or started: the next slot's turn
 
     async def _reconcile_periodically(self) -> None:
+        from deployments.queue_board import publish_queue_board
         from deployments.reconciler import Reconciler
 
         reconciler = Reconciler()
+        board_due = 0.0
         while not self._stop.stopping:
             try:
                 for recovery in await anyio.to_thread.run_sync(reconciler.run_pass):
                     self._logger.warning("Reconciler: %s", recovery)
+                if time.monotonic() >= board_due:
+                    board_due = time.monotonic() + self._policy.board_seconds
+                    await anyio.to_thread.run_sync(publish_queue_board)
             except Exception as error:  # the API or the database is away: next pass
                 self._logger.warning("Reconciliation pass failed: %s", error)
             await anyio.sleep(self._policy.reconcile_seconds)

@@ -207,6 +207,9 @@ class OrchestrationSettings(_Group):
         description="Times a stranded or crashed run is scheduled again by itself; then it "
         "ends Crashed and its jobs FAILED, for `media-pipeline retry-failed`",
     )
+    board_seconds: float = Field(
+        60, gt=0, description="How often warm workers refresh the queue-board artifact"
+    )
     rate_window_seconds: float = Field(
         60, gt=0, description="The window of the provider rate limits (calls per window)"
     )

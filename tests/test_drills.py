@@ -239,3 +239,35 @@ def test_concurrent_submissions_get_the_same_runs(production, tmp_path: Path):
     production["start_worker"]()
     wait_for_runs([r for runs in answers.values() for r in runs[0]], timeout=120)
     assert_processed_once(media)
+
+
+def test_the_queue_board_counts_queues_jobs_and_paused_queues(production, tmp_path: Path):
+    from deployments.queue_board import BOARD_KEY, publish_queue_board
+
+    production["use"](WARM)
+    with get_client(sync_client=True) as client:
+        low = next(q for q in client.read_work_queues(work_pool_name="media") if q.name == "low")
+        client.update_work_queue(low.id, is_paused=True)
+    try:
+        notes = [register_media(make_tone(tmp_path / f"a{i}.wav", 1.0), category="AUTRE")
+                 for i in range(2)]  # fmt: skip
+        runs = {m.id: submit_media(str(m.id)) for m in notes}
+        production["start_worker"]()
+        wait_for_runs([r[0] for r in runs.values()], timeout=120)  # the transcriptions
+        time.sleep(1)
+
+        content = publish_queue_board()
+        hour = content["last_hour"]
+        assert hour["low"]["paused"] and not hour["high"]["paused"]
+        assert hour["low"]["waiting"] >= 2 and hour["low"]["oldest_waiting_seconds"] > 0
+        for count in ("waiting", "active", "completed", "failed", "delayed", "total"):
+            assert hour["all"][count] == sum(hour[q][count] for q in ("high", "normal", "low"))
+        assert content["by_job_and_type_last_day"]["job transcribe-audio"]["completed"] >= 2
+        with get_client(sync_client=True) as client:
+            artifact = client.read_latest_artifacts(limit=200)
+        (board,) = [a for a in artifact if a.key == BOARD_KEY]
+        assert "| low |" in board.data and "**paused**" in board.data
+    finally:
+        with get_client(sync_client=True) as client:
+            client.update_work_queue(low.id, is_paused=False)
+    wait_for_runs([r[1] for r in runs.values()], timeout=120)  # unpaused: the waveforms run
