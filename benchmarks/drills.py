@@ -70,13 +70,25 @@ class Site:
         from tests.support.services import PrivatePostgres, PrivateRedis
 
         self.work = work
-        self.app_db = PrivatePostgres().start()
-        self.prefect_db = PrivatePostgres().start()
-        self.app_db.create_database("app")
-        self.prefect_db.create_database("prefect")
-        self.redis = PrivateRedis(work / "redis").start()
-        self.port = free_port()
+        self.workers: dict[int, Any] = {}
+        self.logs: dict[int, Path] = {}
+        self.started = 0
+        self.server: Any = None
+        self.app_db = PrivatePostgres()
+        self.prefect_db = PrivatePostgres()
+        self.redis = PrivateRedis(work / "redis")
         self.providers = FakeProviders().start()
+        self.port = free_port()
+        try:
+            self.start_services()
+        except BaseException:
+            self.close()  # what started is stopped
+            raise
+
+    def start_services(self) -> None:
+        self.app_db.start().create_database("app")
+        self.prefect_db.start().create_database("prefect")
+        self.redis.start()
         self.providers.latency = 1.5  # a transcription is in flight for a while
         os.environ.update({
             "DATABASE_URL": self.app_db.url("app"),
@@ -86,9 +98,6 @@ class Site:
             "MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE": "6000",
         })  # fmt: skip
         self.server = self.start_server()
-        self.workers: dict[int, Any] = {}
-        self.logs: dict[int, Path] = {}
-        self.started = 0
         self.samples = self.make_samples()
 
     def start_server(self) -> Any:
@@ -147,7 +156,8 @@ class Site:
 
         for process in self.workers.values():
             stop_process(process)
-        stop_process(self.server)
+        if self.server is not None:
+            stop_process(self.server)
         self.providers.stop()
         self.redis.close()
         self.app_db.close()
