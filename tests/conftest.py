@@ -14,6 +14,8 @@ os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect-home")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("PREFECT_API_AUTH_STRING", None)
+PREFECT_AUTH = f"operator:{os.urandom(12).hex()}"
 
 import pytest  # noqa: E402
 
@@ -119,20 +121,32 @@ def redis_url(session_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def prefect_auth() -> str:
+    """The session server's credentials (``user:password``), as production runs it."""
+    return PREFECT_AUTH
+
+
+@pytest.fixture(scope="session")
 def prefect_server(session_dir: Path, postgres: None, redis_url: str) -> Iterator[str]:
-    """One Prefect server for the whole session, on PostgreSQL, on a free port."""
+    """One Prefect server for the whole session, on PostgreSQL, on a free port, with
+    Prefect's authentication on: this process, the workers and every command it starts
+    send ``PREFECT_API_AUTH_STRING``."""
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     with scratch_database("mp_prefect") as name:
         port = free_port()
         database = f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
         log = session_dir / "prefect-server.log"
         # The UI too: tests/test_ui.py opens it in Chromium.
-        server = start_prefect_server(database, redis_url, log, port, ui=True)
+        server = start_prefect_server(database, redis_url, log, port, ui=True,
+                                      auth_string=PREFECT_AUTH)  # fmt: skip
+        os.environ["PREFECT_API_AUTH_STRING"] = PREFECT_AUTH  # for the processes we start
+        url = f"http://127.0.0.1:{port}/api"
         try:
-            with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
-                yield f"http://127.0.0.1:{port}/api"
+            with temporary_settings(updates={PREFECT_API_URL: url,
+                                             PREFECT_API_AUTH_STRING: PREFECT_AUTH}):  # fmt: skip
+                yield url
                 APILogWorker.drain_all(timeout=10)  # send buffered run logs while the server is up
         finally:
             stop_process(server)

@@ -132,3 +132,18 @@ def test_failed_media_runs_are_posted_to_the_failure_webhook(
         monkeypatch.delenv("MEDIA_PIPELINE_FAILURE_WEBHOOK_URL")
         get_settings.cache_clear()
         setup(deployments=False)  # no notifications for the rest of the session
+
+
+def test_the_api_refuses_requests_without_credentials(prefect_server: str, prefect_auth: str):
+    import httpx
+
+    refused = httpx.post(f"{prefect_server}/flow_runs/filter", json={}, timeout=30)
+    assert refused.status_code == 401
+    wrong = httpx.post(f"{prefect_server}/flow_runs/filter", json={}, auth=("operator", "guess"),
+                       timeout=30)  # fmt: skip
+    assert wrong.status_code == 401
+    user, password = prefect_auth.split(":", 1)
+    allowed = httpx.post(f"{prefect_server}/flow_runs/filter", json={}, auth=(user, password),
+                         timeout=30)  # fmt: skip
+    assert allowed.status_code == 200
+    assert httpx.get(f"{prefect_server}/health", timeout=30).status_code == 200  # probes

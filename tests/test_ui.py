@@ -91,8 +91,23 @@ def screenshot(driver, name: str) -> Path:
     return path
 
 
+def log_in(driver, ui: str, auth: str) -> Path:
+    """The UI refuses a visitor without credentials (it asks for them); then log in as an
+    operator does, by the credentials the UI keeps in the browser. Returns a screenshot
+    of the refusal."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{ui}/dashboard")
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_elements("css selector", "input[placeholder='admin:pass']")
+    )
+    refused = screenshot(driver, "login-required")
+    driver.execute_script("localStorage.setItem('prefect-password', btoa(arguments[0]))", auth)
+    return refused
+
+
 def test_flow_run_pages_show_derivatives_and_transcript(
-    production, prefect_server: str, browser, tmp_path: Path
+    production, prefect_server: str, prefect_auth: str, browser, tmp_path: Path
 ):
     production["use"](WORKER_TYPE)
     photo = register_media(make_jpeg(tmp_path / "p.jpg", 1600, 1200), category="AUTRE")
@@ -105,12 +120,13 @@ def test_flow_run_pages_show_derivatives_and_transcript(
     runs = wait_for_runs([photo_run, note_run], timeout=120)
     assert {r.state.name for r in runs.values()} == {"Completed"}
     ui = prefect_server.removesuffix("/api")
+    refused = log_in(browser, ui, prefect_auth)
 
     browser.get(f"{ui}/runs/flow-run/{photo_run}")
     wait_for_text(browser, f"media · {str(photo.id)[:8]} · high")
     browser.find_element("css selector", "li.p-tab#artifacts").click()
     wait_for_text(browser, f"media-{photo.id}")
-    shots = [screenshot(browser, "photo-run-artifacts")]
+    shots = [refused, screenshot(browser, "photo-run-artifacts")]
     click_text(browser, f"media-{photo.id}")
     for text in ("generate-thumbnails", "THUMBNAIL", "150x150", "MEDIUM", "800x600", "LARGE"):
         wait_for_text(browser, text)

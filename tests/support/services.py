@@ -150,13 +150,20 @@ def redis_messaging_env(url: str) -> dict[str, str]:
 
 
 def start_prefect_server(
-    database_url: str, redis_url: str, log: Path, port: int, ui: bool = False
+    database_url: str,
+    redis_url: str,
+    log: Path,
+    port: int,
+    ui: bool = False,
+    auth_string: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """``prefect server start`` on 127.0.0.1:``port``, on PostgreSQL (asyncpg URL) with
-    Redis messaging; returns once it answers its health check."""
+    Redis messaging, refusing requests without ``auth_string`` when given; returns once it
+    answers its health check (which needs no credentials)."""
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
+        **({"PREFECT_SERVER_API_AUTH_STRING": auth_string} if auth_string else {}),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
         "PREFECT_UI_ENABLED": "true" if ui else "false",
         "PREFECT_UI_API_URL": api,
