@@ -15,6 +15,42 @@ from media_pipeline.payloads import MediaSummary, OutputRecord
 
 local = typer.Typer()
 db_app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
+server_app = typer.Typer(
+    no_args_is_help=True,
+    help="The local Prefect server of the embedded default (process and demo start it).",
+)
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start the local Prefect server (if it is not running) and print its API URL."""
+    from deployments.local_server import local_server
+
+    typer.echo(local_server().start())
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server."""
+    from deployments.local_server import local_server
+
+    typer.echo("stopped" if local_server().stop() else "not running")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the local Prefect server runs: its API URL, process and idle time."""
+    import time
+
+    from deployments.local_server import local_server
+
+    server = local_server()
+    state = server.state()
+    if state is None:
+        typer.echo("not running")
+        raise typer.Exit(1)
+    idle = time.time() - server.last_used.stat().st_mtime
+    typer.echo(f"running at {state['url']} (process {state['pid']}, idle {idle:.0f} s)")
 
 
 @db_app.command("upgrade")

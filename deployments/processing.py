@@ -7,6 +7,7 @@ from pathlib import Path
 from db.migrate import upgrade
 from db.repository import media_summary
 from db.session import transaction
+from deployments.local_server import prefect_api
 from deployments.registration import register_media
 from media_pipeline.payloads import MediaSummary
 
@@ -19,5 +20,6 @@ def process_file(
 
     upgrade()
     media = register_media(file, alert_id, category)
-    process_media(str(media.id), return_state=True)
+    with prefect_api():
+        process_media(str(media.id), return_state=True)
     return transaction(lambda session: media_summary(session, media.id))

@@ -207,6 +207,15 @@ class OrchestrationSettings(_Group):
         description="Times a stranded or crashed run is scheduled again by itself; then it "
         "ends Crashed and its jobs FAILED, for `media-pipeline retry-failed`",
     )
+    local_server: bool = Field(
+        True,
+        description="Without PREFECT_API_URL, process and demo use a local Prefect server "
+        "(SQLite, in the data dir) that the first command starts and later ones reuse; "
+        "false: a temporary server in each command",
+    )
+    local_server_idle_seconds: float = Field(
+        1800, gt=0, description="The local Prefect server stops after this long unused"
+    )
     board_seconds: float = Field(
         60, gt=0, description="How often warm workers refresh the queue-board artifact"
     )

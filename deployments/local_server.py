@@ -1,0 +1,181 @@
+"""The embedded default's Prefect server: started by the first command that needs one,
+reused by the next ones, stopped when idle.
+
+With no ``PREFECT_API_URL``, Prefect starts a temporary server inside each command: 10 to
+30 s per command, and on a loaded machine it gives up ("Timed out while attempting to
+connect to ephemeral Prefect API server"). Instead the first ``process`` or ``demo`` starts
+``prefect server start`` on 127.0.0.1 (SQLite under the data directory) in a process of
+its own, waits as long as it takes for it to answer, and records its address; later
+commands find it at once. Beside it, a watcher stops it after
+``MEDIA_PIPELINE_LOCAL_SERVER_IDLE_SECONDS`` without a command using it.
+``media-pipeline server start|stop|status`` does the same by hand.
+
+    python -m deployments.local_server DATA_DIR PORT IDLE_SECONDS   (the watcher)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from media_pipeline.settings import get_settings
+
+START_TIMEOUT = 300.0  # a loaded laptop is slow, not broken
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    folder: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / "server.json"
+
+    @property
+    def last_used(self) -> Path:
+        return self.folder / "last-used"
+
+    def state(self) -> dict[str, object] | None:
+        """{"pid", "port", "url"} of the running server, or None."""
+        try:
+            state = json.loads(self.state_file.read_text())
+            os.kill(int(state["pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            return None
+        return state  # type: ignore[no-any-return]
+
+    def healthy(self, url: str) -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def touch(self) -> None:
+        self.last_used.touch()
+
+    def start(self) -> str:
+        """The running server's API URL, starting it first when there is none."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one command starts it; the others wait
+            self.touch()
+            state = self.state()
+            if state is None:
+                state = self._launch()
+            url = str(state["url"])
+            deadline = time.monotonic() + START_TIMEOUT
+            while not self.healthy(url):
+                if self.state() is None or time.monotonic() > deadline:
+                    log = (self.folder / "server.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the local Prefect server did not start:\n{log}")
+                self.touch()  # waiting for it is using it
+                time.sleep(0.5)
+            self.touch()
+            return url
+
+    def _launch(self) -> dict[str, object]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        idle = get_settings().orchestration.local_server_idle_seconds
+        log = (self.folder / "server.log").open("ab")
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "deployments.local_server", str(self.folder), str(port),
+             str(idle)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlives the command that started it
+        )  # fmt: skip
+        state = {"pid": watcher.pid, "port": port, "url": f"http://127.0.0.1:{port}/api"}
+        self.state_file.write_text(json.dumps(state))
+        return state
+
+    def stop(self) -> bool:
+        """Stop the server; False when none was running."""
+        state = self.state()
+        if state is None:
+            return False
+        os.kill(int(state["pid"]), signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while self.state() is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return True
+
+
+def local_server() -> LocalServer:
+    return LocalServer(get_settings().storage.data_dir / "prefect-server")
+
+
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """Run the block against the configured Prefect server, or else the local one
+    (started when needed, kept awake while the block runs)."""
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url or not get_settings().orchestration.local_server:
+        yield
+        return
+    server = local_server()
+    url = server.start()
+    done = threading.Event()
+
+    def keep_awake() -> None:
+        while not done.wait(30):
+            server.touch()
+
+    threading.Thread(target=keep_awake, daemon=True).start()
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        done.set()
+        server.touch()
+
+
+def watch(folder: Path, port: int, idle_seconds: float) -> None:
+    """Run ``prefect server start`` and stop it when nobody used it for ``idle_seconds``
+    (or on SIGTERM)."""
+    server = LocalServer(folder)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(folder / "home"),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{folder / 'prefect.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    try:
+        while not stopping.wait(2) and child.poll() is None:
+            with contextlib.suppress(OSError):
+                if time.time() - server.last_used.stat().st_mtime > idle_seconds:
+                    print(f"idle for {idle_seconds:.0f} s: stopping", flush=True)
+                    break
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        server.state_file.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    watch(Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))

@@ -1,0 +1,71 @@
+"""The embedded default as a person runs it: whole ``media-pipeline`` processes with no
+PREFECT_API_URL. The first command starts the local Prefect server, later ones reuse it,
+``server stop`` stops it, and it stops by itself when idle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.media import make_jpeg
+from tests.support.processes import wait_until
+
+SCRIPT = str(Path(sys.executable).parent / "media-pipeline")
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([SCRIPT, *args], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)  # fmt: skip
+
+
+def embedded_env(data: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API_", "DATABASE_URL"))}  # fmt: skip
+    return {**env, "MEDIA_PIPELINE_DATA_DIR": str(data), **extra}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(
+        f"/proc/{pid}/status").read_text().lower()  # fmt: skip
+
+
+def test_later_commands_reuse_the_local_server_then_it_stops(tmp_path: Path):
+    photo = make_jpeg(tmp_path / "p.jpg", 1600, 1200)
+    env = embedded_env(tmp_path / "data")
+    state_file = tmp_path / "data" / "prefect-server" / "server.json"
+    try:
+        first = cli(env, "process", str(photo), "--json")
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert json.loads(first.stdout)["status"] == "READY"
+        pid = json.loads(state_file.read_text())["pid"]
+        assert alive(pid)
+
+        second = cli(env, "process", str(photo), "--json")
+        assert second.returncode == 0 and json.loads(second.stdout)["status"] == "READY"
+        assert json.loads(state_file.read_text())["pid"] == pid  # the same server
+        status = cli(env, "server", "status")
+        assert status.returncode == 0 and "running at http://127.0.0.1:" in status.stdout
+    finally:
+        stopped = cli(env, "server", "stop")
+    assert stopped.stdout.strip() == "stopped"
+    wait_until(lambda: not alive(pid), 30, "the local server to stop")
+    assert cli(env, "server", "status").stdout.strip() == "not running"
+
+
+def test_an_idle_local_server_stops_by_itself(tmp_path: Path):
+    env = embedded_env(tmp_path / "data", MEDIA_PIPELINE_LOCAL_SERVER_IDLE_SECONDS="4")
+    started = cli(env, "server", "start")
+    try:
+        assert started.returncode == 0 and started.stdout.startswith("http://127.0.0.1:")
+        state = json.loads((tmp_path / "data" / "prefect-server" / "server.json").read_text())
+        wait_until(lambda: not alive(state["pid"]), 60, "the idle server to stop")
+    finally:
+        cli(env, "server", "stop")
+    assert cli(env, "server", "status").stdout.strip() == "not running"
