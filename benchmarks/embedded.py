@@ -1,0 +1,108 @@
+"""The embedded default as a person runs it: ``media-pipeline process photo.jpg`` as whole
+processes, with no PREFECT_API_URL, on a fresh data directory.
+
+    .venv/bin/python benchmarks/embedded.py [--later 3]
+
+Side by side in one run: today's local Prefect server (the first command starts it, later
+ones reuse it) and Prefect's temporary server in each command (the behaviour before,
+``MEDIA_PIPELINE_LOCAL_SERVER=false``), both on a 12 MP photo; the baseline
+``python -c "import prefect"``; then the local server again on a machine loaded with two
+busy processes per core. Prints seconds, the ratios the issue sets targets for (first photo
+<= 0.6x the temporary server's, later photos <= 0.25x of it and <= 2x the import), and how
+many commands succeeded under load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BIN = Path(sys.executable).parent
+
+
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, bool]:
+    began = time.monotonic()
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    return time.monotonic() - began, done.returncode == 0
+
+
+def environment(data: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_API_", "DATABASE_URL", "MEDIA_PIPELINE_"))}  # fmt: skip
+    return {**env, "MEDIA_PIPELINE_DATA_DIR": str(data), **extra}
+
+
+@contextmanager
+def busy_machine() -> Iterator[None]:
+    """Two busy processes per core."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(2 * (os.cpu_count() or 1))]  # fmt: skip
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def photos(env: dict[str, str], photo: Path, count: int) -> list[tuple[float, bool]]:
+    process = [str(BIN / "media-pipeline"), "process", str(photo)]
+    return [timed(process, env) for _ in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--later", type=int, default=3, help="later photos per setting")
+    args = parser.parse_args()
+    from tests.support.media import make_jpeg
+
+    work = Path(tempfile.mkdtemp(prefix="embedded-"))
+    photo = make_jpeg(work / "photo-12mp.jpg", 4000, 3000, orientation=6)
+    imports = [timed([sys.executable, "-c", "import prefect"], dict(os.environ))[0]
+               for _ in range(3)]  # fmt: skip
+    baseline = statistics.median(imports)
+    temporary = photos(environment(work / "temporary", MEDIA_PIPELINE_LOCAL_SERVER="false"),
+                       photo, 2)  # fmt: skip
+    local_env = environment(work / "local")
+    local = photos(local_env, photo, 1 + args.later)
+    loaded_env = environment(work / "loaded")
+    with busy_machine():
+        loaded = photos(loaded_env, photo, 1 + args.later)
+        loaded_temporary = photos(
+            environment(work / "loaded-temporary", MEDIA_PIPELINE_LOCAL_SERVER="false"), photo, 2
+        )
+    for env in (local_env, loaded_env):
+        subprocess.run([str(BIN / "media-pipeline"), "server", "stop"], env=env,
+                       capture_output=True, check=False)  # fmt: skip
+
+    reference = statistics.median(t for t, _ in temporary)
+    first, later = local[0][0], statistics.median(t for t, _ in local[1:])
+    print(f"python -c 'import prefect': {baseline:.2f} s (median of 3)")
+    print(f"temporary server in each command: {', '.join(f'{t:.1f}' for t, _ in temporary)} s")
+    print(f"local server, first photo (starts it): {first:.1f} s; later photos: "
+          f"{', '.join(f'{t:.1f}' for t, _ in local[1:])} s")  # fmt: skip
+    print(f"first / temporary: {first / reference:.2f} (target <= 0.60)")
+    print(f"later / temporary: {later / reference:.2f} (target <= 0.25)")
+    print(f"later / import prefect: {later / baseline:.2f} (target <= 2.0)")
+    ok = sum(success for _, success in loaded)
+    print(f"loaded machine (2 busy processes per core), local server: {ok}/{len(loaded)} "
+          f"succeeded; first {loaded[0][0]:.1f} s, later "
+          f"{statistics.median(t for t, _ in loaded[1:]):.1f} s")  # fmt: skip
+    ok_temporary = sum(success for _, success in loaded_temporary)
+    print(f"loaded machine, temporary server: {ok_temporary}/{len(loaded_temporary)} succeeded "
+          f"({', '.join(f'{t:.1f}' for t, _ in loaded_temporary)} s)")
+    print(f"all local-server commands succeeded: {all(s for _, s in local + loaded)}")
+
+
+if __name__ == "__main__":
+    main()
