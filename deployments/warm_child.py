@@ -17,7 +17,9 @@ from typing import Any
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import SettingsContext, get_settings_context
 from prefect.engine import handle_engine_signals
+from prefect.events.worker import EventsWorker
 from prefect.flow_engine import flow_run_logger, load_flow, run_flow
+from prefect.logging.handlers import APILogWorker
 from prefect.settings import Settings
 
 from deployments.prefect_private import RunMetrics, configure_from_env, drive_run_flow_result
@@ -38,6 +40,16 @@ def run_flow_run(flow_run_json: dict[str, Any], env: dict[str, str], cwd: str) -
     configure_from_env()  # the control channel used for cancellation, before any flow code
     os.chdir(cwd)
     flow_run = FlowRun.model_validate(flow_run_json)
+    try:
+        _run(flow_run)
+    finally:
+        # A forked child ends with os._exit, which skips the exit hooks that send what is
+        # still buffered: the run's last log lines and events would be lost.
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
+
+
+def _run(flow_run: FlowRun) -> None:
     # Settings were read when the warm interpreter started; this run's come from its env.
     with (
         SettingsContext(profile=get_settings_context().profile, settings=Settings()),

@@ -16,6 +16,7 @@ from deployments.client_api import submit_media
 from deployments.registration import register_media
 from deployments.warm_worker import WORKER_TYPE
 from tests.support.media import make_jpeg, make_voice_note
+from tests.support.processes import wait_until
 from tests.support.production import wait_for_runs
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / ".test-output" / "ui"
@@ -91,6 +92,19 @@ def screenshot(driver, name: str) -> Path:
     return path
 
 
+def run_logs(run_id: str) -> list[str]:
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)])), limit=200
+        )
+    return [log.message for log in logs]
+
+
 def log_in(driver, ui: str, auth: str) -> Path:
     """The UI refuses a visitor without credentials (it asks for them); then log in as an
     operator does, by the credentials the UI keeps in the browser. Returns a screenshot
@@ -143,4 +157,61 @@ def test_flow_run_pages_show_derivatives_and_transcript(
     shots.append(screenshot(browser, "voice-note-transcript"))
 
     for shot in shots:  # real pictures of the pages, not empty files
+        assert shot.stat().st_size > 10_000
+
+
+def test_operators_see_a_failure_retry_it_and_read_the_queues(
+    production, prefect_server: str, prefect_auth: str, browser, tmp_path: Path
+):
+    from deployments.queue_board import publish_queue_board
+    from tests.support.media import make_video
+
+    production["use"](WORKER_TYPE)
+    video = register_media(make_video(tmp_path / "v.mp4", 3), category="AUTRE")
+    production["start_worker"](MEDIA_PIPELINE_FFMPEG_TIMEOUT_SECONDS="0.001")  # broken set-up
+    (run_id,) = submit_media(str(video.id))
+    (run,) = wait_for_runs([run_id], timeout=120).values()
+    assert run.state.name == "Failed"
+    # Its logs reach the server as the run's process ends, a moment after its state.
+    wait_until(lambda: any("ffmpeg took longer than 0 s" in m for m in run_logs(run_id)), 60,
+               "the run's logs")  # fmt: skip
+    production["stop_workers"]()
+    production["start_worker"]()  # the cause is fixed
+    publish_queue_board()
+    ui = prefect_server.removesuffix("/api")
+    log_in(browser, ui, prefect_auth)
+
+    # The failed run's page says why; its Retry button runs it again, under the same id.
+    browser.get(f"{ui}/runs/flow-run/{run_id}")
+    wait_for_text(browser, "ffmpeg took longer than 0 s")
+    shots = [screenshot(browser, "failed-run")]
+    click_text(browser, "Retry")
+    shots.append(screenshot(browser, "retry-dialog"))
+    buttons = [b for b in browser.find_elements("xpath", "//button[contains(., 'Retry')]")
+               if b.is_displayed()]  # fmt: skip
+    buttons[-1].click()  # the dialog's confirmation
+    (run,) = wait_for_runs([run_id], timeout=120).values()
+    assert run.state.name == "Completed" and run.run_count == 2
+    from db.models import MediaStatus
+    from db.repository import load_media
+    from db.session import session_scope
+
+    with session_scope() as session:
+        assert load_media(session, video.id).status is MediaStatus.READY
+
+    # The work pool lists its queues with their priorities.
+    browser.get(f"{ui}/work-pools/work-pool/media?tab=Work+Queues")
+    for text in ("high", "normal", "low"):
+        wait_for_text(browser, text)
+    shots.append(screenshot(browser, "work-pool-queues"))
+
+    # The queue board, as the workers publish it: its newest version.
+    browser.get(f"{ui}/artifacts/key/queue-board")
+    wait_for_text(browser, "Created queue-board")
+    versions = browser.find_elements("xpath", "//a[contains(@href, '/artifacts/artifact/')]")
+    versions[0].click()
+    for text in ("Queue board", "Queues, last hour", "waiting", "Newest failures"):
+        wait_for_text(browser, text)
+    shots.append(screenshot(browser, "queue-board"))
+    for shot in shots:
         assert shot.stat().st_size > 10_000
