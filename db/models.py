@@ -149,6 +149,7 @@ class ProviderCall(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(32))
     called_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    waited_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class ProcessingJob(Timestamps, Base):

@@ -11,10 +11,15 @@ from db.models import ProviderCall, utcnow
 
 
 def claim_provider_call(
-    session: Session, provider: str, limit: int, window: timedelta = timedelta(seconds=60)
+    session: Session,
+    provider: str,
+    limit: int,
+    window: timedelta = timedelta(seconds=60),
+    waited: float = 0.0,
 ) -> float:
-    """Record a call to ``provider`` if fewer than ``limit`` were made in the last
-    ``window``, and return 0; otherwise return the seconds until a slot frees.
+    """Record a call to ``provider`` (that ``waited`` seconds for it) if fewer than
+    ``limit`` were made in the last ``window``, and return 0; otherwise return the seconds
+    until a slot frees.
 
     A sliding window over every worker: calls of one provider are claimed one at a time
     (PostgreSQL: an advisory lock; SQLite: the write lock of the first statement), on the
@@ -38,7 +43,7 @@ def claim_provider_call(
         .order_by(ProviderCall.called_at)
     ).all()
     if len(recent) < limit:
-        session.add(ProviderCall(provider=provider, called_at=moment))
+        session.add(ProviderCall(provider=provider, called_at=moment, waited_seconds=waited))
         session.flush()
         return 0.0
     oldest = recent[-limit]

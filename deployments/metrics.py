@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -39,6 +39,7 @@ from db.models import ProcessingJob, ProviderCall
 from db.session import session_scope
 from flows.submission import FLOW_NAME
 from media_pipeline.enums import JobState
+from media_pipeline.settings import get_settings
 from tasks.table import tiers
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -91,6 +92,9 @@ class PipelineCollector(Collector):
         calls = GaugeMetricFamily("media_pipeline_provider_calls_in_window",
                                   "Provider calls counting against the rate limit now",
                                   labels=["provider"])  # fmt: skip
+        waits = GaugeMetricFamily("media_pipeline_rate_limit_wait_seconds_in_window",
+                                  "Seconds those calls waited for their slot, in all",
+                                  labels=["provider"])  # fmt: skip
         durations = HistogramMetricFamily("media_pipeline_job_duration_seconds",
                                           "Time from a job's first attempt to its end",
                                           labels=["job"])  # fmt: skip
@@ -103,10 +107,14 @@ class PipelineCollector(Collector):
                 jobs.add_metric([job, state.value.lower()], count)
                 attempts.add_metric([job], tries or 0)
                 cost.add_metric([job], spent or 0.0)
-            for provider, count in session.execute(
-                select(ProviderCall.provider, func.count()).group_by(ProviderCall.provider)
-            ):
+            window = timedelta(seconds=get_settings().orchestration.rate_window_seconds)
+            for provider, count, waited in session.execute(
+                select(ProviderCall.provider, func.count(), func.sum(ProviderCall.waited_seconds))
+                .where(ProviderCall.called_at > datetime.now(UTC) - window)
+                .group_by(ProviderCall.provider)
+            ):  # fmt: skip
                 calls.add_metric([provider], count)
+                waits.add_metric([provider], waited or 0.0)
             spans: dict[str, list[float]] = {}
             for job, started, finished in session.execute(
                 select(ProcessingJob.job, ProcessingJob.started_at, ProcessingJob.finished_at)
@@ -118,7 +126,7 @@ class PipelineCollector(Collector):
         for job, values in sorted(spans.items()):
             buckets = [(str(b), sum(v <= b for v in values)) for b in DURATION_BUCKETS]
             durations.add_metric([job], [*buckets, ("+Inf", len(values))], sum(values))
-        yield from (jobs, attempts, cost, calls, durations)
+        yield from (jobs, attempts, cost, calls, waits, durations)
 
 
 def run_filter(queue: str, state: StateType) -> FlowRunFilter:

@@ -38,7 +38,9 @@ def acquire_call_slot(provider: str) -> float:
     window = timedelta(seconds=seconds + min(1.0, max(0.25, seconds / 50)))
     began = time.monotonic()
     while wait := transaction(
-        lambda session: claim_provider_call(session, provider, limit, window)
+        lambda session: claim_provider_call(
+            session, provider, limit, window, time.monotonic() - began
+        )
     ):
         time.sleep(wait)
     return time.monotonic() - began

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateType, Worker
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from db.jobs import finish_job, start_jobs
-from db.models import JobState, MediaStatus
+from db.models import JobState, MediaStatus, ProviderCall
 from db.repository import load_media
 from db.session import session_scope, transaction
 from deployments.cli import app
@@ -78,6 +79,9 @@ def test_provider_calls_hold_in_any_window_across_workers(
     assert min(spans) >= window - 0.05, spans
     assert times[limit - 1] - times[0] < 1.0  # the first three were not held back
     assert times[-1] - times[0] < 2 * window + 2.0  # nor the others, beyond the window
+    with session_scope() as session:  # the calls still in the window, as the metric reads them
+        waits = sorted(session.scalars(select(ProviderCall.waited_seconds)))
+    assert 0 < len(waits) <= limit and max(waits) > window - 1  # held back, and it shows
 
 
 def run_in(state: StateType, at: datetime, worker: str | None = "w1", deployed: bool = True
