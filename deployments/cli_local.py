@@ -89,6 +89,7 @@ def register(
     category: Annotated[str, typer.Option(help="Alert category code (DISP, DECD...)")] = "AUTRE",
     alert: Annotated[str | None, typer.Option(help="Alert id (UUID); new alert if omitted")] = None,
     submit: Annotated[bool, typer.Option(help="Also create its flow runs on the server")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Register FILE (type detected from its content) and print the new media id."""
     from db.migrate import upgrade
@@ -99,12 +100,18 @@ def register(
         media = register_media(file, alert, category)
     except PipelineError as exc:
         raise fail(str(exc)) from None
-    typer.echo(f"{media.id}\t{media.type.value}")
+    run_ids: list[str] = []
     if submit:
         from deployments.client_api import submit_media
 
-        for run_id in submit_media(str(media.id)):
-            typer.echo(f"flow run {run_id}")
+        run_ids = submit_media(str(media.id))
+    if as_json:
+        typer.echo(json.dumps({"media_id": str(media.id), "alert_id": str(media.alert_id),
+                               "type": media.type.value, "flow_runs": run_ids}))  # fmt: skip
+        return
+    typer.echo(f"{media.id}\t{media.type.value}")
+    for run_id in run_ids:
+        typer.echo(f"flow run {run_id}")
 
 
 @local.command()

@@ -29,11 +29,15 @@ operations = typer.Typer()
 @operations.command()
 def setup(
     deployments: Annotated[bool, typer.Option(help="Also run prefect deploy")] = True,
+    as_json: JsonOption = False,
 ) -> None:
-    """Create or update the work pool, its queues, rate limits, automations, deployments."""
+    """Create or update the work pool, its queues, automations and deployments."""
     from deployments.setup import setup as run_setup
 
     result = run_setup(deployments=deployments)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
     typer.echo(f"work pool {result['pool']} (workers of type {result['worker_type']})")
     queues = sorted(result["queues"].items(), key=lambda item: item[1])
     print_table(("queue", "priority"), queues)
@@ -44,12 +48,14 @@ def setup(
 def submit(
     media_id: str,
     reprocess: Annotated[bool, typer.Option(help="New runs even if already submitted")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Create the flow runs of a registered media and print their ids (no waiting)."""
     from deployments.client_api import submit_media
 
-    for run_id in call(submit_media, media_id=media_id, reprocess=reprocess):
-        typer.echo(run_id)
+    run_ids = call(submit_media, media_id=media_id, reprocess=reprocess)
+    typer.echo(json.dumps({"media_id": media_id, "flow_runs": run_ids}) if as_json
+               else "\n".join(run_ids))  # fmt: skip
 
 
 @operations.command()
