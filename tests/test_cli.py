@@ -51,3 +51,13 @@ def test_readme_configuration_table_is_the_config_commands():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     table = runner.invoke(app, ["config"]).output
     assert table in readme, "run `media-pipeline config` and paste it into the README"
+
+
+@pytest.mark.usefixtures("sqlite_db")
+def test_register_answers_in_json(tmp_path: Path):
+    photo = make_jpeg(tmp_path / "photo.jpg", 640, 480)
+    result = runner.invoke(app, ["register", str(photo), "--category", "DISP", "--json"])
+    assert result.exit_code == 0, result.output
+    registered = json.loads(result.stdout)
+    assert registered["type"] == "IMAGE" and registered["flow_runs"] == []
+    assert len(registered["media_id"]) == 36 and len(registered["alert_id"]) == 36
