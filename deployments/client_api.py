@@ -27,12 +27,14 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
 from db.jobs import jobs_of_run, unfinished_jobs_of_runs
-from db.session import session_scope
+from db.repository import media_summary
+from db.session import session_scope, transaction
 from deployments.queue_board import FAILED_STATES, queue_stats, state_filter
 from flows.submission import FLOW_NAME
 from flows.submission import submit_media as submit_media  # the app imports it from here
 from media_pipeline.enums import MediaType
 from media_pipeline.errors import RunNotFound
+from media_pipeline.payloads import MediaSummary
 from media_pipeline.storage import parse_uuid
 from tasks.table import JOB_TABLE
 
@@ -65,6 +67,12 @@ def get_job_status(flow_run_id: str) -> dict[str, Any]:
         "finished_on": run.end_time.isoformat() if run.end_time else None,
         "jobs": jobs,
     }
+
+
+def get_media(media_id: str) -> MediaSummary:
+    """A media's status, its jobs (state, attempts, error) and what each made."""
+    media_uuid = parse_uuid(media_id, "media id")
+    return transaction(lambda session: media_summary(session, media_uuid))
 
 
 def get_queue_stats() -> dict[str, dict[str, Any]]:

@@ -20,7 +20,13 @@ from db.models import JobState, MediaStatus
 from db.repository import load_media
 from db.session import session_scope
 from deployments.cli import app
-from deployments.client_api import failed_runs, get_job_status, get_queue_stats, submit_media
+from deployments.client_api import (
+    failed_runs,
+    get_job_status,
+    get_media,
+    get_queue_stats,
+    submit_media,
+)
 from deployments.registration import register_media
 from deployments.warm_worker import WORKER_TYPE as WARM
 from deployments.warm_worker import local_working_directory
@@ -66,6 +72,8 @@ def test_a_dozen_media_processed_by_two_warm_workers(production, tmp_path: Path)
                  for m in media[1:]}  # fmt: skip
     assert kinds == {"IMAGE": 3, "AUDIO": 1, "VIDEO": 2}
 
+    summary = get_media(str(media[1].id))  # what the app reads: typed
+    assert summary.status is MediaStatus.READY and summary.jobs[0].outputs[0].type == "THUMBNAIL"
     status = get_job_status(run_ids[0])
     assert status["state"] == "Completed" and status["progress"] == 100
     assert status["jobs"] == [
