@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -65,13 +64,13 @@ class Recovery:
     reason: str
 
 
-@dataclass(frozen=True)
-class Owed:
-    """A run and the jobs it owes, as the app database says."""
-
-    media_id: uuid.UUID
-    jobs: tuple[str, ...]
-    oldest_change: datetime
+def beyond_recovery(run_id: str, run: FlowRun | None) -> str | None:
+    """Why the run's jobs can only be marked FAILED: it is gone, or someone cancelled it."""
+    if run is None:
+        return f"flow run {run_id} no longer exists; submit the media again"
+    if run.state is not None and run.state.type is StateType.CANCELLED:
+        return f"the run was cancelled: {run.state.message or 'no reason given'}"
+    return None
 
 
 def recoveries_in_a_row(states: Iterable[State]) -> int:
@@ -157,15 +156,13 @@ class Reconciler:
         with session_scope() as session, get_client(sync_client=True) as client:
             if not try_lock(session, LOCK):
                 return done  # another worker's pass is under way
-            owed: dict[str, Owed] = {}
-            unplanned: dict[uuid.UUID, datetime] = {}
-            jobs_of: dict[str, list[str]] = defaultdict(list)
+            owed: dict[str, uuid.UUID] = {}  # flow run id -> the media whose jobs it owes
+            unplanned: dict[uuid.UUID, datetime] = {}  # media -> its oldest planned job
             for row in unfinished_jobs(session):
                 if row.flow_run_id is None:
                     unplanned.setdefault(row.media_id, row.updated_at)
-                    continue
-                jobs_of[row.flow_run_id].append(row.job)
-                owed.setdefault(row.flow_run_id, Owed(row.media_id, (), row.updated_at))
+                else:
+                    owed.setdefault(row.flow_run_id, row.media_id)
             runs = read_runs(client, list(owed))
             workers = read_workers(client, {r.work_pool_name for r in runs.values()})
             heartbeats = read_heartbeats(
@@ -173,25 +170,19 @@ class Reconciler:
                 [r.id for r in runs.values() if r.state and r.state.type is StateType.RUNNING],
                 moment - 2 * stall,
             )
-            for run_id, debt in owed.items():
+            for run_id, media_id in owed.items():
                 run = runs.get(run_id)
-                media = str(debt.media_id)
-                if run is None:
-                    reason = f"flow run {run_id} no longer exists; submit the media again"
-                    fail_unfinished_jobs(session, debt.media_id, run_id, reason)
-                    done.append(Recovery(media, run_id, "failed", reason))
+                if (reason := beyond_recovery(run_id, run)) is not None:
+                    fail_unfinished_jobs(session, media_id, run_id, reason)
+                    done.append(Recovery(str(media_id), run_id, "failed", reason))
                     continue
-                if run.state is not None and run.state.type is StateType.CANCELLED:
-                    reason = f"the run was cancelled: {run.state.message or 'no reason given'}"
-                    fail_unfinished_jobs(session, debt.media_id, run_id, reason)
-                    done.append(Recovery(media, run_id, "failed", reason))
-                    continue
+                assert run is not None
                 if run.deployment_id is None and not (run.state and run.state.is_final()):
                     continue  # an in-process run: its own command reports how it ends
                 reason = diagnose(run, workers, heartbeats.get(run.id), moment, api_up_since,
                                   stall)  # fmt: skip
                 if reason is not None:
-                    recovery = recover(client, session, run, debt.media_id, reason, policy)
+                    recovery = recover(client, session, run, media_id, reason, policy)
                     if recovery is not None:
                         done.append(recovery)
             for media_id, changed in unplanned.items():

@@ -43,7 +43,6 @@ from deployments.graceful_stop import GracefulStop
 from deployments.prefect_private import FlowRunExecutorContext, ProcessHandle
 from deployments.warm_interpreter import WarmInterpreter
 from deployments.warm_starter import WarmProcessJobConfiguration, WarmStarter
-from deployments.warm_starter import local_working_directory as local_working_directory
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun

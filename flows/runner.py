@@ -24,7 +24,7 @@ from flows.sources import MediaSource, load_source
 from media_pipeline.payloads import JobOutput, OutputRecord
 from media_pipeline.settings import Settings
 from media_pipeline.storage import relative_key
-from tasks.context import JobInput, JobResult
+from tasks.context import JobInput, JobResult, transcription_cost
 from tasks.table import Job
 
 
@@ -35,8 +35,9 @@ def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
     if job.output == "transcription":  # a paid call: a re-run of this flow run reuses it
         done = transaction(lambda s: transcription_of_run(s, source.media_id, flow_run_id))
         if done is not None:
-            return JobOutput(outputs=[transcription_record(done)],
-                             estimated_cost=transcription_cost(done, settings))  # fmt: skip
+            price = settings.openai.transcription_price_per_minute
+            cost = transcription_cost(done.duration or 0.0, price)
+            return JobOutput(outputs=[transcription_record(done)], estimated_cost=cost)
     provider = job.provider
     job_input = JobInput(
         media_id=source.media_id,
@@ -95,6 +96,3 @@ def transcription_record(row: Transcription) -> OutputRecord:
     return OutputRecord(type="TRANSCRIPTION", version=row.version, language=row.language,
                         duration=row.duration, chars=len(row.text))  # fmt: skip
 
-
-def transcription_cost(row: Transcription, settings: Settings) -> float:
-    return round((row.duration or 0.0) / 60 * settings.openai.transcription_price_per_minute, 6)

@@ -42,6 +42,11 @@ class Transcript:
     calls: int = 0
 
 
+def transcription_cost(duration: float, price_per_minute: float) -> float:
+    """Estimated USD of transcribing ``duration`` seconds."""
+    return round(duration / 60 * price_per_minute, 6)
+
+
 @dataclass(frozen=True)
 class Enhanced:
     path: Path

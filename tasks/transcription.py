@@ -25,7 +25,7 @@ from media_pipeline.errors import (
 )
 from media_pipeline.ffmpeg import input_args, run_ffmpeg
 from media_pipeline.settings import OpenAISettings
-from tasks.context import JobInput, JobResult, Transcript
+from tasks.context import JobInput, JobResult, Transcript, transcription_cost
 
 if TYPE_CHECKING:  # the SDK is imported when a call is made: importing the flow stays fast
     from openai import OpenAI
@@ -168,5 +168,5 @@ def transcribe_audio(job: JobInput) -> JobResult:
         before_call=job.before_call,
         on_chunk=job.on_progress,
     )
-    cost = round(transcript.duration / 60 * settings.transcription_price_per_minute, 6)
+    cost = transcription_cost(transcript.duration, settings.transcription_price_per_minute)
     return JobResult(transcript=transcript, estimated_cost=cost)

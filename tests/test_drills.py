@@ -254,7 +254,6 @@ def test_the_queue_board_counts_queues_jobs_and_paused_queues(production, tmp_pa
         runs = {m.id: submit_media(str(m.id)) for m in notes}
         production["start_worker"]()
         wait_for_runs([r[0] for r in runs.values()], timeout=120)  # the transcriptions
-        time.sleep(1)
 
         content = publish_queue_board()
         hour = content["last_hour"]

@@ -28,8 +28,8 @@ from deployments.client_api import (
     submit_media,
 )
 from deployments.registration import register_media
+from deployments.warm_starter import local_working_directory
 from deployments.warm_worker import WORKER_TYPE as WARM
-from deployments.warm_worker import local_working_directory
 from media_pipeline.settings import get_settings
 from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import wait_until
