@@ -41,6 +41,17 @@ def ensure_alert(session: Session, alert_id: uuid.UUID, category_code: str) -> A
     return alert
 
 
+def set_alert_category(session: Session, alert_id: uuid.UUID, category_code: str) -> bool:
+    """Create the alert or change its category (which decides AI enhancement of the
+    media completed afterwards); True when it was created."""
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        ensure_alert(session, alert_id, category_code)
+        return True
+    alert.category_code = category_code.strip().upper()
+    return False
+
+
 def create_media(
     session: Session,
     *,
@@ -53,6 +64,7 @@ def create_media(
     storage_key: str,
     position: int = 0,
     source_media_id: uuid.UUID | None = None,
+    status: MediaStatus = MediaStatus.UPLOADED,
 ) -> Media:
     media = Media(
         id=media_id,
@@ -65,7 +77,7 @@ def create_media(
         position=position,
         is_enhanced=source_media_id is not None,
         source_media_id=source_media_id,
-        status=MediaStatus.UPLOADED,
+        status=status,
     )
     session.add(media)
     session.flush()
@@ -81,6 +93,14 @@ def lock_media(session: Session, media_id: uuid.UUID) -> None:
     FOR UPDATE, so that SQLite takes its write lock here too.
     """
     session.execute(update(Media).where(Media.id == media_id).values(status=Media.status))
+
+
+def mark_uploaded(session: Session, media: Media, media_type: MediaType, mime_type: str) -> None:
+    """An initiated media whose bytes were checked: UPLOADED, with the type its content has."""
+    lock_media(session, media.id)
+    session.refresh(media)
+    if media.status is MediaStatus.AWAITING_UPLOAD:
+        media.status, media.type, media.mime_type = MediaStatus.UPLOADED, media_type, mime_type
 
 
 def load_media(session: Session, media_id: object) -> Media:

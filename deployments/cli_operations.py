@@ -45,6 +45,20 @@ def setup(
 
 
 @operations.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Serve the HTTP API (upload workflow, media, jobs, queue stats; docs at /docs).
+
+    Without PREFECT_API_URL it also processes what it submits (embedded default).
+    """
+    from deployments.api_server import serve
+
+    call(serve, host=host, port=port)
+
+
+@operations.command()
 def submit(
     media_id: str,
     reprocess: Annotated[bool, typer.Option(help="New runs even if already submitted")] = False,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
@@ -30,22 +30,22 @@ from db.jobs import jobs_of_run, unfinished_jobs_of_runs
 from db.repository import media_summary
 from db.session import session_scope, transaction
 from deployments.queue_board import FAILED_STATES, queue_stats, state_filter
-from flows.submission import FLOW_NAME
+from flows.submission import FLOW_NAME, api_client
 from flows.submission import submit_media as submit_media  # the app imports it from here
-from media_pipeline.enums import MediaType
+from media_pipeline.enums import JobState, MediaType
 from media_pipeline.errors import RunNotFound
 from media_pipeline.payloads import MediaSummary
 from media_pipeline.storage import parse_uuid
 from tasks.table import JOB_TABLE
 
 
-def get_job_status(flow_run_id: str) -> dict[str, Any]:
+def get_job_status(flow_run_id: str, client: SyncPrefectClient | None = None) -> dict[str, Any]:
     """As the seed's getJobStatus (id, name, state, progress, attempts, finished time),
     plus every job of that run as the pipeline recorded it."""
     run_uuid = parse_uuid(flow_run_id, "flow run id")
-    with get_client(sync_client=True) as client:
+    with api_client(client) as api:
         try:
-            run = client.read_flow_run(run_uuid)
+            run = api.read_flow_run(run_uuid)
         except ObjectNotFound:
             raise RunNotFound(f"flow run {run_uuid} does not exist") from None
     with session_scope() as session:
@@ -75,12 +75,12 @@ def get_media(media_id: str) -> MediaSummary:
     return transaction(lambda session: media_summary(session, media_uuid))
 
 
-def get_queue_stats() -> dict[str, dict[str, Any]]:
+def get_queue_stats(client: SyncPrefectClient | None = None) -> dict[str, dict[str, Any]]:
     """The seed's getQueueStats (waiting, active, completed, failed, delayed, total) per
     priority queue, with whether it is paused and its oldest waiting run's age; ``all`` is
     their sum. From Prefect's records."""
-    with get_client(sync_client=True) as client:
-        return queue_stats(client)
+    with api_client(client) as api:
+        return queue_stats(api)
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ def failed_runs(
     job: str | None = None,
     media_type: str | None = None,
     limit: int = 200,
+    client: SyncPrefectClient | None = None,
 ) -> list[FailedRun]:
     """Failed and crashed deployment runs of the pipeline, newest first; ``job`` keeps the
     runs in which that job failed (or never finished), ``media_type`` those of IMAGE,
@@ -118,8 +119,8 @@ def failed_runs(
         filters["start_time"] = FlowRunFilterStartTime(after_=datetime.now(UTC) - since)
     if flow_run_ids:
         filters["id"] = FlowRunFilterId(any_=[parse_uuid(i, "flow run id") for i in flow_run_ids])
-    with get_client(sync_client=True) as client:
-        runs: list[FlowRun] = client.read_flow_runs(
+    with api_client(client) as api:
+        runs: list[FlowRun] = api.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),
             flow_run_filter=FlowRunFilter(**filters),
             sort=FlowRunSort.START_TIME_DESC,
@@ -150,12 +151,12 @@ def is_permanent(jobs: list[tuple[str, str | None]]) -> bool:
     return bool(jobs) and all("not retried" in (error or "") for _, error in jobs)
 
 
-def retry_runs(runs: list[FailedRun]) -> None:
+def retry_runs(runs: list[FailedRun], client: SyncPrefectClient | None = None) -> None:
     """Re-run flow runs under the same id, as the UI's Retry does: jobs that finished are
     served from Prefect's result cache, not redone."""
-    with get_client(sync_client=True) as client:
+    with api_client(client) as api:
         for run in runs:
-            client.set_flow_run_state(
+            api.set_flow_run_state(
                 uuid.UUID(run.id), Scheduled(message="retry-failed"), force=True
             )
 
@@ -174,3 +175,14 @@ def retry_failed(
     runs = [r for r in runs if include_permanent or not r.permanent]
     retry_runs(runs)
     return runs
+
+
+def retry_media(media_id: str, client: SyncPrefectClient | None = None) -> list[str]:
+    """Re-run the media's failed and crashed runs (those of its FAILED jobs); their ids."""
+    media_uuid = parse_uuid(media_id, "media id")
+    summary = transaction(lambda session: media_summary(session, media_uuid))
+    ids = sorted({j.flow_run_id for j in summary.jobs
+                  if j.state is JobState.FAILED and j.flow_run_id})  # fmt: skip
+    runs = failed_runs(flow_run_ids=ids, client=client) if ids else []
+    retry_runs(runs, client)
+    return [run.id for run in runs]

@@ -1,7 +1,8 @@
-"""Registering an upload: detect its type, store the original, create its rows."""
+"""Registering a local file: detect its type, store the original, create its rows."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 
@@ -9,8 +10,8 @@ from db.models import Media
 from db.repository import create_media, ensure_alert
 from db.session import session_scope
 from media_pipeline.detect import detect_media
-from media_pipeline.settings import get_settings
-from media_pipeline.storage import media_dir, parse_uuid, relative_key, store_original
+from media_pipeline.object_store import get_store
+from media_pipeline.storage import media_key, parse_uuid
 
 
 def register_media(
@@ -27,9 +28,9 @@ def register_media(
     alert_uuid = parse_uuid(alert_id, "alert id") if alert_id is not None else uuid.uuid4()
     detected = detect_media(source)
     media_id = uuid.uuid4()
-    root = get_settings().media_root
-    destination = media_dir(root, alert_uuid, media_id) / f"original.{detected.extension}"
-    store_original(source, destination)
+    key = f"{media_key(alert_uuid, media_id)}/original.{detected.extension}"
+    store = get_store()
+    store.put_file(key, source, detected.mime_type)
     try:
         with session_scope() as session:
             ensure_alert(session, alert_uuid, category)
@@ -40,10 +41,11 @@ def register_media(
                 media_type=detected.type,
                 filename=source.name[:255],
                 mime_type=detected.mime_type,
-                size=destination.stat().st_size,
-                storage_key=relative_key(root, destination),
+                size=source.stat().st_size,
+                storage_key=key,
                 position=position,
             )
     except BaseException:
-        destination.unlink(missing_ok=True)
+        with contextlib.suppress(Exception):
+            store.delete(key)
         raise

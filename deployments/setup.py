@@ -25,6 +25,7 @@ from prefect.workers.process import ProcessWorker
 from deployments.client_api import FAILED_STATES, FLOW_NAME
 from deployments.warm_worker import WarmProcessWorker
 from flows.rate_limits import calls_per_minute
+from media_pipeline.object_store import S3Store, get_store
 from media_pipeline.settings import get_settings
 from tasks.table import PRIORITY_QUEUES
 
@@ -189,6 +190,9 @@ def setup(deployments: bool = True) -> dict[str, object]:
         webhook = settings.notifications.failure_webhook_url.get_secret_value()
         notifies = ensure_failure_notifications(client, webhook)
     limits = calls_per_minute()
+    store = get_store()
+    if isinstance(store, S3Store):
+        store.ensure_bucket()
     if deployments:
         deploy(pool)
     return {
@@ -197,4 +201,5 @@ def setup(deployments: bool = True) -> dict[str, object]:
         "queues": queues,
         "rate_limits_per_minute": limits,
         "failure_webhook": notifies,
+        "storage": settings.storage.storage_url or str(settings.media_root),
     }

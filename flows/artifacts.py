@@ -1,5 +1,5 @@
 """What operators see in the Prefect UI: one keyed table per media (``media-<id>``) with
-what each job produced, the files as links (pictures when MEDIA_ROOT has a public URL),
+what each job produced, the files as links (pictures when the store has a public URL),
 and the transcript as Markdown for voice notes."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from prefect.artifacts import (
 from db.repository import active_transcription
 from db.session import transaction
 from media_pipeline.enums import MediaType
+from media_pipeline.object_store import get_store
 from media_pipeline.payloads import MediaSummary, OutputRecord
 from media_pipeline.settings import get_settings
 
@@ -70,11 +71,11 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
 def files_markdown(summary: MediaSummary) -> str:
     """Links to every file the jobs produced; with a public URL, the pictures themselves
     (the waveform as its SVG)."""
-    settings = get_settings()
-    public = settings.storage.public_media_url.rstrip("/")
+    public = get_settings().storage.public_media_url.rstrip("/")
+    store = get_store()
 
     def url(key: str) -> str:
-        return f"{public}/{key}" if public else (settings.media_root / key).as_uri()
+        return f"{public}/{key}" if public else store.describe(key)
 
     lines = [f"# Files of {summary.type.value.lower()} media {summary.media_id}",
              f"Alert {summary.alert_id}, original file {summary.filename}", ""]  # fmt: skip

@@ -5,6 +5,7 @@ version, enhanced media) in one transaction."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from prefect import runtime
 from sqlalchemy.orm import Session
@@ -21,6 +22,7 @@ from db.session import transaction
 from flows.artifacts import ChunkProgress
 from flows.rate_limits import acquire_call_slot
 from flows.sources import MediaSource, load_source
+from media_pipeline.object_store import get_store
 from media_pipeline.payloads import JobOutput, OutputRecord
 from media_pipeline.settings import Settings
 from media_pipeline.storage import relative_key
@@ -39,25 +41,28 @@ def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
             cost = transcription_cost(done.duration or 0.0, price)
             return JobOutput(outputs=[transcription_record(done)], estimated_cost=cost)
     provider = job.provider
-    job_input = JobInput(
-        media_id=source.media_id,
-        type=source.type,
-        category=source.category,
-        is_enhanced=source.is_enhanced,
-        original=source.original,
-        folder=source.folder,
-        settings=settings,
-        before_call=(lambda: acquire_call_slot(provider)) if provider else (lambda: None),
-        on_progress=ChunkProgress(source.media_id).update,
-    )
-    result = job.load()(job_input)
-    return record_result(source, result, flow_run_id, settings)
+    store = get_store()
+    with store.workspace([source.original_key]) as root:
+        job_input = JobInput(
+            media_id=source.media_id,
+            type=source.type,
+            category=source.category,
+            is_enhanced=source.is_enhanced,
+            original=root / source.original_key,
+            folder=root / source.folder_key,
+            settings=settings,
+            before_call=(lambda: acquire_call_slot(provider)) if provider else (lambda: None),
+            on_progress=ChunkProgress(source.media_id).update,
+        )
+        result = job.load()(job_input)
+        store.publish(root, result.files())
+        return record_result(source, result, root, flow_run_id)
 
 
 def record_result(
-    source: MediaSource, result: JobResult, flow_run_id: str | None, settings: Settings
+    source: MediaSource, result: JobResult, root: Path, flow_run_id: str | None
 ) -> JobOutput:
-    root = settings.media_root
+    """Record what the core wrote under ``root`` (its files by their storage keys)."""
 
     def record(session: Session) -> JobOutput:
         rows = record_derivatives(session, source.media_id, root, result.derivatives)

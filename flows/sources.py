@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from db.repository import load_media
 from db.session import transaction
-from media_pipeline.enums import MediaType
+from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.errors import InvalidMedia
-from media_pipeline.settings import get_settings
-from media_pipeline.storage import media_dir
+from media_pipeline.storage import media_key
 
 
 @dataclass(frozen=True)
@@ -24,8 +22,8 @@ class MediaSource:
     type: MediaType
     is_enhanced: bool
     source_media_id: uuid.UUID | None
-    original: Path
-    folder: Path
+    original_key: str  # storage keys (see media_pipeline/object_store.py)
+    folder_key: str
     filename: str
 
     @property
@@ -34,11 +32,12 @@ class MediaSource:
 
 
 def load_source(media_id: object) -> MediaSource:
-    """The media's row as a plain value, with the original's path checked to exist."""
-    root = get_settings().media_root
+    """The media's row as a plain value; a media whose upload is not complete is refused."""
 
     def read(session: Session) -> MediaSource:
         media = load_media(session, media_id)
+        if media.status is MediaStatus.AWAITING_UPLOAD:
+            raise InvalidMedia(f"media {media.id} awaits its upload: complete it first")
         return MediaSource(
             media_id=media.id,
             alert_id=media.alert_id,
@@ -46,13 +45,9 @@ def load_source(media_id: object) -> MediaSource:
             type=media.type,
             is_enhanced=media.is_enhanced,
             source_media_id=media.source_media_id,
-            original=root / media.storage_key,
-            folder=media_dir(root, media.alert_id, media.source_media_id or media.id),
+            original_key=media.storage_key,
+            folder_key=media_key(media.alert_id, media.source_media_id or media.id),
             filename=media.filename,
         )
 
-    source = transaction(read)
-    if not source.original.is_file():
-        key = source.original.relative_to(root).as_posix()
-        raise InvalidMedia(f"media {media_id}: original file {key} is missing")
-    return source
+    return transaction(read)

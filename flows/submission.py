@@ -8,15 +8,21 @@ side too (see ``deployments/reconciler.py``).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from typing import Any
 
-from prefect.deployments import run_deployment
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
 
 from db.jobs import assign_runs, plan_jobs
 from db.session import transaction
 from flows.sources import load_source
+from media_pipeline.errors import PermanentError
 from media_pipeline.settings import get_settings
-from tasks.table import JOB_TABLE
+from tasks.table import JOB_TABLE, tiers
 
 FLOW_NAME = "process-media"
 
@@ -30,14 +36,28 @@ def run_name(media_id: str, tier: str | None) -> str:
     return f"media · {media_id[:8]} · {tier or 'all'}"
 
 
-def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
+def submit_media(
+    media_id: str,
+    reprocess: bool = False,
+    client: SyncPrefectClient | None = None,
+    jobs: list[str] | None = None,
+) -> list[str]:
     """Create the media's flow runs (one per priority tier) and return their ids at once.
 
     Calling it again returns the same runs, unless ``reprocess`` asks for new ones.
+    ``jobs`` runs only those jobs again (new runs; a new transcription version, say). A
+    long-lived caller (the HTTP API) passes its open ``client``.
     """
     source = load_source(media_id)
     categories = get_settings().gemini.enhancement_categories
-    wanted = JOB_TABLE.select(source, categories)
+    wanted = JOB_TABLE.select(source, categories, jobs)
+    if jobs is not None:
+        if not wanted:
+            raise PermanentError(
+                f"{', '.join(jobs)} does not apply to {source.type.value} media "
+                f"{source.media_id} (alert category {source.category})"
+            )
+        reprocess = True
     transaction(
         lambda session: plan_jobs(
             session, source.media_id, [job.name for job in wanted], reset=reprocess
@@ -45,26 +65,60 @@ def submit_media(media_id: str, reprocess: bool = False) -> list[str]:
     )
     generation = uuid.uuid4().hex[:8] if reprocess else "first"
     runs: dict[str, str] = {}
-    for tier in JOB_TABLE.tiers_for(source, categories):
-        # Named and tagged at creation, so that a run waiting in a queue can be found by
-        # its media, its alert or its jobs in the UI's search.
-        run = run_deployment(
-            deployment_name(tier),
-            parameters={"media_id": str(source.media_id), "tier": tier},
-            flow_run_name=run_name(str(source.media_id), tier),
-            timeout=0,
-            idempotency_key=f"{source.media_id}:{tier}:{generation}",
-            tags=[
-                f"media-{source.media_id}",
-                f"alert-{source.alert_id}",
-                f"type-{source.type.value.lower()}",
-                f"category-{source.category.lower()}",
-                f"tier-{tier}",
-                *(f"job-{job.name}" for job in wanted if job.queue == tier),
-            ],
-            as_subflow=False,
-        )
-        runs[tier] = str(run.id)
+    with api_client(client) as api:
+        for tier in sorted({job.queue for job in wanted}, key=tiers().index):
+            names = [job.name for job in wanted if job.queue == tier]
+            parameters: dict[str, Any] = {"media_id": str(source.media_id), "tier": tier}
+            if jobs is not None:
+                parameters["jobs"] = names
+            # Named and tagged at creation, so that a run waiting in a queue can be found
+            # by its media, its alert or its jobs in the UI's search.
+            run = create_run(
+                api,
+                deployment_name(tier),
+                parameters=parameters,
+                name=run_name(str(source.media_id), tier),
+                idempotency_key=f"{source.media_id}:{tier}:{generation}",
+                tags=[
+                    f"media-{source.media_id}",
+                    f"alert-{source.alert_id}",
+                    f"type-{source.type.value.lower()}",
+                    f"category-{source.category.lower()}",
+                    f"tier-{tier}",
+                    *(f"job-{name}" for name in names),
+                ],
+            )
+            runs[tier] = str(run.id)
     by_job = {job.name: runs[job.queue] for job in wanted}
     transaction(lambda session: assign_runs(session, source.media_id, by_job))
     return list(runs.values())
+
+
+def api_client(
+    client: SyncPrefectClient | None,
+) -> contextlib.AbstractContextManager[SyncPrefectClient]:
+    """``client`` when the caller keeps one open, else a new one for the block."""
+    return contextlib.nullcontext(client) if client else get_client(sync_client=True)
+
+
+# Deployment ids by (API URL, name): read once per process, so that a submission costs one
+# request per tier.
+_deployment_ids: dict[tuple[str, str], uuid.UUID] = {}
+
+
+def create_run(client: SyncPrefectClient, deployment: str, **fields: Any) -> FlowRun:
+    """A Scheduled run of ``deployment`` (``flow/deployment``) with ``fields``."""
+    cache_key = (str(client.api_url), deployment)
+
+    def create() -> FlowRun:
+        if cache_key not in _deployment_ids:
+            _deployment_ids[cache_key] = client.read_deployment_by_name(deployment).id
+        return client.create_flow_run_from_deployment(
+            _deployment_ids[cache_key], state=Scheduled(), **fields
+        )
+
+    try:
+        return create()
+    except ObjectNotFound:  # deployed again under a new id: look it up once more
+        _deployment_ids.pop(cache_key, None)
+        return create()

@@ -15,6 +15,7 @@ class MediaType(enum.StrEnum):
 
 
 class MediaStatus(enum.StrEnum):
+    AWAITING_UPLOAD = "AWAITING_UPLOAD"  # initiated through the API, bytes not confirmed
     UPLOADED = "UPLOADED"
     PROCESSING = "PROCESSING"
     READY = "READY"

@@ -53,8 +53,31 @@ class StorageSettings(_Group):
     )
     public_media_url: str = Field(
         "",
-        description="Public base URL of MEDIA_ROOT (https://cdn.example.org/media): the UI's "
-        "artifacts then show thumbnails and waveforms; empty: file links",
+        description="Public base URL of the stored media (https://cdn.example.org/media): "
+        "the API's links and the UI's artifacts use it; empty: signed links with a TTL",
+    )
+    storage_url: str = Field(
+        "",
+        description="Where originals and derivatives live: empty for MEDIA_ROOT on this "
+        "machine, or s3://bucket/prefix on any S3-compatible store (workers then need no "
+        "shared folder)",
+    )
+    s3_endpoint_url: str = Field(
+        "", validation_alias="AWS_ENDPOINT_URL", description="S3 endpoint; empty: AWS's"
+    )
+    s3_region: str = Field(
+        "", validation_alias="AWS_REGION", description="S3 region; empty: us-east-1"
+    )
+    s3_access_key_id: str = Field(
+        "",
+        validation_alias="AWS_ACCESS_KEY_ID",
+        description="S3 access key; empty: boto3's own chain (profile, instance role)",
+    )
+    s3_secret_access_key: SecretStr = Field(
+        SecretStr(""), validation_alias="AWS_SECRET_ACCESS_KEY", description="S3 secret key"
+    )
+    download_url_ttl_seconds: int = Field(
+        3600, gt=0, le=604800, description="Life of the signed links to originals and derivatives"
     )
 
 
@@ -226,6 +249,28 @@ class OrchestrationSettings(_Group):
     gemini_calls_per_minute: int = Field(10, gt=0, description="Rate limit of Gemini calls")
 
 
+class ApiSettings(_Group):
+    api_tokens: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer tokens of the HTTP API, comma-separated (several are valid at "
+        "once, for rotation); empty: one is made and kept in <data dir>/api-token",
+    )
+    upload_secret: SecretStr = Field(
+        SecretStr(""),
+        description="Signs the API's own upload and download links (every replica the same); "
+        "empty: a key made once and kept in <data dir>/upload-secret",
+    )
+    upload_url_ttl_seconds: int = Field(
+        900, gt=0, le=604800, description="Life of an upload URL from initiate"
+    )
+    max_image_bytes: int = Field(30_000_000, gt=0, description="Largest photo upload")
+    max_audio_bytes: int = Field(100_000_000, gt=0, description="Largest voice-note upload")
+    max_video_bytes: int = Field(500_000_000, gt=0, description="Largest video upload")
+
+    def tokens(self) -> list[str]:
+        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
@@ -237,6 +282,7 @@ class Settings(BaseSettings):
     gemini: GeminiSettings = Field(default_factory=GeminiSettings)
     orchestration: OrchestrationSettings = Field(default_factory=OrchestrationSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
@@ -254,9 +300,9 @@ class Settings(BaseSettings):
 
     def redact(self, text: str) -> str:
         """``text`` with every configured secret replaced by ``***``."""
-        for secret in (self.openai.api_key, self.gemini.api_key,
-                       self.notifications.callback_secret):  # fmt: skip
-            value = secret.get_secret_value()
+        secrets = [self.openai.api_key, self.gemini.api_key, self.notifications.callback_secret,
+                   self.storage.s3_secret_access_key, self.api.upload_secret]  # fmt: skip
+        for value in [s.get_secret_value() for s in secrets] + self.api.tokens():
             if len(value) >= 4:
                 text = text.replace(value, "***")
         return text

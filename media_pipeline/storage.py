@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -32,10 +31,11 @@ def parse_uuid(value: object, what: str = "id") -> uuid.UUID:
     return parsed
 
 
-def media_dir(media_root: Path, alert_id: object, media_id: object) -> Path:
+def media_key(alert_id: object, media_id: object) -> str:
+    """``alerts/{alert_id}/media/{media_id}``: the media's folder, on disk or in a bucket."""
     alert = parse_uuid(alert_id, "alert id")
     media = parse_uuid(media_id, "media id")
-    return media_root / "alerts" / str(alert) / "media" / str(media)
+    return f"alerts/{alert}/media/{media}"
 
 
 def derivative_name(media_id: object, kind: str, ext: str) -> str:
@@ -70,9 +70,3 @@ def atomic_outputs(*targets: Path) -> Iterator[list[Path]]:
     finally:
         for temp in temps:
             temp.unlink(missing_ok=True)
-
-
-def store_original(source: Path, destination: Path) -> None:
-    """Copy an upload into place atomically."""
-    with atomic_outputs(destination) as (temp,):
-        shutil.copyfile(source, temp)

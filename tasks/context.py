@@ -66,3 +66,9 @@ class JobResult:
     transcript: Transcript | None = None
     enhanced: Enhanced | None = None  # a new media of its own
     estimated_cost: float | None = None
+
+    def files(self) -> list[Path]:
+        """Every file the core wrote (to be published under its key)."""
+        paths = [d.path for d in self.derivatives]
+        paths += [v for d in self.derivatives for v in d.extra.values() if isinstance(v, Path)]
+        return paths + ([self.enhanced.path] if self.enhanced else [])

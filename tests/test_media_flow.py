@@ -19,7 +19,7 @@ from deployments.registration import register_media
 from flows.media import make_media_flow, process_media
 from media_pipeline.errors import InvalidId, InvalidMedia, TransientError
 from media_pipeline.settings import get_settings
-from media_pipeline.storage import media_dir, relative_key
+from media_pipeline.storage import media_key, relative_key
 from tasks.context import JobInput, JobResult
 from tasks.table import HIGH, JOB_TABLE, Job
 from tests.support.media import is_marker, make_jpeg
@@ -70,7 +70,7 @@ def test_photo_with_orientation_6_gets_three_upright_derivatives(app_db: str, tm
 
 def test_running_twice_keeps_three_rows_and_three_files(app_db: str, tmp_path: Path):
     media = register_media(make_jpeg(tmp_path / "a.jpg", 1200, 900), category="AUTRE")
-    folder = media_dir(get_settings().media_root, media.alert_id, media.id)
+    folder = get_settings().media_root / media_key(media.alert_id, media.id)
 
     first = process_media(str(media.id), return_state=True)
     ids_before = sorted(str(r.id) for r in derivative_rows(media.id))
@@ -139,7 +139,7 @@ def add_media_row(path: Path, media_type: MediaType = MediaType.IMAGE) -> uuid.U
     """What the app does on upload: the row with its declared type, the file in place."""
     alert_id, media_id = uuid.uuid4(), uuid.uuid4()
     root = get_settings().media_root
-    target = media_dir(root, alert_id, media_id) / "original.jpg"
+    target = root / media_key(alert_id, media_id) / "original.jpg"
     target.parent.mkdir(parents=True)
     target.write_bytes(path.read_bytes())
     with session_scope() as session:
@@ -187,7 +187,7 @@ def test_corrupt_image_fails_at_once_without_partial_files(app_db: str, tmp_path
 @pytest.mark.parametrize("bad_id", ["../../etc/passwd", "not-a-uuid", "", "1234", "%2e%2e%2f"])
 def test_ids_that_are_not_uuids_are_refused(sqlite_db: str, tmp_path: Path, bad_id: str):
     with pytest.raises(InvalidId):
-        media_dir(get_settings().media_root, bad_id, uuid.uuid4())
+        media_key(bad_id, uuid.uuid4())
     with pytest.raises(InvalidId):
         register_media(make_jpeg(tmp_path / "a.jpg", 64, 64), alert_id=bad_id)
     state = process_media(bad_id, return_state=True)

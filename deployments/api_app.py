@@ -1,0 +1,278 @@
+"""The HTTP API (FastAPI): the seed's upload workflow and its job-queue calls.
+
+    POST /api/alerts/{alertId}/media/initiate            -> media id + upload URL
+    PUT  <upload URL>                                     (the store's, or the API's own)
+    POST /api/alerts/{alertId}/media/{mediaId}/complete  -> the media's flow runs
+
+then ``GET /api/media/{id}``, ``GET /api/jobs/{runId}``, ``GET /api/queues/stats``, ``POST
+/api/media/{id}/jobs/{job}``, ``POST /api/media/{id}/retry``, ``PUT /api/alerts/{id}``.
+Every call but the signed links and ``/health`` needs ``Authorization: Bearer <token>``.
+OpenAPI docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.responses import FileResponse
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from sqlalchemy.orm import Session
+from starlette.formparsers import MultiPartParser
+
+from db.repository import active_transcription, load_media, media_summary, set_alert_category
+from db.session import transaction
+from deployments.api_errors import ApiError, install_error_handlers
+from deployments.api_ingest import Ingest
+from deployments.api_security import LinkSigner, api_tokens, token_allowed
+from deployments.client_api import get_job_status, get_queue_stats, retry_media
+from flows.submission import submit_media
+from media_pipeline.enums import MediaStatus
+from media_pipeline.object_store import LocalStore, get_store
+from media_pipeline.settings import get_settings
+from media_pipeline.storage import parse_uuid
+
+DOWNLOAD = "download"
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
+
+
+class Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class InitiateBody(Camel):
+    type: str = Field(description="IMAGE, AUDIO or VIDEO")
+    position: int = Field(0, ge=0, le=10_000)
+    filename: str = Field(min_length=1, max_length=255, description="Kept as a label only")
+    mime_type: str = Field(max_length=100)
+    size: int = Field(gt=0, description="Bytes; the upload must be exactly this size")
+    category_code: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,16}$",
+        description="The alert's category (creates the alert); DISP and DECD photos are enhanced",
+    )  # fmt: skip
+
+
+class AlertBody(Camel):
+    category_code: str = Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")
+
+
+def create_app(prefect: SyncPrefectClient | None = None) -> FastAPI:
+    """The API, submitting through ``prefect`` (an open client; else one it opens)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings = get_settings()
+        with contextlib.ExitStack() as stack:
+            client = prefect or stack.enter_context(get_client(sync_client=True))
+            app.state.tokens = api_tokens(settings)
+            app.state.signer = LinkSigner(settings)
+            app.state.ingest = Ingest(settings, get_store(), app.state.signer, client)
+            yield
+
+    app = FastAPI(title="media-pipeline", version="1", lifespan=lifespan,
+                  description=__doc__)  # fmt: skip
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(uploads_router())
+    app.include_router(api_router())
+    return app
+
+
+def ingest_of(request: Request) -> Ingest:
+    return request.app.state.ingest  # type: ignore[no-any-return]
+
+
+def require_token(request: Request) -> None:
+    if not token_allowed(request.headers.get("authorization"), request.app.state.tokens):
+        raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+
+
+IngestDep = Annotated[Ingest, Depends(ingest_of)]
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+
+    @router.put("/alerts/{alert_id}", tags=["ingest"])
+    def put_alert(alert_id: str, body: AlertBody, request: Request) -> dict[str, Any]:
+        """Create the alert, or change its category (before its media are completed)."""
+        alert = parse_uuid(alert_id, "alert id")
+        created = transaction(lambda s: set_alert_category(s, alert, body.category_code))
+        return {"alertId": str(alert), "categoryCode": body.category_code.upper(),
+                "created": created}  # fmt: skip
+
+    @router.post("/alerts/{alert_id}/media/initiate", status_code=201, tags=["ingest"])
+    def initiate(
+        alert_id: str, body: InitiateBody, request: Request, ingest: IngestDep
+    ) -> dict[str, Any]:
+        """A media awaiting its upload, and the URL to PUT its bytes to (with these headers)."""
+        done = ingest.initiate(
+            alert_id, media_type=body.type, mime_type=body.mime_type, filename=body.filename,
+            size=body.size, position=body.position, category_code=body.category_code,
+            api_base=str(request.base_url).rstrip("/"),
+        )  # fmt: skip
+        return {"mediaId": done.media_id, "uploadUrl": done.upload_url, "method": "PUT",
+                "headers": done.headers, "expiresAt": done.expires_at}  # fmt: skip
+
+    @router.post("/alerts/{alert_id}/media/{media_id}/complete", status_code=202,
+                 tags=["ingest"])  # fmt: skip
+    def complete(alert_id: str, media_id: str, ingest: IngestDep) -> dict[str, Any]:
+        """Check the upload and submit the media's jobs; the same runs on every call."""
+        media, runs = ingest.complete(alert_id, media_id)
+        return {"mediaId": str(media.id), "type": media.type.value,
+                "status": media.status.value, "runs": runs}  # fmt: skip
+
+    @router.get("/media/{media_id}", tags=["media"])
+    def get_media(media_id: str, request: Request) -> dict[str, Any]:
+        """Status, jobs (state, attempts, error), derivatives with links, transcript."""
+        link = linker(request)
+        return transaction(lambda session: media_view(session, media_id, link))
+
+    @router.post("/media/{media_id}/jobs/{job}", status_code=202, tags=["media"])
+    def run_job_again(media_id: str, job: str, ingest: IngestDep) -> dict[str, Any]:
+        """Run one job of the media again (a new transcription version, say)."""
+        runs = submit_media(str(parse_uuid(media_id, "media id")), client=ingest.prefect,
+                            jobs=[job])  # fmt: skip
+        return {"mediaId": media_id, "job": job, "runs": runs}
+
+    @router.post("/media/{media_id}/retry", status_code=202, tags=["media"])
+    def retry(media_id: str, ingest: IngestDep) -> dict[str, Any]:
+        """Re-run the media's failed runs under their ids (finished jobs are not redone)."""
+        runs = retry_media(media_id, ingest.prefect)
+        if not runs:
+            raise ApiError(409, "nothing_to_retry", f"media {media_id} has no failed run")
+        return {"mediaId": media_id, "runs": runs}
+
+    @router.get("/jobs/{run_id}", tags=["queues"])
+    def job_status(run_id: str, ingest: IngestDep) -> dict[str, Any]:
+        """The seed's getJobStatus: one flow run and the jobs it ran."""
+        return get_job_status(run_id, ingest.prefect)
+
+    @router.get("/queues/stats", tags=["queues"])
+    def queue_stats(ingest: IngestDep) -> dict[str, Any]:
+        """The seed's getQueueStats, per priority queue and ``all``."""
+        return get_queue_stats(ingest.prefect)
+
+    return router
+
+
+def uploads_router() -> APIRouter:
+    """The API's own signed links (local storage): no bearer token, the link is the key."""
+    router = APIRouter(prefix="/api", tags=["links"])
+
+    @router.put("/uploads/presigned/{media_id}")
+    async def upload(
+        media_id: str,
+        request: Request,
+        ingest: IngestDep,
+        expires: Annotated[int, Query()],
+        signature: Annotated[str, Query(max_length=128)],
+    ) -> dict[str, Any]:
+        """The bytes of an initiated media: the raw body (Content-Type as declared) or a
+        multipart form with one file (``curl -F file=@photo.jpg``); streamed to disk."""
+        target, media = ingest.upload_target(media_id, expires, signature)
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        length = int(request.headers.get("content-length") or 0)
+        if kind == "multipart/form-data":
+            if length > media.size + MULTIPART_OVERHEAD:
+                raise ApiError(413, "size_mismatch", f"more than the {media.size} bytes declared")
+            chunks = multipart_file(request, media.size + MULTIPART_OVERHEAD)
+        elif kind in (media.mime_type, ""):
+            chunks = request.stream()
+        else:
+            raise ApiError(403, "content_type_mismatch",
+                           f"this upload URL is for {media.mime_type}, not {kind}")  # fmt: skip
+        size = await ingest.receive(target, media.size, chunks)
+        return {"mediaId": str(media.id), "size": size}
+
+    @router.get("/files/{key:path}")
+    def download(
+        key: str,
+        request: Request,
+        expires: Annotated[int, Query()],
+        signature: Annotated[str, Query(max_length=128)],
+    ) -> FileResponse:
+        """An original or derivative, by a link from ``GET /api/media/{id}``."""
+        why = request.app.state.signer.check(signature, DOWNLOAD, key, expires=expires)
+        if why is not None:
+            raise ApiError(403, f"link_{why}", f"this link is {why}")
+        store = ingest_of(request).store
+        if not isinstance(store, LocalStore) or store.size(key) is None:
+            raise ApiError(404, "not_found", "no such file")
+        return FileResponse(store.path(key))
+
+    return router
+
+
+async def multipart_file(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The first file of a multipart body, read in parts (at most ``limit`` bytes read)."""
+
+    async def limited() -> AsyncIterator[bytes]:
+        read = 0
+        async for chunk in request.stream():
+            read += len(chunk)
+            if read > limit:
+                raise ApiError(413, "size_mismatch", "the upload is larger than declared")
+            yield chunk
+
+    parser = MultiPartParser(request.headers, limited(), max_files=1, max_fields=10)
+    form = await parser.parse()
+    try:
+        upload = next((v for _, v in form.multi_items() if not isinstance(v, str)), None)
+        if upload is None:
+            raise ApiError(400, "no_file", "the form has no file part")
+        while chunk := await upload.read(1024 * 1024):
+            yield chunk
+    finally:
+        await form.close()
+
+
+def linker(request: Request) -> Callable[[str], str]:
+    """How the app reaches a stored file: the public URL, the store's presigned GET, or
+    the API's own signed link; each but the first with a TTL."""
+    settings = get_settings()
+    public = settings.storage.public_media_url.rstrip("/")
+    ttl = settings.storage.download_url_ttl_seconds
+    ingest = ingest_of(request)
+    base = str(request.base_url).rstrip("/")
+
+    def link(key: str) -> str:
+        if public:
+            return f"{public}/{key}"
+        if (url := ingest.store.download_url(key, ttl)) is not None:
+            return url
+        expires = ingest.signer.expiry(ttl)
+        signature = ingest.signer.sign(DOWNLOAD, key, expires=expires)
+        return f"{base}/api/files/{key}?expires={expires}&signature={signature}"
+
+    return link
+
+
+def media_view(session: Session, media_id: str, link: Callable[[str], str]) -> dict[str, Any]:
+    summary = media_summary(session, media_id)
+    media = load_media(session, media_id)
+    uploaded = media.status is not MediaStatus.AWAITING_UPLOAD
+    transcription = active_transcription(session, media.id)
+    return {
+        **summary.model_dump(mode="json"),
+        "original": {"mimeType": media.mime_type, "bytes": media.size,
+                     "url": link(media.storage_key) if uploaded else None},
+        "derivatives": [
+            {"type": row.type.value, "mimeType": row.mime_type, "width": row.width,
+             "height": row.height, "bytes": row.bytes, "duration": row.duration,
+             "url": link(row.storage_key)}
+            for row in media.derivatives
+        ],
+        "transcription": None if transcription is None else {
+            "version": transcription.version, "language": transcription.language,
+            "text": transcription.text, "duration": transcription.duration,
+        },
+    }  # fmt: skip

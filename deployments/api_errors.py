@@ -1,0 +1,68 @@
+"""Every refusal of the HTTP API as ``{"error": {"code", "message"}}`` with its status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from media_pipeline.errors import (
+    InvalidId,
+    InvalidMedia,
+    MediaNotFound,
+    PermanentError,
+    RunNotFound,
+    TransientError,
+)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": {"code": code, "message": message}}, status, headers)
+
+
+# The pipeline's own errors, by class (the first match wins).
+PIPELINE_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (InvalidId, 422, "invalid_id"),
+    (MediaNotFound, 404, "media_not_found"),
+    (RunNotFound, 404, "run_not_found"),
+    (InvalidMedia, 422, "invalid_media"),
+    (PermanentError, 422, "refused"),
+    (TransientError, 503, "unavailable"),
+]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, error: ApiError) -> JSONResponse:
+        return error_response(error.status, error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
+            for e in error.errors()
+        )
+        return error_response(422, "invalid_request", problems or "invalid request")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return error_response(error.status_code, code, str(error.detail))
+
+    for cls, status, code in PIPELINE_ERRORS:
+        app.add_exception_handler(cls, _pipeline_handler(status, code))
+
+
+def _pipeline_handler(status: int, code: str):  # type: ignore[no-untyped-def]
+    async def handle(_: Request, error: Exception) -> JSONResponse:
+        return error_response(status, code, str(error))
+
+    return handle

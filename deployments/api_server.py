@@ -1,0 +1,80 @@
+"""``media-pipeline api``: the HTTP API on uvicorn.
+
+With a Prefect server (``PREFECT_API_URL``) the API only submits; workers process. On the
+embedded default (no ``PREFECT_API_URL``) it also processes what it submits: it uses the
+local Prefect server (started when needed), sets up the pool and deployments there, and
+runs one warm worker as its child, stopped with it. So the README's three ``curl`` calls
+produce derivatives with nothing else started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from db.migrate import upgrade
+from deployments.api_security import api_tokens, token_file
+from deployments.local_server import prefect_api
+from media_pipeline.errors import PipelineError
+from media_pipeline.settings import get_settings
+
+
+def serve(host: str, port: int) -> None:
+    import uvicorn
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    from deployments.api_app import create_app
+
+    settings = get_settings()
+    embedded = not get_current_settings().api.url
+    if embedded and not settings.orchestration.local_server:
+        raise PipelineError("the API needs a Prefect server: set PREFECT_API_URL, or leave "
+                           "MEDIA_PIPELINE_LOCAL_SERVER on for the embedded default")  # fmt: skip
+    if not settings.api.tokens():
+        api_tokens(settings)
+        typer.echo(f"API token (MEDIA_PIPELINE_API_TOKENS unset): {token_file(settings)}",
+                   err=True)  # fmt: skip
+    upgrade()
+    with prefect_api():
+        worker = start_embedded_worker() if embedded else None
+        try:
+            with get_client(sync_client=True) as client:
+                uvicorn.run(create_app(client), host=host, port=port, proxy_headers=True,
+                            log_level="info", access_log=False)  # fmt: skip
+        finally:
+            if worker is not None:
+                stop_worker(worker)
+
+
+def start_embedded_worker() -> subprocess.Popen[bytes]:
+    """Set up the local server's pool and deployments, then start one warm worker on it."""
+    from prefect.settings import get_current_settings
+
+    from deployments.setup import setup
+
+    setup()
+    settings = get_settings()
+    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
+    log = settings.storage.data_dir / "api-worker.log"
+    typer.echo(f"processing here too (embedded default); worker log: {log}", err=True)
+    script = Path(sys.executable).parent / "prefect"
+    args = [str(script), "worker", "start", "--pool", settings.orchestration.work_pool,
+            "--name", f"api-{os.getpid()}"]  # fmt: skip
+    with log.open("ab") as output:
+        return subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def stop_worker(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the worker hands its runs in flight back to the queue, then exits."""
+    worker.terminate()
+    try:
+        worker.wait(get_settings().orchestration.worker_grace_seconds + 30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()

@@ -1,0 +1,222 @@
+"""The HTTP API as a client sees it: a running ``media-pipeline api`` (uvicorn) reached over
+HTTP with httpx, a real Prefect server, warm workers, local storage."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from deployments.api_security import LinkSigner
+from deployments.warm_worker import WORKER_TYPE as WARM
+from media_pipeline.settings import get_settings
+from tests.support.api import start_api
+from tests.support.media import make_jpeg, make_tone
+from tests.support.processes import stop_process
+from tests.support.production import wait_for_runs
+
+TOKENS = ("old-token-0123456789", "new-token-9876543210")
+SECRET = "test-upload-secret"
+
+
+@pytest.fixture
+def api(production, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Set-up on the session's server, then the API (two valid tokens) and an HTTP client."""
+    production["use"](WARM)
+    monkeypatch.setenv("MEDIA_PIPELINE_API_TOKENS", ",".join(TOKENS))
+    monkeypatch.setenv("MEDIA_PIPELINE_UPLOAD_SECRET", SECRET)
+    monkeypatch.setenv("MEDIA_PIPELINE_MAX_AUDIO_BYTES", "2000000")
+    get_settings.cache_clear()
+    process, base = start_api(tmp_path / "api.log", PREFECT_API_URL=prefect_server)
+    headers = {"Authorization": f"Bearer {TOKENS[1]}"}
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=30) as client:
+            yield {"client": client, "base": base, **production}
+    finally:
+        stop_process(process)
+
+
+def initiate(client: httpx.Client, alert: str, path: Path, mime: str, kind: str,
+             category: str | None = "AUTRE") -> dict[str, Any]:  # fmt: skip
+    body = {"type": kind, "position": 1, "filename": path.name, "mimeType": mime,
+            "size": path.stat().st_size}  # fmt: skip
+    if category:
+        body["categoryCode"] = category
+    answer = client.post(f"/api/alerts/{alert}/media/initiate", json=body)
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def assert_error(answer: httpx.Response, status: int, code: str) -> str:
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code and error["message"]
+    return str(error["message"])
+
+
+def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
+    client: httpx.Client = api["client"]
+    api["start_worker"]()
+    alert = str(uuid.uuid4())
+    photo = make_jpeg(tmp_path / "test.jpg", 1600, 1200, orientation=6)
+    voice = make_tone(tmp_path / "note.m4a", 3.0, codec_args=("-c:a", "aac"))
+
+    # 1. initiate, 2. PUT as the seed's curl does (a multipart form), 3. complete.
+    started = initiate(client, alert, photo, "image/jpeg", "IMAGE")
+    assert started["uploadUrl"].startswith(f"{api['base']}/api/uploads/presigned/")
+    with photo.open("rb") as file:
+        put = httpx.put(started["uploadUrl"], files={"file": ("test.jpg", file, "image/jpeg")})
+    assert put.status_code == 200 and put.json()["size"] == photo.stat().st_size
+    done = client.post(f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
+    assert done.status_code == 202 and done.json()["status"] == "PROCESSING"
+    again = client.post(f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
+    assert again.json()["runs"] == done.json()["runs"]  # the same runs, not new ones
+
+    # A voice note as a raw body, with the declared Content-Type.
+    note = initiate(client, alert, voice, "audio/mp4", "AUDIO", category=None)
+    put = httpx.put(note["uploadUrl"], content=voice.read_bytes(), headers=note["headers"])
+    assert put.status_code == 200
+    note_runs = client.post(f"/api/alerts/{alert}/media/{note['mediaId']}/complete").json()
+
+    wait_for_runs(done.json()["runs"] + note_runs["runs"])
+    media = client.get(f"/api/media/{started['mediaId']}").json()
+    assert media["status"] == "READY" and media["alert_id"] == alert
+    sizes = {}
+    for derivative in media["derivatives"]:
+        picture = Image.open(io.BytesIO(httpx.get(derivative["url"]).content))
+        sizes[derivative["type"]] = picture.size
+    assert sizes == {"THUMBNAIL": (150, 150), "MEDIUM": (800, 600), "LARGE": (1440, 1080)}
+    original = httpx.get(media["original"]["url"])
+    assert original.content == photo.read_bytes()
+
+    voice_media = client.get(f"/api/media/{note['mediaId']}").json()
+    assert voice_media["status"] == "READY" and voice_media["type"] == "AUDIO"
+    assert {d["type"] for d in voice_media["derivatives"]} == {"WAVEFORM"}
+    assert voice_media["transcription"]["version"] == 1
+
+    # The seed's getJobStatus and getQueueStats.
+    run = client.get(f"/api/jobs/{note_runs['runs'][0]}").json()
+    assert run["state"] == "Completed" and run["progress"] == 100
+    assert run["jobs"] == [{"job": "transcribe-audio", "state": "SUCCEEDED", "attempts": 1,
+                            "error": None}]  # fmt: skip
+    stats = client.get("/api/queues/stats").json()
+    assert set(stats) == {"high", "normal", "low", "all"} and stats["all"]["completed"] >= 3
+
+    # One job again (the seed's enqueueMediaJob): a new transcription version.
+    redo = client.post(f"/api/media/{note['mediaId']}/jobs/transcribe-audio")
+    assert redo.status_code == 202 and redo.json()["runs"][0] not in note_runs["runs"]
+    wait_for_runs(redo.json()["runs"])
+    assert client.get(f"/api/media/{note['mediaId']}").json()["transcription"]["version"] == 2
+    assert_error(client.post(f"/api/media/{note['mediaId']}/retry"), 409, "nothing_to_retry")
+    assert_error(client.post(f"/api/media/{note['mediaId']}/jobs/generate-thumbnails"),
+                 422, "refused")  # fmt: skip
+
+
+def test_every_refusal_is_a_clear_json_error(api, tmp_path: Path):
+    client: httpx.Client = api["client"]
+    base = api["base"]
+    alert = str(uuid.uuid4())
+    photo = make_jpeg(tmp_path / "photo.jpg", 640, 480)
+    size = photo.stat().st_size
+
+    # Tokens: none, a wrong one, and both of a rotation.
+    body = {"type": "IMAGE", "filename": "p.jpg", "mimeType": "image/jpeg", "size": size,
+            "categoryCode": "AUTRE"}  # fmt: skip
+    url = f"{base}/api/alerts/{alert}/media/initiate"
+    assert_error(httpx.post(url, json=body), 401, "unauthorized")
+    wrong = {"Authorization": "Bearer nope"}
+    assert_error(httpx.post(url, json=body, headers=wrong), 401, "unauthorized")
+    for token in TOKENS:
+        answer = httpx.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 201
+
+    # Bad declarations.
+    unknown = str(uuid.uuid4())
+    message = assert_error(client.post(f"/api/alerts/{unknown}/media/initiate",
+                                       json={**body, "categoryCode": None}), 404,
+                           "alert_not_found")  # fmt: skip
+    assert f"PUT /api/alerts/{unknown}" in message
+    assert_error(client.post("/api/alerts/not-a-uuid/media/initiate", json=body), 422,
+                 "invalid_id")  # fmt: skip
+    assert_error(client.post("/api/alerts/..%2F..%2Fetc/media/initiate", json=body), 404,
+                 "not_found")  # fmt: skip
+    assert_error(client.post(url, json={**body, "mimeType": "text/html"}), 422,
+                 "unsupported_media")  # fmt: skip
+    assert_error(client.post(url, json={**body, "type": "AUDIO"}), 422, "unsupported_media")
+    assert_error(client.post(url, json={**body, "size": -1}), 422, "invalid_request")
+    assert_error(client.post(url, json={**body, "categoryCode": "DISP"}), 409,
+                 "category_conflict")  # fmt: skip
+    assert_error(client.post(url, json={**body, "type": "AUDIO", "mimeType": "audio/mp4",
+                                        "size": 3_000_000}), 413, "too_large")  # fmt: skip
+    assert client.put(f"/api/alerts/{alert}", json={"categoryCode": "DISP"}).json() == {
+        "alertId": alert, "categoryCode": "DISP", "created": False}
+
+    # Upload URLs: bound to their media, unexpired, the declared type and size.
+    first, second = (initiate(client, alert, photo, "image/jpeg", "IMAGE", None)
+                     for _ in range(2))  # fmt: skip
+    query = first["uploadUrl"].split("?")[1]
+    stolen = f"{base}/api/uploads/presigned/{second['mediaId']}?{query}"
+    headers = {"Content-Type": "image/jpeg"}
+    assert_error(httpx.put(stolen, content=photo.read_bytes(), headers=headers), 403,
+                 "upload_url_invalid")  # fmt: skip
+    past = int(time.time()) - 10
+    signature = LinkSigner(get_settings()).sign(
+        "upload", first["mediaId"], size, "image/jpeg", expires=past)
+    expired = (f"{base}/api/uploads/presigned/{first['mediaId']}"
+               f"?expires={past}&signature={signature}")  # fmt: skip
+    assert_error(httpx.put(expired, content=photo.read_bytes(), headers=headers), 403,
+                 "upload_url_expired")  # fmt: skip
+    assert_error(httpx.put(first["uploadUrl"], content=photo.read_bytes(),
+                           headers={"Content-Type": "image/png"}), 403,
+                 "content_type_mismatch")  # fmt: skip
+    assert_error(httpx.put(first["uploadUrl"], content=photo.read_bytes() + b"x" * 10,
+                           headers=headers), 413, "size_mismatch")  # fmt: skip
+    assert_error(httpx.put(first["uploadUrl"], content=photo.read_bytes()[:-10],
+                           headers=headers), 400, "size_mismatch")  # fmt: skip
+    complete = f"/api/alerts/{alert}/media/{first['mediaId']}/complete"
+    assert_error(client.post(complete), 409, "upload_missing")  # nothing was kept
+
+    # Content that is not what was declared, and a decompression bomb.
+    png = tmp_path / "photo.png"
+    Image.open(photo).save(png, "PNG")
+    fake = initiate(client, alert, png, "image/jpeg", "IMAGE", None)
+    httpx.put(fake["uploadUrl"], content=png.read_bytes(), headers=headers)
+    message = assert_error(client.post(f"/api/alerts/{alert}/media/{fake['mediaId']}/complete"),
+                           422, "content_mismatch")  # fmt: skip
+    assert "PNG" in message
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb, "PNG")
+    bombed = initiate(client, alert, bomb, "image/png", "IMAGE", None)
+    httpx.put(bombed["uploadUrl"], content=bomb.read_bytes(), headers={"Content-Type": "image/png"})
+    message = assert_error(
+        client.post(f"/api/alerts/{alert}/media/{bombed['mediaId']}/complete"), 422,
+        "content_mismatch")  # fmt: skip
+    assert "decompression bomb" in message
+
+    # The right upload, completed under another alert, then its own.
+    assert httpx.put(first["uploadUrl"], content=photo.read_bytes(),
+                     headers=headers).status_code == 200  # fmt: skip
+    assert_error(client.post(f"/api/alerts/{unknown}/media/{first['mediaId']}/complete"), 404,
+                 "media_not_found")  # fmt: skip
+    assert client.post(complete).status_code == 202
+    assert_error(httpx.put(first["uploadUrl"], content=photo.read_bytes(), headers=headers),
+                 409, "already_completed")  # fmt: skip
+
+    # Reads of things that do not exist, and links not signed by the API.
+    assert_error(client.get(f"/api/media/{uuid.uuid4()}"), 404, "media_not_found")
+    assert_error(client.get(f"/api/jobs/{uuid.uuid4()}"), 404, "run_not_found")
+    assert_error(client.get("/api/jobs/not-a-run"), 422, "invalid_id")
+    assert_error(client.post(f"/api/media/{first['mediaId']}/jobs/rm-rf"), 422, "refused")
+    assert_error(httpx.get(f"{base}/api/files/..%2F..%2Fetc%2Fpasswd?expires=9999999999&signature=x"),
+                 403, "link_invalid")  # fmt: skip
+    assert_error(client.get("/api/nothing-here"), 404, "not_found")
+    docs = httpx.get(f"{base}/openapi.json").json()
+    assert "/api/alerts/{alert_id}/media/initiate" in docs["paths"]
