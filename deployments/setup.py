@@ -46,7 +46,7 @@ WORKER_CLASSES: dict[str, type[ProcessWorker]] = {
 
 
 def ensure_work_pool(
-    client: SyncPrefectClient, pool: str, results_dir: Path, worker_type: str
+    client: SyncPrefectClient, pool: str, results_dir: Path | None, worker_type: str
 ) -> None:
     if worker_type not in WORKER_CLASSES:
         raise ValueError(
@@ -72,12 +72,15 @@ def ensure_work_pool(
         # Flow runs send heartbeats, which the reconciler reads; task results go where
         # every worker reads them, so a rescheduled run reuses finished jobs; the Prefect
         # API's 500 and 504 (its database restarting) are retried like its 502 and 503.
-        variables["env"]["default"] = {
+        env = {
             **(variables["env"].get("default") or {}),
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
-            "PREFECT_LOCAL_STORAGE_PATH": str(results_dir),
             "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500,504",
         }
+        env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
+        if results_dir is not None:  # else each worker's own (object storage, no shared dir)
+            env["PREFECT_LOCAL_STORAGE_PATH"] = str(results_dir)
+        variables["env"]["default"] = env
     if worker_type == ProcessWorker.type and not variables.get("command", {}).get("default"):
         # The engine itself, not Prefect's default launcher (a supervisor process that
         # imports Prefect before the engine does it again): half the start-up CPU.

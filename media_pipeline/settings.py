@@ -48,8 +48,9 @@ class StorageSettings(_Group):
     )
     results_dir: Path | None = Field(
         None,
-        description="Prefect task results (for retries); every worker must reach it; "
-        "empty: <media root>/.prefect-results",
+        description="Prefect task results (a retried run reuses finished jobs); every "
+        "worker must reach it; empty: <media root>/.prefect-results, or with object storage "
+        "each worker's own (a retry elsewhere redoes finished jobs, idempotently)",
     )
     public_media_url: str = Field(
         "",
@@ -288,7 +289,10 @@ class Settings(BaseSettings):
     def _absolute_paths(self) -> Settings:
         data_dir = self.storage.data_dir.expanduser().resolve()
         media_root = (self.storage.media_root or data_dir / "media").expanduser().resolve()
-        results = (self.storage.results_dir or media_root / ".prefect-results").expanduser()
+        results = self.storage.results_dir
+        if results is None and not self.storage.storage_url:
+            results = media_root / ".prefect-results"
+        results = results.expanduser() if results else None
         storage = self.storage.model_copy(
             update={"data_dir": data_dir, "media_root": media_root, "results_dir": results}
         )

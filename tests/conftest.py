@@ -32,7 +32,11 @@ from tests.support.processes import (  # noqa: E402
     free_port,
     stop_process,
 )
-from tests.support.services import PrivateRedis, start_prefect_server  # noqa: E402
+from tests.support.services import (  # noqa: E402
+    PrivateRedis,
+    PrivateSeaweed,
+    start_prefect_server,
+)
 
 pytest_plugins = ["tests.support.production"]  # the production fixture
 
@@ -46,6 +50,10 @@ PROVIDER_VARIABLES = (
     "GOOGLE_CLOUD_LOCATION",
     "DATABASE_URL",
     "MEDIA_ROOT",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
 )
 
 
@@ -118,6 +126,29 @@ def redis_url(session_dir: Path) -> Iterator[str]:
         yield server.url
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def seaweed(session_dir: Path) -> Iterator[PrivateSeaweed]:
+    """A SeaweedFS server of the session's own, answering S3 (buckets per test)."""
+    try:
+        server = PrivateSeaweed(session_dir / "seaweed").start()
+    except FileNotFoundError as missing:
+        pytest.skip(f"no S3 server: {missing}")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def s3_storage(seaweed: PrivateSeaweed, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The pipeline on a fresh bucket of the session's S3 server; the settings it uses."""
+    env = seaweed.env(f"media-{os.urandom(4).hex()}")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    return env
 
 
 @pytest.fixture(scope="session")
