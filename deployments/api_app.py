@@ -60,7 +60,9 @@ class AlertBody(Camel):
     category_code: str = Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")
 
 
-def create_app(prefect: SyncPrefectClient | None = None) -> FastAPI:
+def create_app(
+    prefect: SyncPrefectClient | None = None, on_shutdown: Callable[[], object] | None = None
+) -> FastAPI:
     """The API, submitting through ``prefect`` (an open client; else one it opens)."""
 
     @contextlib.asynccontextmanager
@@ -71,6 +73,8 @@ def create_app(prefect: SyncPrefectClient | None = None) -> FastAPI:
             app.state.tokens = api_tokens(settings)
             app.state.signer = LinkSigner(settings)
             app.state.ingest = Ingest(settings, get_store(), app.state.signer, client)
+            if on_shutdown is not None:
+                stack.callback(on_shutdown)
             yield
 
     app = FastAPI(title="media-pipeline", version="1", lifespan=lifespan,
@@ -134,7 +138,7 @@ def api_router() -> APIRouter:
     def get_media(media_id: str, request: Request) -> dict[str, Any]:
         """Status, jobs (state, attempts, error), derivatives with links, transcript."""
         link = linker(request)
-        return transaction(lambda session: media_view(session, media_id, link))
+        return camel(transaction(lambda session: media_view(session, media_id, link)))
 
     @router.post("/media/{media_id}/jobs/{job}", status_code=202, tags=["media"])
     def run_job_again(media_id: str, job: str, ingest: IngestDep) -> dict[str, Any]:
@@ -154,12 +158,12 @@ def api_router() -> APIRouter:
     @router.get("/jobs/{run_id}", tags=["queues"])
     def job_status(run_id: str, ingest: IngestDep) -> dict[str, Any]:
         """The seed's getJobStatus: one flow run and the jobs it ran."""
-        return get_job_status(run_id, ingest.prefect)
+        return camel(get_job_status(run_id, ingest.prefect))
 
     @router.get("/queues/stats", tags=["queues"])
     def queue_stats(ingest: IngestDep) -> dict[str, Any]:
         """The seed's getQueueStats, per priority queue and ``all``."""
-        return get_queue_stats(ingest.prefect)
+        return camel(get_queue_stats(ingest.prefect))
 
     return router
 
@@ -254,6 +258,16 @@ def linker(request: Request) -> Callable[[str], str]:
         return f"{base}/api/files/{key}?expires={expires}&signature={signature}"
 
     return link
+
+
+def camel(value: Any) -> Any:
+    """JSON with camelCase keys, as the seed's API (``media_id`` -> ``mediaId``)."""
+    if isinstance(value, dict):
+        return {to_camel(k) if "_" in k and "-" not in k else k: camel(v)
+                for k, v in value.items()}  # fmt: skip
+    if isinstance(value, list):
+        return [camel(item) for item in value]
+    return value
 
 
 def media_view(session: Session, media_id: str, link: Callable[[str], str]) -> dict[str, Any]:

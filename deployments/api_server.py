@@ -9,7 +9,9 @@ produce derivatives with nothing else started.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,8 @@ from deployments.api_security import api_tokens, token_file
 from deployments.local_server import prefect_api
 from media_pipeline.errors import PipelineError
 from media_pipeline.settings import get_settings
+
+PR_SET_PDEATHSIG = 1
 
 
 def serve(host: str, port: int) -> None:
@@ -40,15 +44,17 @@ def serve(host: str, port: int) -> None:
         typer.echo(f"API token (MEDIA_PIPELINE_API_TOKENS unset): {token_file(settings)}",
                    err=True)  # fmt: skip
     upgrade()
-    with prefect_api():
+    with prefect_api(), get_client(sync_client=True) as client:
         worker = start_embedded_worker() if embedded else None
+        # Stopped in the app's shutdown: uvicorn re-raises SIGTERM once it has shut down,
+        # so nothing after uvicorn.run would run then.
+        stop = (lambda: stop_worker(worker)) if worker else None
         try:
-            with get_client(sync_client=True) as client:
-                uvicorn.run(create_app(client), host=host, port=port, proxy_headers=True,
-                            log_level="info", access_log=False)  # fmt: skip
+            uvicorn.run(create_app(client, on_shutdown=stop), host=host, port=port,
+                        proxy_headers=True, log_level="info", access_log=False)  # fmt: skip
         finally:
-            if worker is not None:
-                stop_worker(worker)
+            if stop is not None:
+                stop()
 
 
 def start_embedded_worker() -> subprocess.Popen[bytes]:
@@ -67,11 +73,19 @@ def start_embedded_worker() -> subprocess.Popen[bytes]:
             "--name", f"api-{os.getpid()}"]  # fmt: skip
     with log.open("ab") as output:
         return subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)  # fmt: skip
+                                stdin=subprocess.DEVNULL, preexec_fn=stop_with_parent)  # fmt: skip
+
+
+def stop_with_parent() -> None:
+    """In the child: SIGTERM when the API process dies, even by SIGKILL (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_worker(worker: subprocess.Popen[bytes]) -> None:
     """SIGTERM: the worker hands its runs in flight back to the queue, then exits."""
+    if worker.poll() is not None:
+        return
     worker.terminate()
     try:
         worker.wait(get_settings().orchestration.worker_grace_seconds + 30)

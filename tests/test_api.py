@@ -88,7 +88,7 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
 
     wait_for_runs(done.json()["runs"] + note_runs["runs"])
     media = client.get(f"/api/media/{started['mediaId']}").json()
-    assert media["status"] == "READY" and media["alert_id"] == alert
+    assert media["status"] == "READY" and media["alertId"] == alert
     sizes = {}
     for derivative in media["derivatives"]:
         picture = Image.open(io.BytesIO(httpx.get(derivative["url"]).content))

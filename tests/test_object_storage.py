@@ -112,7 +112,7 @@ def test_api_and_two_workers_sharing_no_folder(
         enhanced_key = f"alerts/{alert}/media/{media[0]}/{media[0]}-enhanced.jpg"
         assert store.size(enhanced_key)
         enhancement = next(j for j in photo["jobs"] if j["job"] == "ai-enhancement")
-        enhanced_id = enhancement["outputs"][0]["media_id"]
+        enhanced_id = enhancement["outputs"][0]["mediaId"]
         enhanced_view = wait_for_media(client, enhanced_id)
         assert {d["type"] for d in enhanced_view["derivatives"]} == {"THUMBNAIL", "MEDIUM", "LARGE"}
 

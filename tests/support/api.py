@@ -12,11 +12,19 @@ from tests.support.processes import free_port, http_ok, start_process, wait_unti
 SCRIPT = str(Path(sys.executable).parent / "media-pipeline")
 
 
-def start_api(log: Path, timeout: float = 120, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """The API with this process's environment plus ``env``; its base URL once it answers."""
+def start_api(
+    log: Path,
+    *,
+    timeout: float = 120,
+    cwd: Path | None = None,
+    base_env: dict[str, str] | None = None,
+    **env: str,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The API with ``base_env`` (this process's environment) plus ``env``; its base URL
+    once it answers."""
     port = free_port()
     process = start_process([SCRIPT, "api", "--host", "127.0.0.1", "--port", str(port)],
-                            {**os.environ, **env}, log)  # fmt: skip
+                            {**(base_env or os.environ), **env}, log, cwd=cwd)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
