@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,18 @@ def mark_uploaded(session: Session, media: Media, media_type: MediaType, mime_ty
     session.refresh(media)
     if media.status is MediaStatus.AWAITING_UPLOAD:
         media.status, media.type, media.mime_type = MediaStatus.UPLOADED, media_type, mime_type
+
+
+def delete_abandoned_uploads(session: Session, initiated_before: datetime) -> list[str]:
+    """Media initiated before ``initiated_before`` whose upload never completed: their rows
+    are deleted; returns their storage keys (an object may have been stored)."""
+    abandoned = session.scalars(select(Media).where(
+        Media.status == MediaStatus.AWAITING_UPLOAD, Media.created_at < initiated_before
+    )).all()  # fmt: skip
+    for media in abandoned:
+        session.delete(media)
+    session.flush()
+    return [media.storage_key for media in abandoned]
 
 
 def load_media(session: Session, media_id: object) -> Media:

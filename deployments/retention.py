@@ -1,4 +1,5 @@
-"""Retention: keep the newest failed runs for analysis, delete old finished ones.
+"""Retention: keep the newest failed runs for analysis, delete old finished ones, and
+forget uploads initiated but never completed.
 
 Prefect's own vacuum deletes by age only; the seed kept the last 200 failed jobs.
 """
@@ -21,6 +22,10 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
+from db.repository import delete_abandoned_uploads
+from db.session import transaction
+from media_pipeline.object_store import get_store
+
 PIPELINE_FLOWS = ["process-media"]
 FAILED = [StateType.FAILED, StateType.CRASHED]
 FINISHED = [StateType.COMPLETED, StateType.CANCELLED, *FAILED]
@@ -41,13 +46,23 @@ def all_runs(client: SyncPrefectClient, **filters: Any) -> list[FlowRun]:
 
 @flow(name="prune-flow-runs")
 def prune_flow_runs(
-    keep_failed: int = 200, max_age_days: float = 30, flow_names: list[str] | None = None
+    keep_failed: int = 200,
+    max_age_days: float = 30,
+    flow_names: list[str] | None = None,
+    abandoned_upload_hours: float = 24,
 ) -> dict[str, int]:
     """Delete failed runs beyond the newest ``keep_failed``, and finished runs older than
-    ``max_age_days`` (except those kept failed ones), of the pipeline's flows."""
+    ``max_age_days`` (except those kept failed ones), of the pipeline's flows; and media
+    initiated through the API more than ``abandoned_upload_hours`` ago but never
+    completed, with whatever was uploaded for them."""
     cutoff = datetime.now(UTC) - timedelta(days=max_age_days)
     flows = FlowFilter(name=FlowFilterName(any_=flow_names or PIPELINE_FLOWS))
-    deleted = {"failed_beyond_limit": 0, "older_than_age": 0}
+    deleted = {"failed_beyond_limit": 0, "older_than_age": 0, "abandoned_uploads": 0}
+    initiated_before = datetime.now(UTC) - timedelta(hours=abandoned_upload_hours)
+    store = get_store()
+    for key in transaction(lambda session: delete_abandoned_uploads(session, initiated_before)):
+        store.delete(key)
+        deleted["abandoned_uploads"] += 1
     with get_client(sync_client=True) as client:
         failed = all_runs(
             client,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,15 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 from prefect.states import Completed, Failed
 
+from db.models import Media
+from db.repository import create_media, ensure_alert
+from db.session import session_scope
 from deployments.retention import prune_flow_runs
 from deployments.setup import DEFAULT_QUEUE_PRIORITY, ZOMBIE_AUTOMATION, setup
+from media_pipeline.enums import MediaStatus, MediaType
+from media_pipeline.object_store import get_store
+from media_pipeline.storage import media_key
+from tests.support.media import make_jpeg
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -44,8 +52,26 @@ def test_setup_is_idempotent_and_orders_the_queues(monkeypatch):
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_retention_keeps_the_newest_failed_runs():
+def test_retention_keeps_the_newest_failed_runs_and_forgets_abandoned_uploads(
+    sqlite_db: str, tmp_path
+):
     name = f"retention-test-{uuid.uuid4().hex[:6]}"
+    # Two uploads initiated through the API and never completed: one two days ago (its
+    # bytes were stored), one a minute ago (still within its upload window).
+    uploads = {}
+    with session_scope() as session:
+        alert = ensure_alert(session, uuid.uuid4(), "AUTRE").id
+        for age in (timedelta(days=2), timedelta(minutes=1)):
+            media_id = uuid.uuid4()
+            key = f"{media_key(alert, media_id)}/original.jpg"
+            row = create_media(session, media_id=media_id, alert_id=alert,
+                               media_type=MediaType.IMAGE, filename="p.jpg",
+                               mime_type="image/jpeg", size=3, storage_key=key,
+                               status=MediaStatus.AWAITING_UPLOAD)  # fmt: skip
+            row.created_at = datetime.now(UTC) - age
+            uploads[age] = (media_id, key)
+    stale_id, stale_key = uploads[timedelta(days=2)]
+    get_store().put_file(stale_key, make_jpeg(tmp_path / "p.jpg", 8, 8), "image/jpeg")
 
     @flow(name=name)
     def recorded() -> None:
@@ -58,7 +84,11 @@ def test_retention_keeps_the_newest_failed_runs():
 
     result = prune_flow_runs(keep_failed=2, max_age_days=0, flow_names=[name])
 
-    assert result == {"failed_beyond_limit": 3, "older_than_age": 1}
+    assert result == {"failed_beyond_limit": 3, "older_than_age": 1, "abandoned_uploads": 1}
+    assert get_store().size(stale_key) is None
+    with session_scope() as session:
+        assert session.get(Media, stale_id) is None
+        assert session.get(Media, uploads[timedelta(minutes=1)][0]) is not None
     with get_client(sync_client=True) as client:
         left = {run.id for run in client.read_flow_runs(flow_filter=FlowFilter(
             name=FlowFilterName(any_=[name])))}  # fmt: skip

@@ -1,0 +1,206 @@
+"""Ingest through the HTTP API: uploads of a 3 MB photo, initiate -> PUT -> complete, from
+concurrent clients against one ``media-pipeline api`` process, with local storage and with
+S3 (a SeaweedFS of its own). No worker runs, so nothing but ingest uses the CPU: the
+submitted runs wait in their queues.
+
+Prints, per storage: p50 and p95 of each call, uploads per second, and the API process's
+own CPU per upload (user + system, from /proc). Baselines measured in the same run:
+``GET /api/media/<unknown id>`` through the same API (the floor: an authenticated round
+trip that reads one row), and one flow run created by Prefect's ``run_deployment`` (what
+a submission cost before the deployment ids were cached) against ``create_run`` with the
+cached id.
+
+    .venv/bin/python benchmarks/ingest.py [--uploads 200] [--clients 8]
+
+Services: the machine's PostgreSQL (scratch databases for the app and for Prefect), a
+private Redis and Prefect server on free ports; everything is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+TOKEN = "bench-token"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(times) * 1000, 1),
+            "p95_ms": round(percentile(times, 0.95) * 1000, 1)}  # fmt: skip
+
+
+def upload_once(client: Any, photo: bytes, timings: dict[str, list[float]]) -> None:
+    import httpx
+
+    alert = str(uuid.uuid4())
+    started = time.perf_counter()
+    init = client.post(f"/api/alerts/{alert}/media/initiate", json={
+        "type": "IMAGE", "position": 0, "filename": "photo.jpg", "mimeType": "image/jpeg",
+        "size": len(photo), "categoryCode": "AUTRE"})  # fmt: skip
+    init.raise_for_status()
+    body = init.json()
+    sent = time.perf_counter()
+    httpx.put(body["uploadUrl"], content=photo, headers=body["headers"],
+              timeout=60).raise_for_status()  # fmt: skip
+    uploaded = time.perf_counter()
+    client.post(f"/api/alerts/{alert}/media/{body['mediaId']}/complete").raise_for_status()
+    done = time.perf_counter()
+    for name, value in (("initiate", sent - started), ("put", uploaded - sent),
+                        ("complete", done - uploaded), ("upload", done - started)):  # fmt: skip
+        timings[name].append(value)
+
+
+def load(base: str, pid: int, count: int, clients: int, work: Any) -> dict[str, Any]:
+    """``work(client, timings)`` ``count`` times from ``clients`` threads."""
+    import httpx
+
+    local = threading.local()
+    timings: dict[str, list[float]] = {k: [] for k in ("initiate", "put", "complete", "upload",
+                                                       "floor")}  # fmt: skip
+
+    def one(_: int) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base, timeout=60,
+                                        headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+        work(local.client, timings)
+
+    cpu = cpu_seconds(pid)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(count)))
+    elapsed = time.perf_counter() - started
+    return {"per_second": round(count / elapsed, 1),
+            "api_cpu_ms_each": round((cpu_seconds(pid) - cpu) / count * 1000, 2),
+            **{k: summary(v) for k, v in timings.items() if v}}  # fmt: skip
+
+
+def floor(client: Any, timings: dict[str, list[float]]) -> None:
+    """An authenticated call that reads one row: GET /api/media of an unknown media (404)."""
+    started = time.perf_counter()
+    client.get(f"/api/media/{uuid.uuid4()}")
+    timings["floor"].append(time.perf_counter() - started)
+
+
+def submission_baseline(runs: int) -> dict[str, float]:
+    """ms per flow run: Prefect's run_deployment (reads the deployment every time) against
+    create_run with the deployment id cached."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from flows.submission import create_run, deployment_name
+
+    def parameters() -> dict[str, str]:
+        return {"media_id": str(uuid.uuid4()), "tier": "high"}
+
+    started = time.perf_counter()
+    for _ in range(runs):
+        run_deployment(deployment_name("high"), parameters=parameters(), timeout=0,
+                       as_subflow=False)  # fmt: skip
+    plain = (time.perf_counter() - started) / runs
+    with get_client(sync_client=True) as client:
+        create_run(client, deployment_name("high"), parameters=parameters())  # fills the cache
+        started = time.perf_counter()
+        for _ in range(runs):
+            create_run(client, deployment_name("high"), parameters=parameters())
+        cached = (time.perf_counter() - started) / runs
+    return {"run_deployment_ms": round(plain * 1000, 1), "create_run_cached_ms":
+            round(cached * 1000, 1), "ratio": round(cached / plain, 2)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--uploads", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    from benchmarks.latency import scratch_environment
+
+    work = scratch_environment("ingest-")
+    from tests.support.api import start_api
+    from tests.support.databases import scratch_database, start_postgres_if_needed
+    from tests.support.media import make_jpeg
+    from tests.support.processes import free_port, stop_process
+    from tests.support.services import PrivateRedis, PrivateSeaweed, start_prefect_server
+
+    start_postgres_if_needed()
+    photo_path = make_jpeg(work / "photo.jpg", 2200, 1650, quality=97)
+    photo = photo_path.read_bytes()
+    report: dict[str, Any] = {"photo_bytes": len(photo), "uploads": args.uploads,
+                              "clients": args.clients}  # fmt: skip
+    with (
+        scratch_database("mp_ingest_prefect") as prefect_db,
+        scratch_database("mp_ingest_app") as app_db,
+    ):
+        port = free_port()
+        redis = PrivateRedis(work / "redis").start()
+        seaweed = PrivateSeaweed(work / "seaweed").start()
+        server = start_prefect_server(
+            f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}", redis.url,
+            work / "server.log", port,
+        )  # fmt: skip
+        try:
+            os.environ.update({
+                "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                "DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}",
+                "MEDIA_PIPELINE_API_TOKENS": TOKEN,
+            })  # fmt: skip
+            from db.migrate import upgrade
+            from deployments.setup import setup
+            from media_pipeline.settings import get_settings
+
+            upgrade()
+            setup()
+            report["submission"] = submission_baseline(20)
+            for storage, env in (("local", {}), ("s3", seaweed.env("ingest"))):
+                os.environ.update(env)
+                get_settings.cache_clear()
+                setup(deployments=False)  # the bucket
+                api, base = start_api(work / f"api-{storage}.log")
+                try:
+                    load(base, api.pid, 20, args.clients,
+                         lambda c, t: upload_once(c, photo, t))  # warm-up  # fmt: skip
+                    report[f"{storage}_floor"] = load(base, api.pid, args.uploads, args.clients,
+                                                      floor)  # fmt: skip
+                    report[storage] = load(base, api.pid, args.uploads, args.clients,
+                                           lambda c, t: upload_once(c, photo, t))  # fmt: skip
+                finally:
+                    stop_process(api)
+                for name in env:
+                    os.environ.pop(name)
+                print(json.dumps({storage: report[storage]}, indent=2), flush=True)
+        finally:
+            stop_process(server)
+            seaweed.close()
+            redis.close()
+    print(json.dumps(report, indent=2))
+    for storage in ("local", "s3"):
+        row = report[storage]
+        base_ms = report[f"{storage}_floor"]["floor"]["p50_ms"]
+        print(f"{storage}: complete p95 {row['complete']['p95_ms']} ms (goal < 250), API CPU "
+              f"{row['api_cpu_ms_each']} ms per upload (goal < 20), {row['per_second']} "
+              f"uploads/s; complete p50 / authenticated 404 p50 = "
+              f"{row['complete']['p50_ms'] / base_ms:.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
