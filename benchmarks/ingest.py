@@ -143,7 +143,7 @@ def main() -> None:
     from tests.support.services import PrivateRedis, PrivateSeaweed, start_prefect_server
 
     start_postgres_if_needed()
-    photo_path = make_jpeg(work / "photo.jpg", 2200, 1650, quality=97)
+    photo_path = make_jpeg(work / "photo.jpg", 2600, 1950, quality=97)  # about 3 MB
     photo = photo_path.read_bytes()
     report: dict[str, Any] = {"photo_bytes": len(photo), "uploads": args.uploads,
                               "clients": args.clients}  # fmt: skip

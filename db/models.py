@@ -87,7 +87,7 @@ class Media(Timestamps, Base):
     )
     placeholder: Mapped[str | None] = mapped_column(String(128))
 
-    alert: Mapped[Alert] = relationship(back_populates="media")
+    alert: Mapped[Alert] = relationship(back_populates="media", lazy="joined")
     derivatives: Mapped[list[MediaDerivative]] = relationship(
         back_populates="media", cascade="all, delete-orphan", order_by="MediaDerivative.type"
     )

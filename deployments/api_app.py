@@ -130,9 +130,9 @@ def api_router() -> APIRouter:
                  tags=["ingest"])  # fmt: skip
     def complete(alert_id: str, media_id: str, ingest: IngestDep) -> dict[str, Any]:
         """Check the upload and submit the media's jobs; the same runs on every call."""
-        media, runs = ingest.complete(alert_id, media_id)
-        return {"mediaId": str(media.id), "type": media.type.value,
-                "status": media.status.value, "runs": runs}  # fmt: skip
+        media_type, status, runs = ingest.complete(alert_id, media_id)
+        return {"mediaId": media_id, "type": media_type.value, "status": status.value,
+                "runs": runs}  # fmt: skip
 
     @router.get("/media/{media_id}", tags=["media"])
     def get_media(media_id: str, request: Request) -> dict[str, Any]:

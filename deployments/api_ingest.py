@@ -17,12 +17,13 @@ from pathlib import Path
 from prefect.client.orchestration import SyncPrefectClient
 from sqlalchemy.orm import Session
 
+from db.jobs import assign_runs
 from db.models import Alert, Media
 from db.repository import create_media, ensure_alert, load_media, mark_uploaded
 from db.session import transaction
 from deployments.api_errors import ApiError
 from deployments.api_security import LinkSigner
-from flows.submission import submit_media
+from flows.submission import Submission, create_runs, plan_submission
 from media_pipeline.detect import DetectedMedia
 from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.errors import InvalidMedia, PermanentError
@@ -138,19 +139,32 @@ class Ingest:
                                f"{received} bytes sent, {declared_size} declared")  # fmt: skip
         return received
 
-    def complete(self, alert_id: str, media_id: str) -> tuple[Media, list[str]]:
+    def complete(self, alert_id: str, media_id: str) -> tuple[MediaType, MediaStatus, list[str]]:
         """Check the stored object of an initiated media, then submit its runs (the same
-        runs on every call)."""
+        runs on every call). Three transactions: read, accept and plan, record the runs."""
         alert = parse_uuid(alert_id, "alert id")
         media = transaction(lambda session: load_media(session, media_id))
         if media.alert_id != alert:
             raise ApiError(404, "media_not_found", f"media {media.id} is not of alert {alert}")
+        found = None
         if media.status is MediaStatus.AWAITING_UPLOAD:
-            detected_type, detected_mime = self.check_object(media)
-            transaction(lambda session: mark_uploaded(
-                session, load_media(session, media.id), detected_type, detected_mime))  # fmt: skip
-        runs = submit_media(str(media.id), client=self.prefect)
-        return transaction(lambda session: load_media(session, media.id)), runs
+            found = self.check_object(media)
+
+        def accept(session: Session) -> Submission:
+            if found is not None:
+                mark_uploaded(session, load_media(session, media.id), *found)
+            return plan_submission(session, media.id)
+
+        submission = transaction(accept)
+        runs = create_runs(submission, self.prefect)
+
+        def record(session: Session) -> tuple[MediaType, MediaStatus]:
+            assign_runs(session, media.id, runs)
+            stored = load_media(session, media.id)
+            return stored.type, stored.status
+
+        media_type, status = transaction(record)
+        return media_type, status, list(dict.fromkeys(runs.values()))
 
     def check_object(self, media: Media) -> tuple[MediaType, str]:
         key = media.storage_key

@@ -31,23 +31,23 @@ class MediaSource:
         return str(self.media_id)[:8]
 
 
-def load_source(media_id: object) -> MediaSource:
+def read_source(session: Session, media_id: object) -> MediaSource:
     """The media's row as a plain value; a media whose upload is not complete is refused."""
+    media = load_media(session, media_id)
+    if media.status is MediaStatus.AWAITING_UPLOAD:
+        raise InvalidMedia(f"media {media.id} awaits its upload: complete it first")
+    return MediaSource(
+        media_id=media.id,
+        alert_id=media.alert_id,
+        category=media.alert.category_code,
+        type=media.type,
+        is_enhanced=media.is_enhanced,
+        source_media_id=media.source_media_id,
+        original_key=media.storage_key,
+        folder_key=media_key(media.alert_id, media.source_media_id or media.id),
+        filename=media.filename,
+    )
 
-    def read(session: Session) -> MediaSource:
-        media = load_media(session, media_id)
-        if media.status is MediaStatus.AWAITING_UPLOAD:
-            raise InvalidMedia(f"media {media.id} awaits its upload: complete it first")
-        return MediaSource(
-            media_id=media.id,
-            alert_id=media.alert_id,
-            category=media.alert.category_code,
-            type=media.type,
-            is_enhanced=media.is_enhanced,
-            source_media_id=media.source_media_id,
-            original_key=media.storage_key,
-            folder_key=media_key(media.alert_id, media.source_media_id or media.id),
-            filename=media.filename,
-        )
 
-    return transaction(read)
+def load_source(media_id: object) -> MediaSource:
+    return transaction(lambda session: read_source(session, media_id))

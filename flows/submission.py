@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
+from sqlalchemy.orm import Session
 
 from db.jobs import assign_runs, plan_jobs
 from db.session import transaction
-from flows.sources import load_source
+from flows.sources import MediaSource, read_source
 from media_pipeline.errors import PermanentError
 from media_pipeline.settings import get_settings
-from tasks.table import JOB_TABLE, tiers
+from tasks.table import JOB_TABLE, Job, tiers
 
 FLOW_NAME = "process-media"
 
@@ -34,6 +36,66 @@ def deployment_name(tier: str) -> str:
 def run_name(media_id: str, tier: str | None) -> str:
     """``media · <8 characters of the media id> · <tier>``, at creation and at start."""
     return f"media · {media_id[:8]} · {tier or 'all'}"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A media's planned jobs, waiting for their flow runs."""
+
+    source: MediaSource
+    jobs: list[Job]
+    generation: str  # part of the runs' idempotency keys
+    named: bool  # only the jobs asked for (their runs say which)
+
+
+def plan_submission(
+    session: Session, media_id: object, reprocess: bool = False, jobs: list[str] | None = None
+) -> Submission:
+    """Plan the media's jobs (PENDING rows) in the caller's transaction."""
+    source = read_source(session, media_id)
+    wanted = JOB_TABLE.select(source, get_settings().gemini.enhancement_categories, jobs)
+    if jobs is not None:
+        if not wanted:
+            raise PermanentError(
+                f"{', '.join(jobs)} does not apply to {source.type.value} media "
+                f"{source.media_id} (alert category {source.category})"
+            )
+        reprocess = True
+    plan_jobs(session, source.media_id, [job.name for job in wanted], reset=reprocess)
+    generation = uuid.uuid4().hex[:8] if reprocess else "first"
+    return Submission(source, wanted, generation, named=jobs is not None)
+
+
+def create_runs(submission: Submission, client: SyncPrefectClient | None = None) -> dict[str, str]:
+    """One flow run per tier of the planned jobs (the same runs for the same submission);
+    job name -> flow run id."""
+    source = submission.source
+    runs: dict[str, str] = {}
+    with api_client(client) as api:
+        for tier in sorted({job.queue for job in submission.jobs}, key=tiers().index):
+            names = [job.name for job in submission.jobs if job.queue == tier]
+            parameters: dict[str, Any] = {"media_id": str(source.media_id), "tier": tier}
+            if submission.named:
+                parameters["jobs"] = names
+            # Named and tagged at creation, so that a run waiting in a queue can be found
+            # by its media, its alert or its jobs in the UI's search.
+            run = create_run(
+                api,
+                deployment_name(tier),
+                parameters=parameters,
+                name=run_name(str(source.media_id), tier),
+                idempotency_key=f"{source.media_id}:{tier}:{submission.generation}",
+                tags=[
+                    f"media-{source.media_id}",
+                    f"alert-{source.alert_id}",
+                    f"type-{source.type.value.lower()}",
+                    f"category-{source.category.lower()}",
+                    f"tier-{tier}",
+                    *(f"job-{name}" for name in names),
+                ],
+            )
+            runs.update(dict.fromkeys(names, str(run.id)))
+    return runs
 
 
 def submit_media(
@@ -48,50 +110,10 @@ def submit_media(
     ``jobs`` runs only those jobs again (new runs; a new transcription version, say). A
     long-lived caller (the HTTP API) passes its open ``client``.
     """
-    source = load_source(media_id)
-    categories = get_settings().gemini.enhancement_categories
-    wanted = JOB_TABLE.select(source, categories, jobs)
-    if jobs is not None:
-        if not wanted:
-            raise PermanentError(
-                f"{', '.join(jobs)} does not apply to {source.type.value} media "
-                f"{source.media_id} (alert category {source.category})"
-            )
-        reprocess = True
-    transaction(
-        lambda session: plan_jobs(
-            session, source.media_id, [job.name for job in wanted], reset=reprocess
-        )
-    )
-    generation = uuid.uuid4().hex[:8] if reprocess else "first"
-    runs: dict[str, str] = {}
-    with api_client(client) as api:
-        for tier in sorted({job.queue for job in wanted}, key=tiers().index):
-            names = [job.name for job in wanted if job.queue == tier]
-            parameters: dict[str, Any] = {"media_id": str(source.media_id), "tier": tier}
-            if jobs is not None:
-                parameters["jobs"] = names
-            # Named and tagged at creation, so that a run waiting in a queue can be found
-            # by its media, its alert or its jobs in the UI's search.
-            run = create_run(
-                api,
-                deployment_name(tier),
-                parameters=parameters,
-                name=run_name(str(source.media_id), tier),
-                idempotency_key=f"{source.media_id}:{tier}:{generation}",
-                tags=[
-                    f"media-{source.media_id}",
-                    f"alert-{source.alert_id}",
-                    f"type-{source.type.value.lower()}",
-                    f"category-{source.category.lower()}",
-                    f"tier-{tier}",
-                    *(f"job-{name}" for name in names),
-                ],
-            )
-            runs[tier] = str(run.id)
-    by_job = {job.name: runs[job.queue] for job in wanted}
-    transaction(lambda session: assign_runs(session, source.media_id, by_job))
-    return list(runs.values())
+    submission = transaction(lambda session: plan_submission(session, media_id, reprocess, jobs))
+    runs = create_runs(submission, client)
+    transaction(lambda session: assign_runs(session, submission.source.media_id, runs))
+    return list(dict.fromkeys(runs.values()))
 
 
 def api_client(

@@ -106,11 +106,6 @@ class JobTable:
             if job.applies(media, enhancement_categories) and (tier is None or job.queue == tier)
         ]
 
-    def tiers_for(self, media: MediaFacts, enhancement_categories: Collection[str]) -> list[str]:
-        """The queues this media's jobs go to, highest priority first."""
-        queues = {job.queue for job in self.select(media, enhancement_categories)}
-        return sorted(queues, key=tiers().index)
-
 
 JOB_TABLE = JobTable(
     (
