@@ -40,6 +40,10 @@ def serve(host: str, port: int) -> None:
         raise PipelineError("the API needs a Prefect server: set PREFECT_API_URL, or leave "
                            "MEDIA_PIPELINE_LOCAL_SERVER on for the embedded default")  # fmt: skip
     if not settings.api.tokens():
+        if not embedded:  # replicas behind a load balancer must accept the same tokens
+            raise PipelineError("set MEDIA_PIPELINE_API_TOKENS: with a Prefect server the API "
+                                "takes its tokens from the environment, the same on every "
+                                "replica (a token file is for the embedded default)")  # fmt: skip
         api_tokens(settings)
         typer.echo(f"API token (MEDIA_PIPELINE_API_TOKENS unset): {token_file(settings)}",
                    err=True)  # fmt: skip

@@ -220,3 +220,15 @@ def test_every_refusal_is_a_clear_json_error(api, tmp_path: Path):
     assert_error(client.get("/api/nothing-here"), 404, "not_found")
     docs = httpx.get(f"{base}/openapi.json").json()
     assert "/api/alerts/{alert_id}/media/initiate" in docs["paths"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_with_a_prefect_server_the_api_needs_its_tokens_from_the_environment():
+    from typer.testing import CliRunner
+
+    from deployments.cli import app
+
+    result = CliRunner().invoke(app, ["api", "--port", "9"])
+    assert result.exit_code == 2
+    assert "set MEDIA_PIPELINE_API_TOKENS" in result.output
+    assert not (get_settings().storage.data_dir / "api-token").exists()
