@@ -19,7 +19,7 @@ from deployments.warm_worker import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
 from tests.support.api import start_api
 from tests.support.media import make_jpeg, make_tone
-from tests.support.processes import stop_process
+from tests.support.processes import stop_process, wait_until
 from tests.support.production import wait_for_runs
 
 TOKENS = ("old-token-0123456789", "new-token-9876543210")
@@ -116,6 +116,21 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
     wait_for_runs(redo.json()["runs"])
     assert client.get(f"/api/media/{note['mediaId']}").json()["transcription"]["version"] == 2
     assert_error(client.post(f"/api/media/{note['mediaId']}/retry"), 409, "nothing_to_retry")
+
+    # A photo cut short after its header passes complete's check but fails its job; the
+    # media's retry re-runs that run under its id (and it fails again: the file is bad).
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo.read_bytes()[:20_000])
+    broken = initiate(client, alert, cut, "image/jpeg", "IMAGE", category=None)
+    httpx.put(broken["uploadUrl"], content=cut.read_bytes(), headers=broken["headers"])
+    failed = client.post(f"/api/alerts/{alert}/media/{broken['mediaId']}/complete").json()
+    first = wait_for_runs(failed["runs"])[failed["runs"][0]]
+    view = client.get(f"/api/media/{broken['mediaId']}").json()
+    assert view["status"] == "FAILED" and "not retried" in view["jobs"][0]["error"]
+    retried = client.post(f"/api/media/{broken['mediaId']}/retry")
+    assert retried.status_code == 202 and retried.json()["runs"] == failed["runs"]
+    wait_until(lambda: client.get(f"/api/jobs/{failed['runs'][0]}").json()["attemptsMade"]
+               > first.run_count, 120, "the retried run")  # fmt: skip
     assert_error(client.post(f"/api/media/{note['mediaId']}/jobs/generate-thumbnails"),
                  422, "refused")  # fmt: skip
 
