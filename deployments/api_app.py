@@ -13,6 +13,7 @@ OpenAPI docs at ``/docs``.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 from sqlalchemy.orm import Session
 from starlette.formparsers import MultiPartParser
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db.repository import active_transcription, load_media, media_summary, set_alert_category
 from db.session import transaction
@@ -80,6 +82,8 @@ def create_app(
     app = FastAPI(title="media-pipeline", version="1", lifespan=lifespan,
                   description=__doc__)  # fmt: skip
     install_error_handlers(app)
+    app.state.last_request = time.monotonic()
+    app.add_middleware(NoteRequests, state=app.state)
 
     @app.get("/health", tags=["operations"])
     def health() -> dict[str, str]:
@@ -88,6 +92,17 @@ def create_app(
     app.include_router(uploads_router())
     app.include_router(api_router())
     return app
+
+
+class NoteRequests:
+    """Records when the last request came (``media-pipeline api --idle-exit``)."""
+
+    def __init__(self, app: ASGIApp, state: Any) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.state.last_request = time.monotonic()
+        await self.app(scope, receive, send)
 
 
 def ingest_of(request: Request) -> Ingest:

@@ -14,7 +14,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -27,7 +30,7 @@ from media_pipeline.settings import get_settings
 PR_SET_PDEATHSIG = 1
 
 
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, idle_exit: float = 0) -> None:
     import uvicorn
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
@@ -53,12 +56,26 @@ def serve(host: str, port: int) -> None:
         # Stopped in the app's shutdown: uvicorn re-raises SIGTERM once it has shut down,
         # so nothing after uvicorn.run would run then.
         stop = (lambda: stop_worker(worker)) if worker else None
+        app = create_app(client, on_shutdown=stop)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, proxy_headers=True,
+                                               log_level="info", access_log=False))  # fmt: skip
+        if idle_exit:
+            threading.Thread(target=exit_when_idle, args=(server, app, idle_exit),
+                             daemon=True).start()  # fmt: skip
         try:
-            uvicorn.run(create_app(client, on_shutdown=stop), host=host, port=port,
-                        proxy_headers=True, log_level="info", access_log=False)  # fmt: skip
+            server.run()
         finally:
             if stop is not None:
                 stop()
+
+
+def exit_when_idle(server: Any, app: Any, idle_seconds: float) -> None:
+    """Ask uvicorn to shut down once no request came for ``idle_seconds``."""
+    while not server.should_exit:
+        time.sleep(min(5.0, idle_seconds))
+        if time.monotonic() - app.state.last_request > idle_seconds:
+            typer.echo(f"no request for {idle_seconds:.0f} s: stopping", err=True)
+            server.should_exit = True
 
 
 def start_embedded_worker() -> subprocess.Popen[bytes]:

@@ -18,3 +18,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(server_app, name="server")
 for commands in (local, operations):
     app.registered_commands += commands.registered_commands
+
+
+if __name__ == "__main__":  # python -m deployments.cli (how the local service starts)
+    app()

@@ -17,7 +17,8 @@ local = typer.Typer()
 db_app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
 server_app = typer.Typer(
     no_args_is_help=True,
-    help="The local Prefect server of the embedded default (process and demo start it).",
+    help="The local Prefect server of the embedded default (process and demo start it), "
+    "and the local service later process commands use.",
 )
 
 
@@ -31,9 +32,11 @@ def server_start() -> None:
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop the local Prefect server."""
+    """Stop the local service (if running), then the local Prefect server."""
     from deployments.local_server import local_server
+    from deployments.local_service import local_service
 
+    local_service().stop()
     typer.echo("stopped" if local_server().stop() else "not running")
 
 
@@ -51,6 +54,11 @@ def server_status() -> None:
         raise typer.Exit(1)
     idle = time.time() - server.last_used.stat().st_mtime
     typer.echo(f"running at {state['url']} (process {state['pid']}, idle {idle:.0f} s)")
+    from deployments.local_service import local_service
+
+    service = local_service().state()
+    if service is not None:
+        typer.echo(f"local service at {service['url']} (process {service['pid']})")
 
 
 @db_app.command("upgrade")
@@ -69,11 +77,13 @@ def process(
     alert: Annotated[str | None, typer.Option(help="Alert id (UUID); new alert if omitted")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
-    """Register FILE and process it in-process; exit 0 when READY, 1 otherwise."""
-    from deployments.processing import process_file
+    """Register FILE and process it; exit 0 when READY, 1 otherwise.
 
+    On the embedded default the first command runs the flow in-process and leaves the
+    local service running; later ones hand the file to it (see local_service.py).
+    """
     try:
-        summary = process_file(file, alert, category)
+        summary = process_here_or_by_service(file, alert, category)
     except PipelineError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -81,6 +91,24 @@ def process(
     else:
         print_summary(summary)
     raise typer.Exit(0 if summary.status is MediaStatus.READY else 1)
+
+
+def process_here_or_by_service(file: Path, alert: str | None, category: str) -> MediaSummary:
+    from deployments.local_service import (
+        launch_after_first_process,
+        process_through_service,
+        running_service_url,
+    )
+
+    url = running_service_url()
+    if url is not None and (done := process_through_service(url, file, alert, category)):
+        typer.echo(f"processed by the local service at {url}", err=True)
+        return done
+    from deployments.processing import process_file
+
+    summary = process_file(file, alert, category)
+    launch_after_first_process()
+    return summary
 
 
 @local.command()

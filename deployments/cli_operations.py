@@ -48,6 +48,9 @@ def setup(
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    idle_exit: Annotated[
+        float, typer.Option(help="Stop after this many seconds without a request; 0: never")
+    ] = 0,
 ) -> None:
     """Serve the HTTP API (upload workflow, media, jobs, queue stats; docs at /docs).
 
@@ -55,7 +58,7 @@ def api(
     """
     from deployments.api_server import serve
 
-    call(serve, host=host, port=port)
+    call(serve, host=host, port=port, idle_exit=idle_exit)
 
 
 @operations.command()

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.support.media import make_jpeg
-from tests.support.processes import wait_until
+from tests.support.processes import http_ok, wait_until
 
 SCRIPT = str(Path(sys.executable).parent / "media-pipeline")
 
@@ -36,26 +36,38 @@ def alive(pid: int) -> bool:
         f"/proc/{pid}/status").read_text().lower()  # fmt: skip
 
 
-def test_later_commands_reuse_the_local_server_then_it_stops(tmp_path: Path):
+def test_later_commands_go_to_the_local_service_then_everything_stops(tmp_path: Path):
+    """The first ``process`` starts the local server and runs in-process, then leaves the
+    local service running; the next ones hand their file to it; ``server stop`` stops both."""
     photo = make_jpeg(tmp_path / "p.jpg", 1600, 1200)
     env = embedded_env(tmp_path / "data")
     state_file = tmp_path / "data" / "prefect-server" / "server.json"
+    service_file = tmp_path / "data" / "local-service" / "api.json"
     try:
         first = cli(env, "process", str(photo), "--json")
         assert first.returncode == 0, first.stderr[-2000:]
         assert json.loads(first.stdout)["status"] == "READY"
+        assert "local service" not in first.stderr
         pid = json.loads(state_file.read_text())["pid"]
         assert alive(pid)
+        service = json.loads(service_file.read_text())
+        wait_until(lambda: http_ok(f"{service['url']}/health"), 300, "the local service")
 
         second = cli(env, "process", str(photo), "--json")
-        assert second.returncode == 0 and json.loads(second.stdout)["status"] == "READY"
+        assert second.returncode == 0, second.stderr[-2000:]
+        summary = json.loads(second.stdout)
+        assert summary["status"] == "READY" and summary["filename"] == "p.jpg"
+        outputs = {o["type"] for o in summary["jobs"][0]["outputs"]}
+        assert outputs == {"THUMBNAIL", "MEDIUM", "LARGE"}
+        assert f"processed by the local service at {service['url']}" in second.stderr
         assert json.loads(state_file.read_text())["pid"] == pid  # the same server
         status = cli(env, "server", "status")
         assert status.returncode == 0 and "running at http://127.0.0.1:" in status.stdout
+        assert f"local service at {service['url']}" in status.stdout
     finally:
         stopped = cli(env, "server", "stop")
     assert stopped.stdout.strip() == "stopped"
-    wait_until(lambda: not alive(pid), 30, "the local server to stop")
+    wait_until(lambda: not alive(pid) and not alive(service["pid"]), 60, "everything to stop")
     assert cli(env, "server", "status").stdout.strip() == "not running"
 
 

@@ -1,0 +1,174 @@
+"""The embedded default's processing service: ``media-pipeline api`` in the background.
+
+A ``process`` command that imports Prefect and runs the flow itself spends most of its
+time importing (about 1.2 s for ``import prefect`` alone here) and flushing Prefect's logs
+and events at exit. So the first ``process`` on a machine runs in-process, as it always
+did, then starts the API on the embedded default (its warm worker has everything
+imported) and leaves it running; the next ones hand their file to it over HTTP, the three
+calls of the seed's workflow, and wait for the media to be final. Only httpx, PyAV and
+SQLAlchemy are imported on that path. The service stops after
+``MEDIA_PIPELINE_LOCAL_SERVER_IDLE_SECONDS`` without a request, or with
+``media-pipeline server stop``; when it is not ready (still starting), ``process`` runs
+in-process.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic.alias_generators import to_snake
+
+from deployments.api_security import kept_secret, token_file
+from media_pipeline.errors import PipelineError
+from media_pipeline.payloads import MediaSummary
+from media_pipeline.settings import get_settings
+
+FINAL = {"READY", "PARTIAL", "FAILED"}
+
+
+@dataclass(frozen=True)
+class LocalService:
+    folder: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / "api.json"
+
+    def state(self) -> dict[str, Any] | None:
+        """{"pid", "url"} of the running service, or None."""
+        try:
+            state = json.loads(self.state_file.read_text())
+            os.kill(int(state["pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            return None
+        return state  # type: ignore[no-any-return]
+
+    def ready_url(self) -> str | None:
+        """The service's URL when it answers, else None."""
+        state = self.state()
+        if state is None:
+            return None
+        try:
+            healthy = httpx.get(f"{state['url']}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return None
+        return str(state["url"]) if healthy else None
+
+    def launch(self) -> None:
+        """Start the service in the background unless it runs (it outlives this command)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.state() is not None:
+                return
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            settings = get_settings()
+            env = {**os.environ, "MEDIA_PIPELINE_DATA_DIR": str(settings.storage.data_dir),
+                   "MEDIA_ROOT": str(settings.media_root)}  # fmt: skip
+            idle = settings.orchestration.local_server_idle_seconds
+            with (self.folder / "api.log").open("ab") as log:
+                service = subprocess.Popen(
+                    [sys.executable, "-m", "deployments.cli", "api", "--host", "127.0.0.1",
+                     "--port", str(port), "--idle-exit", str(idle)],
+                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )  # fmt: skip
+            state = {"pid": service.pid, "url": f"http://127.0.0.1:{port}"}
+            self.state_file.write_text(json.dumps(state))
+
+    def stop(self) -> bool:
+        """Stop the service (it hands back its runs in flight); False when none ran."""
+        state = self.state()
+        if state is None:
+            return False
+        os.kill(int(state["pid"]), signal.SIGTERM)
+        deadline = time.monotonic() + get_settings().orchestration.worker_grace_seconds + 30
+        while self.state() is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.state_file.unlink(missing_ok=True)
+        return True
+
+
+def local_service() -> LocalService:
+    return LocalService(get_settings().storage.data_dir / "local-service")
+
+
+def running_service_url() -> str | None:
+    """The local service's URL when it runs and answers. It only ever starts on the
+    embedded default, so this needs no Prefect import (a second of start-up) to decide."""
+    if os.environ.get("PREFECT_API_URL") or not get_settings().orchestration.local_server:
+        return None
+    return local_service().ready_url()
+
+
+def launch_after_first_process() -> None:
+    """Start the service for the next commands, on the embedded default as Prefect reads
+    its settings (environment, profile, or a caller's temporary settings)."""
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url and get_settings().orchestration.local_server:
+        local_service().launch()
+
+
+def process_through_service(
+    url: str, file: Path, alert: str | None, category: str
+) -> MediaSummary | None:
+    """Hand ``file`` to the service at ``url`` and wait until its media is final; its
+    summary, or None when the service does not take this file (the caller runs it
+    in-process)."""
+    from media_pipeline.detect import detect_media
+    from media_pipeline.storage import parse_uuid
+
+    detected = detect_media(file)
+    alert_id = str(parse_uuid(alert, "alert id")) if alert else str(uuid.uuid4())
+    token = kept_secret(token_file(get_settings()))
+    with httpx.Client(base_url=url, timeout=120,
+                      headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
+        started = client.post(f"/api/alerts/{alert_id}/media/initiate", json={
+            "type": detected.type.value, "filename": file.name[:255],
+            "mimeType": detected.mime_type, "size": file.stat().st_size,
+            "categoryCode": category})  # fmt: skip
+        if started.status_code != 201:  # a kind or size the API does not take
+            return None
+        body = started.json()
+        with file.open("rb") as content:
+            answer(client.put(body["uploadUrl"], content=content, headers=body["headers"]))
+        media_id = str(body["mediaId"])
+        answer(client.post(f"/api/alerts/{alert_id}/media/{media_id}/complete"))
+        while (view := answer(client.get(f"/api/media/{media_id}")))["status"] not in FINAL:
+            time.sleep(0.05)
+    return MediaSummary.model_validate(snake(view))
+
+
+def snake(value: Any) -> Any:
+    """The API's camelCase JSON with the payloads' snake_case keys."""
+    if isinstance(value, dict):
+        return {to_snake(k) if "-" not in k else k: snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake(item) for item in value]
+    return value
+
+
+def answer(response: httpx.Response) -> Any:
+    """The JSON of a successful answer; the service's own message otherwise."""
+    if response.is_success:
+        return response.json()
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:300]
+    raise PipelineError(message)
