@@ -75,7 +75,7 @@ def first_then_later(env: dict[str, str], photo: Path, later: int
     while time.monotonic() - began < 300:
         try:
             url = json.loads(state.read_text())["url"]
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=2).json().get("worker") == "ready":
                 break
         except (OSError, ValueError, KeyError, httpx.HTTPError):
             pass

@@ -63,9 +63,12 @@ class AlertBody(Camel):
 
 
 def create_app(
-    prefect: SyncPrefectClient | None = None, on_shutdown: Callable[[], object] | None = None
+    prefect: SyncPrefectClient | None = None,
+    on_shutdown: Callable[[], object] | None = None,
+    worker: str | None = None,
 ) -> FastAPI:
-    """The API, submitting through ``prefect`` (an open client; else one it opens)."""
+    """The API, submitting through ``prefect`` (an open client; else one it opens);
+    ``worker`` names the worker it runs itself on the embedded default."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -86,8 +89,16 @@ def create_app(
     app.add_middleware(NoteRequests, state=app.state)
 
     @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    def health(request: Request) -> dict[str, str]:
+        """``ok``; on the embedded default also whether its own worker has started."""
+        if worker is None:
+            return {"status": "ok"}
+        state = request.app.state
+        if not getattr(state, "worker_ready", False):
+            pool = get_settings().orchestration.work_pool
+            workers = state.ingest.prefect.read_workers_for_work_pool(work_pool_name=pool)
+            state.worker_ready = any(w.name == worker and w.last_heartbeat_time for w in workers)
+        return {"status": "ok", "worker": "ready" if state.worker_ready else "starting"}
 
     app.include_router(uploads_router())
     app.include_router(api_router())

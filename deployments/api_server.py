@@ -53,10 +53,11 @@ def serve(host: str, port: int, idle_exit: float = 0) -> None:
     upgrade()
     with prefect_api(), get_client(sync_client=True) as client:
         worker = start_embedded_worker() if embedded else None
+        worker_name = embedded_worker_name() if worker else None
         # Stopped in the app's shutdown: uvicorn re-raises SIGTERM once it has shut down,
         # so nothing after uvicorn.run would run then.
         stop = (lambda: stop_worker(worker)) if worker else None
-        app = create_app(client, on_shutdown=stop)
+        app = create_app(client, on_shutdown=stop, worker=worker_name)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, proxy_headers=True,
                                                log_level="info", access_log=False))  # fmt: skip
         if idle_exit:
@@ -78,6 +79,10 @@ def exit_when_idle(server: Any, app: Any, idle_seconds: float) -> None:
             server.should_exit = True
 
 
+def embedded_worker_name() -> str:
+    return f"api-{os.getpid()}"
+
+
 def start_embedded_worker() -> subprocess.Popen[bytes]:
     """Set up the local server's pool and deployments, then start one warm worker on it."""
     from prefect.settings import get_current_settings
@@ -91,7 +96,7 @@ def start_embedded_worker() -> subprocess.Popen[bytes]:
     typer.echo(f"processing here too (embedded default); worker log: {log}", err=True)
     script = Path(sys.executable).parent / "prefect"
     args = [str(script), "worker", "start", "--pool", settings.orchestration.work_pool,
-            "--name", f"api-{os.getpid()}"]  # fmt: skip
+            "--name", embedded_worker_name()]  # fmt: skip
     with log.open("ab") as output:
         return subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, preexec_fn=stop_with_parent)  # fmt: skip

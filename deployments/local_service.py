@@ -56,15 +56,16 @@ class LocalService:
         return state  # type: ignore[no-any-return]
 
     def ready_url(self) -> str | None:
-        """The service's URL when it answers, else None."""
+        """The service's URL when it answers and its worker has started, else None."""
         state = self.state()
         if state is None:
             return None
-        try:
-            healthy = httpx.get(f"{state['url']}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
+        try:  # up, and its worker too
+            health = httpx.get(f"{state['url']}/health", timeout=2)
+            ready = health.status_code == 200 and health.json().get("worker") == "ready"
+        except (httpx.HTTPError, ValueError):
             return None
-        return str(state["url"]) if healthy else None
+        return str(state["url"]) if ready else None
 
     def launch(self) -> None:
         """Start the service in the background unless it runs (it outlives this command)."""

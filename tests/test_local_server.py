@@ -10,8 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from tests.support.media import make_jpeg
-from tests.support.processes import http_ok, wait_until
+from tests.support.processes import wait_until
 
 SCRIPT = str(Path(sys.executable).parent / "media-pipeline")
 
@@ -36,6 +38,13 @@ def alive(pid: int) -> bool:
         f"/proc/{pid}/status").read_text().lower()  # fmt: skip
 
 
+def service_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).json().get("worker") == "ready"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 def test_later_commands_go_to_the_local_service_then_everything_stops(tmp_path: Path):
     """The first ``process`` starts the local server and runs in-process, then leaves the
     local service running; the next ones hand their file to it; ``server stop`` stops both."""
@@ -51,7 +60,7 @@ def test_later_commands_go_to_the_local_service_then_everything_stops(tmp_path: 
         pid = json.loads(state_file.read_text())["pid"]
         assert alive(pid)
         service = json.loads(service_file.read_text())
-        wait_until(lambda: http_ok(f"{service['url']}/health"), 300, "the local service")
+        wait_until(lambda: service_ready(service["url"]), 300, "the local service")
 
         second = cli(env, "process", str(photo), "--json")
         assert second.returncode == 0, second.stderr[-2000:]
