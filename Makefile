@@ -12,6 +12,7 @@ $(BIN)/media-pipeline: pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/media-pipeline server prepare >/dev/null || echo "no database template: a fresh local server migrates its own"
 	touch $@
 
 # After a change of dependencies in pyproject.toml: resolve them again, exactly.

@@ -30,6 +30,14 @@ def server_start() -> None:
     typer.echo(local_server().start())
 
 
+@server_app.command("prepare")
+def server_prepare() -> None:
+    """Make the migrated database a fresh local server starts from (make setup runs it)."""
+    from deployments.local_server import prepare_database_template
+
+    typer.echo(prepare_database_template())
+
+
 @server_app.command("stop")
 def server_stop() -> None:
     """Stop the local service (if running), then the local Prefect server."""
@@ -106,9 +114,22 @@ def process_here_or_by_service(file: Path, alert: str | None, category: str) -> 
         return done
     from deployments.processing import process_file
 
+    launch_local_server_early()
     summary = process_file(file, alert, category)
     launch_after_first_process()
     return summary
+
+
+def launch_local_server_early() -> None:
+    """On the embedded default, start the local server now: it boots while this command
+    imports the pipeline and registers the file (``process_file`` then waits for it)."""
+    from prefect.settings import get_current_settings
+
+    from deployments.local_server import local_server
+    from media_pipeline.settings import get_settings
+
+    if not get_current_settings().api.url and get_settings().orchestration.local_server:
+        local_server().launch()
 
 
 @local.command()

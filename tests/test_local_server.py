@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 
+from deployments.local_server import prepare_database_template, seed_database
 from tests.support.media import make_jpeg
 from tests.support.processes import wait_until
 
@@ -90,3 +93,16 @@ def test_an_idle_local_server_stops_by_itself(tmp_path: Path):
     finally:
         cli(env, "server", "stop")
     assert cli(env, "server", "status").stdout.strip() == "not running"
+
+
+def test_a_fresh_local_server_starts_from_the_migrated_template(tmp_path: Path):
+    template = prepare_database_template()  # made by make setup; here if it did not
+    assert template.name == f"prefect-{version('prefect')}.db"
+    database = tmp_path / "prefect.db"
+    assert seed_database(database) is True
+    assert database.read_bytes() == template.read_bytes()
+    database.write_bytes(b"in use")
+    assert seed_database(database) is False and database.read_bytes() == b"in use"
+    with sqlite3.connect(template) as connection:  # migrated: Prefect's tables are there
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert {"flow_run", "deployment", "work_pool", "alembic_version"} <= tables
