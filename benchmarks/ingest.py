@@ -74,7 +74,10 @@ def summary(times: list[float]) -> dict[str, float]:
             "p95_ms": round(percentile(times, 0.95) * 1000, 1)}  # fmt: skip
 
 
-def upload_once(client: Any, photo: bytes, timings: dict[str, list[float]]) -> None:
+def upload_once(clients: Any, photo: bytes, timings: dict[str, list[float]]) -> None:
+    """initiate -> PUT -> complete; ``clients.api`` carries the token, ``clients.uploads``
+    does not (a presigned URL carries its own credentials)."""
+    client = clients.api
     alert = str(uuid.uuid4())
     started = time.perf_counter()
     init = client.post(f"/api/alerts/{alert}/media/initiate", json={
@@ -83,9 +86,8 @@ def upload_once(client: Any, photo: bytes, timings: dict[str, list[float]]) -> N
     init.raise_for_status()
     body = init.json()
     sent = time.perf_counter()
-    # Its own client, without the API's token (a presigned URL carries its credentials).
-    client.uploads.put(body["uploadUrl"], content=photo, headers=body["headers"]
-                       ).raise_for_status()  # fmt: skip
+    clients.uploads.put(body["uploadUrl"], content=photo, headers=body["headers"]
+                        ).raise_for_status()  # fmt: skip
     uploaded = time.perf_counter()
     client.post(f"/api/alerts/{alert}/media/{body['mediaId']}/complete").raise_for_status()
     done = time.perf_counter()
@@ -95,7 +97,7 @@ def upload_once(client: Any, photo: bytes, timings: dict[str, list[float]]) -> N
 
 
 def load(base: str, pid: int, count: int, clients: int, work: Any) -> dict[str, Any]:
-    """``work(client, timings)`` ``count`` times from ``clients`` threads."""
+    """``work(thread's clients, timings)`` ``count`` times from ``clients`` threads."""
     import httpx
 
     local = threading.local()
@@ -103,11 +105,11 @@ def load(base: str, pid: int, count: int, clients: int, work: Any) -> dict[str, 
                                                        "floor")}  # fmt: skip
 
     def one(_: int) -> None:
-        if not hasattr(local, "client"):  # one connection pool per client thread
-            local.client = httpx.Client(base_url=base, timeout=60,
-                                        headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
-            local.client.uploads = httpx.Client(timeout=60)
-        work(local.client, timings)
+        if not hasattr(local, "api"):  # connection pools of their own per client thread
+            local.api = httpx.Client(base_url=base, timeout=60,
+                                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+            local.uploads = httpx.Client(timeout=60)
+        work(local, timings)
 
     cpu = cpu_seconds(pid)
     machine = cpu_by_program()
@@ -124,10 +126,10 @@ def load(base: str, pid: int, count: int, clients: int, work: Any) -> dict[str, 
             **{k: summary(v) for k, v in timings.items() if v}}  # fmt: skip
 
 
-def floor(client: Any, timings: dict[str, list[float]]) -> None:
+def floor(clients: Any, timings: dict[str, list[float]]) -> None:
     """An authenticated call that reads one row: GET /api/media of an unknown media (404)."""
     started = time.perf_counter()
-    client.get(f"/api/media/{uuid.uuid4()}")
+    clients.api.get(f"/api/media/{uuid.uuid4()}")
     timings["floor"].append(time.perf_counter() - started)
 
 

@@ -96,10 +96,13 @@ def lock_media(session: Session, media_id: uuid.UUID) -> None:
     session.execute(update(Media).where(Media.id == media_id).values(status=Media.status))
 
 
-def mark_uploaded(session: Session, media: Media, media_type: MediaType, mime_type: str) -> None:
-    """An initiated media whose bytes were checked: UPLOADED, with the type its content has."""
-    lock_media(session, media.id)
-    session.refresh(media)
+def mark_uploaded(
+    session: Session, media_id: uuid.UUID, media_type: MediaType, mime_type: str
+) -> None:
+    """An initiated media whose bytes were checked: UPLOADED, with the type its content has.
+    Read under the media's lock, so two completes of one media agree."""
+    lock_media(session, media_id)
+    media = load_media(session, media_id)
     if media.status is MediaStatus.AWAITING_UPLOAD:
         media.status, media.type, media.mime_type = MediaStatus.UPLOADED, media_type, mime_type
 

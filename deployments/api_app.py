@@ -132,7 +132,7 @@ def api_router() -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
 
     @router.put("/alerts/{alert_id}", tags=["ingest"])
-    def put_alert(alert_id: str, body: AlertBody, request: Request) -> dict[str, Any]:
+    def put_alert(alert_id: str, body: AlertBody) -> dict[str, Any]:
         """Create the alert, or change its category (before its media are completed)."""
         alert = parse_uuid(alert_id, "alert id")
         created = transaction(lambda s: set_alert_category(s, alert, body.category_code))

@@ -152,7 +152,7 @@ class Ingest:
 
         def accept(session: Session) -> Submission:
             if found is not None:
-                mark_uploaded(session, load_media(session, media.id), *found)
+                mark_uploaded(session, media.id, *found)
             return plan_submission(session, media.id)
 
         submission = transaction(accept)

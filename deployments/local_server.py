@@ -31,12 +31,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from media_pipeline.settings import get_settings
 
 START_TIMEOUT = 300.0  # a loaded laptop is slow, not broken
+
+
+def running_state(state_file: Path) -> dict[str, Any] | None:
+    """The JSON a background process recorded in ``state_file``, while its pid lives."""
+    try:
+        state = json.loads(state_file.read_text())
+        os.kill(int(state["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    return state  # type: ignore[no-any-return]
+
+
+def free_local_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -53,12 +70,7 @@ class LocalServer:
 
     def state(self) -> dict[str, object] | None:
         """{"pid", "port", "url"} of the running server, or None."""
-        try:
-            state = json.loads(self.state_file.read_text())
-            os.kill(int(state["pid"]), 0)
-        except (OSError, ValueError, KeyError):
-            return None
-        return state  # type: ignore[no-any-return]
+        return running_state(self.state_file)
 
     def healthy(self, url: str) -> bool:
         try:
@@ -92,9 +104,7 @@ class LocalServer:
         return url
 
     def _launch(self) -> dict[str, object]:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_local_port()
         idle = get_settings().orchestration.local_server_idle_seconds
         log = (self.folder / "server.log").open("ab")
         watcher = subprocess.Popen(

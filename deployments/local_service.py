@@ -18,7 +18,6 @@ import fcntl
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import httpx
 from pydantic.alias_generators import to_snake
 
 from deployments.api_security import kept_secret, token_file
+from deployments.local_server import free_local_port, running_state
 from media_pipeline.errors import PipelineError
 from media_pipeline.payloads import MediaSummary
 from media_pipeline.settings import get_settings
@@ -48,12 +48,7 @@ class LocalService:
 
     def state(self) -> dict[str, Any] | None:
         """{"pid", "url"} of the running service, or None."""
-        try:
-            state = json.loads(self.state_file.read_text())
-            os.kill(int(state["pid"]), 0)
-        except (OSError, ValueError, KeyError):
-            return None
-        return state  # type: ignore[no-any-return]
+        return running_state(self.state_file)
 
     def ready_url(self) -> str | None:
         """The service's URL when it answers and its worker has started, else None."""
@@ -74,9 +69,7 @@ class LocalService:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if self.state() is not None:
                 return
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
+            port = free_local_port()
             settings = get_settings()
             env = {**os.environ, "MEDIA_PIPELINE_DATA_DIR": str(settings.storage.data_dir),
                    "MEDIA_ROOT": str(settings.media_root)}  # fmt: skip
