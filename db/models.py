@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     Uuid,
     text,
@@ -40,6 +41,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment in UTC, read back with its zone on every database: SQLite keeps none, and
+    a naive value compared with an aware one raises."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.astimezone(UTC) if value is not None and value.tzinfo else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and not value.tzinfo else value
+
+
 def _enum(cls: type[enum.Enum]) -> Enum:
     # Stored as short strings with a CHECK constraint: portable and readable in SQL.
     return Enum(cls, native_enum=False, length=16, validate_strings=True, name=cls.__name__.lower())
@@ -53,9 +68,9 @@ class Base(DeclarativeBase):
 
 
 class Timestamps:
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+        UtcDateTime(), default=utcnow, onupdate=utcnow
     )
 
 
@@ -148,7 +163,7 @@ class ProviderCall(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(32))
-    called_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    called_at: Mapped[datetime] = mapped_column(UtcDateTime())
     waited_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
@@ -163,8 +178,8 @@ class ProcessingJob(Timestamps, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     estimated_cost: Mapped[float | None] = mapped_column(Float)
     outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -47,6 +47,4 @@ def claim_provider_call(
         session.flush()
         return 0.0
     oldest = recent[-limit]
-    if oldest.tzinfo is None:  # SQLite keeps no zone; stored as UTC
-        oldest = oldest.replace(tzinfo=UTC)
     return max((oldest + window - moment).total_seconds(), 0.001)

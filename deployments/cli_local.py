@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -102,34 +103,44 @@ def process(
 
 
 def process_here_or_by_service(file: Path, alert: str | None, category: str) -> MediaSummary:
+    from deployments.local_server import local_server
     from deployments.local_service import (
         launch_after_first_process,
         process_through_service,
         running_service_url,
     )
 
+    launched = launch_local_server_early()  # none when the service runs: it has one
     url = running_service_url()
     if url is not None and (done := process_through_service(url, file, alert, category)):
         typer.echo(f"processed by the local service at {url}", err=True)
         return done
+    from prefect.settings import get_current_settings
+
     from deployments.processing import process_file
 
-    launch_local_server_early()
+    if launched and get_current_settings().api.url:  # a Prefect profile names a server
+        local_server().stop()
     summary = process_file(file, alert, category)
     launch_after_first_process()
     return summary
 
 
-def launch_local_server_early() -> None:
-    """On the embedded default, start the local server now: it boots while this command
-    imports the pipeline and registers the file (``process_file`` then waits for it)."""
-    from prefect.settings import get_current_settings
-
+def launch_local_server_early() -> bool:
+    """On the embedded default, start the local server first thing: it boots while this
+    command imports the pipeline and registers the file (``process_file`` then waits for
+    it). Decided from the environment before Prefect is imported (0.9 s), so a server
+    named only by a Prefect profile is seen just after; returns whether it launched one."""
     from deployments.local_server import local_server
     from media_pipeline.settings import get_settings
 
-    if not get_current_settings().api.url and get_settings().orchestration.local_server:
-        local_server().launch()
+    if os.environ.get("PREFECT_API_URL") or not get_settings().orchestration.local_server:
+        return False
+    server = local_server()
+    if server.state() is not None:
+        return False
+    server.launch()
+    return True
 
 
 @local.command()

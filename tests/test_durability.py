@@ -12,20 +12,21 @@ from pathlib import Path
 
 import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateType, Worker
-from sqlalchemy import select
+from sqlalchemy import select, update
 from typer.testing import CliRunner
 
 from db.jobs import finish_job, start_jobs
-from db.models import JobState, MediaStatus, ProviderCall
+from db.models import JobState, MediaStatus, ProcessingJob, ProviderCall
 from db.repository import load_media
 from db.session import session_scope, transaction
 from deployments.cli import app
-from deployments.reconciler import MARK, diagnose, recoveries_in_a_row
+from deployments.reconciler import MARK, Reconciler, diagnose, recoveries_in_a_row
 from deployments.registration import register_media
+from deployments.setup import setup
 from flows.runner import run_job
 from media_pipeline.settings import get_settings
 from tasks.table import JOB_TABLE
-from tests.support.media import make_tone
+from tests.support.media import make_jpeg, make_tone
 
 cli = CliRunner()
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -144,6 +145,33 @@ def test_recoveries_are_counted_since_anyone_else_scheduled_the_run():
     assert recoveries_in_a_row([scheduled(0), crashed, scheduled(3, ours), scheduled(5, ours)]) == 2
     # An analyst's retry-failed gives the run a fresh budget.
     assert recoveries_in_a_row([scheduled(3, ours), scheduled(6, "retry-failed")]) == 0
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_pass_resubmits_jobs_planned_by_a_submitter_that_died(app_db, tmp_path: Path):
+    """The embedded default keeps the app database in SQLite, which stores no time zone:
+    a pass there once failed comparing its moments ("offset-naive and offset-aware")."""
+    setup()
+    media = register_media(make_jpeg(tmp_path / "p.jpg", 640, 480), category="AUTRE")
+    planned = datetime.now(UTC) - 2 * STALL  # then the submitter died, before any run
+
+    def plan(session) -> None:  # type: ignore[no-untyped-def]
+        start_jobs(session, media.id, ["generate-thumbnails"], None)
+        session.execute(update(ProcessingJob).where(ProcessingJob.media_id == media.id)
+                        .values(updated_at=planned))  # fmt: skip
+
+    transaction(plan)
+    reconciler = Reconciler()
+    reconciler.api_up_since = planned  # the API has answered all along
+
+    recoveries = reconciler.run_pass()
+
+    assert [(r.media_id, r.action) for r in recoveries] == [(str(media.id), "resubmitted")]
+    with session_scope() as session:
+        (row,) = session.scalars(select(ProcessingJob).where(ProcessingJob.media_id == media.id))
+        assert row.flow_run_id == recoveries[0].flow_run_id
+        assert row.updated_at.tzinfo is not None
+    assert reconciler.run_pass() == []  # planned and run: nothing more to do
 
 
 @pytest.mark.usefixtures("prefect_server", "sqlite_db")

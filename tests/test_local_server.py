@@ -97,7 +97,7 @@ def test_an_idle_local_server_stops_by_itself(tmp_path: Path):
 
 def test_a_fresh_local_server_starts_from_the_migrated_template(tmp_path: Path):
     template = prepare_database_template()  # made by make setup; here if it did not
-    assert template.name == f"prefect-{version('prefect')}.db"
+    assert template.name == f"prefect-{version('prefect')}-blocks.db"
     database = tmp_path / "prefect.db"
     assert seed_database(database) is True
     assert database.read_bytes() == template.read_bytes()
@@ -105,4 +105,6 @@ def test_a_fresh_local_server_starts_from_the_migrated_template(tmp_path: Path):
     assert seed_database(database) is False and database.read_bytes() == b"in use"
     with sqlite3.connect(template) as connection:  # migrated: Prefect's tables are there
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        block_types = connection.execute("SELECT count(*) FROM block_type").fetchone()[0]
     assert {"flow_run", "deployment", "work_pool", "alembic_version"} <= tables
+    assert block_types > 20  # registered, as a server's first start would
