@@ -4,9 +4,9 @@ reused by the next ones, stopped when idle.
 With no ``PREFECT_API_URL``, Prefect starts a temporary server inside each command: 10 to
 30 s per command, and on a loaded machine it gives up ("Timed out while attempting to
 connect to ephemeral Prefect API server"). Instead the first ``process`` or ``demo`` starts
-``prefect server start`` on 127.0.0.1 (SQLite under the data directory) in a process of
-its own, waits as long as it takes for it to answer, and records its address; later
-commands find it at once. Beside it, a watcher stops it after
+Prefect's server on 127.0.0.1 (SQLite under the data directory, see
+``local_prefect_server.py``) in a process of its own, waits as long as it takes for it to
+answer, and records its address; later commands find it at once. Beside it, a watcher stops it after
 ``MEDIA_PIPELINE_LOCAL_SERVER_IDLE_SECONDS`` without a command using it.
 ``media-pipeline server start|stop|status`` does the same by hand.
 
@@ -212,7 +212,7 @@ def seed_database(database: Path) -> bool:
 
 
 def watch(folder: Path, port: int, idle_seconds: float) -> None:
-    """Run ``prefect server start`` and stop it when nobody used it for ``idle_seconds``
+    """Run the local Prefect server and stop it when nobody used it for ``idle_seconds``
     (or on SIGTERM)."""
     server = LocalServer(folder)
     database = folder / "prefect.db"
@@ -227,8 +227,8 @@ def watch(folder: Path, port: int, idle_seconds: float) -> None:
     if seeded:  # the template holds them (a later start registers them once more)
         env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
     child = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "deployments.local_prefect_server", "127.0.0.1", str(port)],
+        env=env, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

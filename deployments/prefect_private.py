@@ -9,6 +9,8 @@ engine's entry differs from the one ``deployments/warm_child.py`` mirrors.
   cancelling it.
 - The engine's entry (``python -m prefect.engine``): the control listener, run metrics
   and how a flow's result is driven to its final state.
+- The server's SQLite configuration, whose transactions the local server begins
+  IMMEDIATE (``deployments/local_prefect_server.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from prefect.engine import _drive_run_flow_result as drive_run_flow_result
 from prefect.runner._control_channel import ControlChannel
 from prefect.runner._flow_run_executor import FlowRunExecutorContext
 from prefect.runner._process_manager import ProcessHandle
+from prefect.server.database.configurations import AioSqliteConfiguration
 
 __all__ = [
+    "AioSqliteConfiguration",
     "ControlChannel",
     "FlowRunExecutorContext",
     "ProcessHandle",

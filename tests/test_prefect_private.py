@@ -32,3 +32,11 @@ def test_the_engine_entry_the_warm_child_mirrors_is_the_installed_one():
 def test_every_private_name_the_worker_uses_still_exists():
     for name in prefect_private.__all__:
         assert callable(getattr(prefect_private, name)), name
+
+
+def test_the_sqlite_transactions_the_local_server_begins_immediately_still_choose_so():
+    """deployments/local_prefect_server.py passes with_for_update=True to make Prefect
+    begin every SQLite transaction IMMEDIATE: that must stay what the flag does."""
+    begin = prefect_private.AioSqliteConfiguration.begin_transaction
+    assert list(inspect.signature(begin).parameters) == ["self", "session", "with_for_update"]
+    assert '"IMMEDIATE" if with_for_update else "DEFERRED"' in inspect.getsource(begin)
