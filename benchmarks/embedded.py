@@ -6,7 +6,9 @@ processes, with no PREFECT_API_URL, on a fresh data directory.
 Side by side in one run: today's local Prefect server (the first command starts it, runs
 in-process and leaves the local service running; later ones go through the service, timed
 once it answers) and Prefect's temporary server in each command (the behaviour before,
-``MEDIA_PIPELINE_LOCAL_SERVER=false``), both on a 12 MP photo; the baseline
+``MEDIA_PIPELINE_LOCAL_SERVER=false``), both on a 12 MP photo. The temporary server keeps
+its database in a Prefect home of its own here: its first command (which migrates it) is
+shown, and the reference is its later commands, the most favourable to it. The baseline
 ``python -c "import prefect"``; then the local server again on a machine loaded with two
 busy processes per core. Prints seconds, the ratios the issue sets targets for (first photo
 <= 0.6x the temporary server's, later photos <= 0.25x of it and <= 2x the import), and how
@@ -86,7 +88,7 @@ def first_then_later(env: dict[str, str], photo: Path, later: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--later", type=int, default=3, help="later photos per setting")
+    parser.add_argument("--later", type=int, default=5, help="later photos per setting")
     args = parser.parse_args()
     from tests.support.media import make_jpeg
 
@@ -95,16 +97,15 @@ def main() -> None:
     imports = [timed([sys.executable, "-c", "import prefect"], dict(os.environ))[0]
                for _ in range(3)]  # fmt: skip
     baseline = statistics.median(imports)
-    temporary = photos(environment(work / "temporary", MEDIA_PIPELINE_LOCAL_SERVER="false"),
-                       photo, 2)  # fmt: skip
+    temporary_env = environment(work / "temporary", MEDIA_PIPELINE_LOCAL_SERVER="false",
+                                PREFECT_HOME=str(work / "temporary" / "prefect-home"))  # fmt: skip
+    temporary_first, *temporary = photos(temporary_env, photo, 3)
     local_env = environment(work / "local")
     local, ready = first_then_later(local_env, photo, args.later)
     loaded_env = environment(work / "loaded")
     with busy_machine():
         loaded, loaded_ready = first_then_later(loaded_env, photo, args.later)
-        loaded_temporary = photos(
-            environment(work / "loaded-temporary", MEDIA_PIPELINE_LOCAL_SERVER="false"), photo, 2
-        )
+        loaded_temporary = photos(temporary_env, photo, 2)
     for env in (local_env, loaded_env):
         subprocess.run([str(BIN / "media-pipeline"), "server", "stop"], env=env,
                        capture_output=True, check=False)  # fmt: skip
@@ -112,11 +113,13 @@ def main() -> None:
     reference = statistics.median(t for t, _ in temporary)
     first, later = local[0][0], statistics.median(t for t, _ in local[1:])
     print(f"python -c 'import prefect': {baseline:.2f} s (median of 3)")
-    print(f"temporary server in each command: {', '.join(f'{t:.1f}' for t, _ in temporary)} s")
+    print(f"temporary server in each command: first {temporary_first[0]:.1f} s (migrates its "
+          f"database), then {', '.join(f'{t:.1f}' for t, _ in temporary)} s (the reference)")
     print(f"local server, first photo (starts it, in-process): {first:.1f} s; the local "
           f"service answered {ready:.0f} s later; later photos (through it): "
           f"{', '.join(f'{t:.1f}' for t, _ in local[1:])} s")  # fmt: skip
-    print(f"first / temporary: {first / reference:.2f} (target <= 0.60)")
+    print(f"first / temporary: {first / reference:.2f} (target <= 0.60); against the temporary "
+          f"server's own first command: {first / temporary_first[0]:.2f}")
     print(f"later / temporary: {later / reference:.2f} (target <= 0.25)")
     print(f"later / import prefect: {later / baseline:.2f} (target <= 2.0)")
     ok = sum(success for _, success in loaded)
