@@ -66,7 +66,8 @@ def cpu_by_program() -> dict[str, float]:
 # Who uses the machine during a load, by a piece of each process's command line.
 PROGRAMS = [("api", "media-pipeline api"), ("prefect server", "prefect server"),
             ("postgres", "postgres"), ("seaweedfs", "weed server"), ("redis", "redis-server"),
-            ("clients (this benchmark)", "benchmarks/ingest.py")]  # fmt: skip
+            ("clients (this benchmark)", "benchmarks/ingest.py"),
+            ("prefect server", "multiprocessing.spawn")]  # its API processes, with --workers
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -190,6 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--uploads", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--prefect-workers", type=int, default=1,
+                        help="API processes of the Prefect server (services in one more)")
     args = parser.parse_args()
     from benchmarks.latency import scratch_environment
 
@@ -208,7 +211,8 @@ def main() -> None:
     photo_path = make_jpeg(work / "photo.jpg", 2600, 1950, quality=97)  # about 3 MB
     photo = photo_path.read_bytes()
     report: dict[str, Any] = {"photo_bytes": len(photo), "uploads": args.uploads,
-                              "clients": args.clients}  # fmt: skip
+                              "clients": args.clients,
+                              "prefect_api_processes": args.prefect_workers}  # fmt: skip
     redis = PrivateRedis(work / "redis").start()
     seaweed = PrivateSeaweed(work / "seaweed").start()
     try:
@@ -222,7 +226,7 @@ def main() -> None:
                 port = free_port()
                 server = start_prefect_server(
                     f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}", redis.url,
-                    work / f"server-{storage}.log", port,
+                    work / f"server-{storage}.log", port, workers=args.prefect_workers,
                 )  # fmt: skip
                 os.environ.update({
                     "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",

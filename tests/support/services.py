@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -160,10 +161,13 @@ def start_prefect_server(
     port: int,
     ui: bool = False,
     auth_string: str | None = None,
+    workers: int = 1,
 ) -> subprocess.Popen[bytes]:
     """``prefect server start`` on 127.0.0.1:``port``, on PostgreSQL (asyncpg URL) with
     Redis messaging, refusing requests without ``auth_string`` when given; returns once it
-    answers its health check (which needs no credentials)."""
+    answers its health check (which needs no credentials). With ``workers`` > 1, that many
+    API processes and Prefect's services in one more (``prefect server services start``),
+    all in the returned process's group."""
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -176,6 +180,9 @@ def start_prefect_server(
     }
     args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
             "--port", str(port)]  # fmt: skip
+    if workers > 1:
+        services = shlex.join([sys.executable, "-m", "prefect", "server", "services", "start"])
+        args = ["sh", "-c", f"{services} & exec {shlex.join([*args, '--workers', str(workers)])}"]
     server = start_process(args, env, log)
     try:
         wait_until(lambda: http_ok(f"{api}/health") or server.poll() is not None, 120,
