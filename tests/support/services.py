@@ -165,9 +165,9 @@ def start_prefect_server(
 ) -> subprocess.Popen[bytes]:
     """``prefect server start`` on 127.0.0.1:``port``, on PostgreSQL (asyncpg URL) with
     Redis messaging, refusing requests without ``auth_string`` when given; returns once it
-    answers its health check (which needs no credentials). With ``workers`` > 1, that many
-    API processes and Prefect's services in one more (``prefect server services start``),
-    all in the returned process's group."""
+    answers its health check (which needs no credentials). With ``workers`` > 1: the
+    database migrated first, that many API processes, and Prefect's services in one more
+    (``prefect server services start``), all in the returned process's group."""
     api = f"http://127.0.0.1:{port}/api"
     env = {
         **os.environ,
@@ -180,7 +180,9 @@ def start_prefect_server(
     }
     args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
             "--port", str(port)]  # fmt: skip
-    if workers > 1:
+    if workers > 1:  # then the server migrates nothing itself
+        subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
+                       env=env, check=True, capture_output=True)  # fmt: skip
         services = shlex.join([sys.executable, "-m", "prefect", "server", "services", "start"])
         args = ["sh", "-c", f"{services} & exec {shlex.join([*args, '--workers', str(workers)])}"]
     server = start_process(args, env, log)
