@@ -74,11 +74,12 @@ def plan_jobs(
     for name in job_names:
         row = rows.get(name)
         if row is None:
-            session.add(ProcessingJob(media_id=media_id, job=name, attempts=0))
+            rows[name] = ProcessingJob(media_id=media_id, job=name, attempts=0)
+            session.add(rows[name])
         elif reset:
             row.state, row.attempts, row.error, row.flow_run_id = JobState.PENDING, 0, None, None
     session.flush()
-    refresh_media_status(session, media_id)
+    refresh_media_status(session, media_id, list(rows.values()))
 
 
 def assign_runs(session: Session, media_id: uuid.UUID, runs: dict[str, str]) -> None:
@@ -195,9 +196,14 @@ def derive_status(states: Iterable[JobState]) -> MediaStatus:
     return MediaStatus.FAILED
 
 
-def refresh_media_status(session: Session, media_id: uuid.UUID) -> MediaStatus:
-    """Recompute the media's status from all of its job rows, whichever run wrote them."""
-    jobs = list(session.scalars(select(ProcessingJob).where(ProcessingJob.media_id == media_id)))
+def refresh_media_status(
+    session: Session, media_id: uuid.UUID, jobs: list[ProcessingJob] | None = None
+) -> MediaStatus:
+    """Recompute the media's status from all of its job rows, whichever run wrote them
+    (``jobs`` when the caller has just read every one of them under the media's lock)."""
+    if jobs is None:
+        of_media = select(ProcessingJob).where(ProcessingJob.media_id == media_id)
+        jobs = list(session.scalars(of_media))
     status = derive_status(job.state for job in jobs)
     media = load_media(session, media_id)
     media.status = status

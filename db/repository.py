@@ -8,8 +8,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session, SessionTransaction
 
 from db.models import (
     Alert,
@@ -91,9 +91,22 @@ def lock_media(session: Session, media_id: uuid.UUID) -> None:
     Every transaction that changes a media's jobs takes it first, so two runs of one
     media (two tiers finishing together, two submitters) follow one another and each
     recomputes the status from rows the other has committed. An UPDATE, not SELECT ...
-    FOR UPDATE, so that SQLite takes its write lock here too.
+    FOR UPDATE, so that SQLite takes its write lock here too. Taken once per transaction:
+    the lock lasts until it ends.
     """
-    session.execute(update(Media).where(Media.id == media_id).values(status=Media.status))
+    locked = session.info.setdefault(LOCKED_MEDIA, set())
+    if media_id not in locked:
+        session.execute(update(Media).where(Media.id == media_id).values(status=Media.status))
+        locked.add(media_id)
+
+
+LOCKED_MEDIA = "media rows locked in this transaction"
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _locks_released(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the database transaction ended: so did its locks
+        session.info.pop(LOCKED_MEDIA, None)
 
 
 def mark_uploaded(

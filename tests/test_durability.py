@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from prefect.client.schemas.objects import FlowRun, State, StateType, Worker
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from typer.testing import CliRunner
 
 from db.jobs import finish_job, start_jobs
 from db.models import JobState, MediaStatus, ProcessingJob, ProviderCall
-from db.repository import load_media
-from db.session import session_scope, transaction
+from db.repository import load_media, lock_media
+from db.session import get_engine, session_scope, transaction
 from deployments.cli import app
 from deployments.reconciler import MARK, Reconciler, diagnose, recoveries_in_a_row
 from deployments.registration import register_media
@@ -54,6 +54,25 @@ def test_media_status_is_exact_when_two_runs_finish_together(app_db, tmp_path: P
             list(pool.map(finish, jobs))
         with session_scope() as session:
             assert load_media(session, media.id).status is MediaStatus.FAILED, trial
+
+
+def test_a_media_row_is_locked_once_per_transaction_and_again_in_the_next(app_db, tmp_path):
+    media = register_media(make_jpeg(tmp_path / "p.jpg", 64, 48), category="AUTRE")
+    updates: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE MEDIA"):
+            updates.append(statement)
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        transaction(lambda session: (lock_media(session, media.id), lock_media(session, media.id)))
+        assert len(updates) == 1
+        transaction(lambda session: lock_media(session, media.id))  # the first lock ended
+        assert len(updates) == 2
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
 
 
 @pytest.mark.usefixtures("prefect_server")
