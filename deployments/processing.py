@@ -15,11 +15,19 @@ from media_pipeline.payloads import MediaSummary
 def process_file(
     file: Path, alert_id: str | None = None, category: str = "AUTRE"
 ) -> MediaSummary:
-    """Register ``file``, run the per-media flow on it, and return the media's summary."""
+    """Register ``file``, run the per-media flow on it, and return the media's summary.
+
+    The run sends heartbeats as runs under a worker do: if this command dies, the
+    reconciler sees the run fall silent and ends its jobs FAILED.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from deployments.reconciler import FLOW_HEARTBEAT_SECONDS
     from flows.media import process_media  # imports Prefect: only when needed
 
     upgrade()
     media = register_media(file, alert_id, category)
-    with prefect_api():
+    heartbeats = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: FLOW_HEARTBEAT_SECONDS}
+    with prefect_api(), temporary_settings(updates=heartbeats):
         process_media(str(media.id), return_state=True)
     return transaction(lambda session: media_summary(session, media.id))

@@ -13,7 +13,10 @@ check did; this does, from the app database's side, which says what is still to 
 3. such a run is scheduled again under the same id, so that the jobs it had finished come
    from Prefect's result cache, at most ``max_recoveries`` times in a row; then it is
    marked Crashed with the reason and its jobs FAILED, which ``failed`` lists and
-   ``retry-failed`` re-runs. A cancelled run's jobs are marked FAILED at once;
+   ``retry-failed`` re-runs. A run that ran inside a ``media-pipeline process`` command
+   (no deployment) and fell silent is not scheduled again: its command is gone, so it is
+   marked Crashed and its jobs FAILED at once. A cancelled run's jobs are marked FAILED
+   at once;
 4. planned jobs that never got a run (their submitter died in between) are submitted again.
 
 Absence of heartbeats only counts while the reconciler itself has reached the API: after an
@@ -51,6 +54,9 @@ from media_pipeline.settings import OrchestrationSettings, get_settings
 MARK = "media-pipeline reconciler"
 LOCK = "media-pipeline:reconciler"
 WORKER_LABEL = "prefect.worker.name"
+# How often every flow run sends a heartbeat, under a worker or in a command's own process
+# (Prefect's default is 180 s): a run silent for twice ``stall_seconds`` is stranded.
+FLOW_HEARTBEAT_SECONDS = 30
 logger = logging.getLogger(__name__)
 
 
@@ -177,8 +183,6 @@ class Reconciler:
                     done.append(Recovery(str(media_id), run_id, "failed", reason))
                     continue
                 assert run is not None
-                if run.deployment_id is None and not (run.state and run.state.is_final()):
-                    continue  # an in-process run: its own command reports how it ends
                 reason = diagnose(run, workers, heartbeats.get(run.id), moment, api_up_since,
                                   stall)  # fmt: skip
                 if reason is not None:
@@ -216,10 +220,16 @@ def recover(
             run.id, Scheduled(message=f"{MARK}: {attempt}: {reason}"), force=True
         )
         return Recovery(str(media_id), str(run.id), "rescheduled", f"{attempt}: {reason}")
-    message = (
-        f"{reason}; scheduled again {done} times by the reconciler, not again: retry with "
-        f"`media-pipeline retry-failed {run.id}`"
-    )
+    if fresh.deployment_id is None:  # it ran inside a command, which is gone
+        message = (
+            f"{reason}; it ran in the process of a `media-pipeline process` command, which "
+            f"ended: run the media again with `media-pipeline submit --reprocess {media_id}`"
+        )
+    else:
+        message = (
+            f"{reason}; scheduled again {done} times by the reconciler, not again: retry "
+            f"with `media-pipeline retry-failed {run.id}`"
+        )
     if fresh.state is None or fresh.state.type is not StateType.CRASHED:
         client.set_flow_run_state(run.id, Crashed(message=message), force=True)
     fail_unfinished_jobs(session, media_id, str(run.id), message)

@@ -23,6 +23,7 @@ from prefect.settings import get_current_settings
 from prefect.workers.process import ProcessWorker
 
 from deployments.client_api import FAILED_STATES, FLOW_NAME
+from deployments.reconciler import FLOW_HEARTBEAT_SECONDS
 from deployments.warm_worker import WarmProcessWorker
 from flows.rate_limits import calls_per_minute
 from media_pipeline.object_store import S3Store, get_store
@@ -31,7 +32,6 @@ from tasks.table import PRIORITY_QUEUES
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_QUEUE_PRIORITY = 1000  # below every tier: nothing should ever wait there
-HEARTBEAT_SECONDS = 30
 # Worker machines install the project at the same path as the one running set-up.
 ENGINE_COMMAND = f"{sys.executable} -m prefect.engine"
 FAILURE_AUTOMATION = "media-pipeline: notify failed media runs"
@@ -74,7 +74,7 @@ def ensure_work_pool(
         # API's 500 and 504 (its database restarting) are retried like its 502 and 503.
         env = {
             **(variables["env"].get("default") or {}),
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(FLOW_HEARTBEAT_SECONDS),
             "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500,504",
         }
         env.pop("PREFECT_LOCAL_STORAGE_PATH", None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextvars
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,18 +19,19 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
+from sqlalchemy import select
 
 from db.migrate import upgrade
-from db.models import Media, MediaStatus, Transcription
+from db.models import JobState, Media, MediaStatus, ProcessingJob, Transcription
 from db.repository import load_media
 from db.session import get_engine, session_scope
-from deployments.reconciler import MARK
+from deployments.reconciler import MARK, Reconciler
 from deployments.registration import register_media
 from deployments.warm_worker import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.settings import get_settings
 from tests.support.media import make_jpeg, make_tone, make_video
-from tests.support.processes import wait_until
+from tests.support.processes import start_process, wait_until
 from tests.support.production import wait_for_runs
 from tests.support.services import PrivatePostgres
 
@@ -270,3 +272,45 @@ def test_the_queue_board_counts_queues_jobs_and_paused_queues(production, tmp_pa
         with get_client(sync_client=True) as client:
             client.update_work_queue(low.id, is_paused=False)
     wait_for_runs([r[1] for r in runs.values()], timeout=120)  # unpaused: the waveforms run
+
+
+@pytest.mark.usefixtures("fast_recovery")
+def test_a_killed_process_command_leaves_its_media_failed_not_processing(
+    prefect_server: str, postgres_app_db: str, fake_providers, tmp_path: Path
+):
+    """``media-pipeline process`` runs the flow in its own process, with no worker to
+    report its death: the reconciler sees its run fall silent."""
+    fake_providers.latency = 60.0  # the transcription is in flight when the command dies
+    note = make_tone(tmp_path / "note.m4a", 2.0, codec_args=("-c:a", "aac"))
+    command = start_process([str(Path(sys.executable).parent / "media-pipeline"), "process",
+                             str(note)], {**os.environ, "PREFECT_API_URL": prefect_server},
+                            tmp_path / "process.log")  # fmt: skip
+
+    def transcribing() -> bool:
+        with session_scope() as session:
+            return session.scalar(select(ProcessingJob).where(
+                ProcessingJob.job == "transcribe-audio",
+                ProcessingJob.state == JobState.RUNNING)) is not None  # fmt: skip
+
+    try:
+        wait_until(transcribing, 120, "the command to be transcribing")
+    finally:
+        os.killpg(command.pid, signal.SIGKILL)
+        command.wait(10)
+    reconciler = Reconciler()
+
+    def failed() -> bool:
+        reconciler.run_pass()
+        with session_scope() as session:
+            return session.scalar(select(Media)).status is MediaStatus.FAILED
+
+    wait_until(failed, 90, "the reconciler to end the silent run", interval=1)
+    with session_scope() as session:
+        media = session.scalar(select(Media))
+        jobs = {job.job: job for job in media.jobs}
+        run_id = jobs["transcribe-audio"].flow_run_id
+        assert jobs["transcribe-audio"].state is JobState.FAILED
+        assert "no heartbeat from the run" in media.status_message
+        assert f"media-pipeline submit --reprocess {media.id}" in media.status_message
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(uuid.UUID(run_id)).state.type is StateType.CRASHED
