@@ -60,9 +60,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back otherwise."""
-    factory = sessionmaker(get_engine(url), expire_on_commit=False)
-    with factory() as session, session.begin():
+    with _sessions(get_engine(url))() as session, session.begin():
         yield session
+
+
+@lru_cache(maxsize=16)
+def _sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 def is_transient(error: BaseException) -> bool:

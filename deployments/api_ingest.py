@@ -150,20 +150,16 @@ class Ingest:
         if media.status is MediaStatus.AWAITING_UPLOAD:
             found = self.check_object(media)
 
-        def accept(session: Session) -> Submission:
+        def accept(session: Session) -> tuple[Submission, MediaType, MediaStatus]:
             if found is not None:
                 mark_uploaded(session, media.id, *found)
-            return plan_submission(session, media.id)
+            submission = plan_submission(session, media.id)
+            stored = load_media(session, media.id)  # read by planning: no query
+            return submission, stored.type, stored.status
 
-        submission = transaction(accept)
+        submission, media_type, status = transaction(accept)
         runs = create_runs(submission, self.prefect)
-
-        def record(session: Session) -> tuple[MediaType, MediaStatus]:
-            assign_runs(session, media.id, runs)
-            stored = load_media(session, media.id)
-            return stored.type, stored.status
-
-        media_type, status = transaction(record)
+        transaction(lambda session: assign_runs(session, media.id, runs))
         return media_type, status, list(dict.fromkeys(runs.values()))
 
     def check_object(self, media: Media) -> tuple[MediaType, str]:
