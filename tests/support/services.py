@@ -24,6 +24,7 @@ import httpx
 import psycopg
 import redis
 
+from deployments.local_server import REGISTER_BLOCKS
 from tests.support.processes import (
     free_port,
     http_ok,
@@ -180,9 +181,11 @@ def start_prefect_server(
     }
     args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
             "--port", str(port)]  # fmt: skip
-    if workers > 1:  # then the server migrates nothing itself
-        subprocess.run([sys.executable, "-m", "prefect", "server", "database", "upgrade", "-y"],
-                       env=env, check=True, capture_output=True)  # fmt: skip
+    if workers > 1:  # the API processes would race to migrate and register block types
+        for step in (["-m", "prefect", "server", "database", "upgrade", "-y"],
+                     ["-c", REGISTER_BLOCKS]):  # fmt: skip
+            subprocess.run([sys.executable, *step], env=env, check=True, capture_output=True)
+        env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
         services = shlex.join([sys.executable, "-m", "prefect", "server", "services", "start"])
         args = ["sh", "-c", f"{services} & exec {shlex.join([*args, '--workers', str(workers)])}"]
     server = start_process(args, env, log)
