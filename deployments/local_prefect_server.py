@@ -21,20 +21,21 @@ from typing import Any
 
 import uvicorn
 
-from deployments.prefect_private import AioSqliteConfiguration
+from deployments.prefect_private import sqlite_configuration
 
 
 def begin_sqlite_transactions_immediately() -> None:
-    deferred = AioSqliteConfiguration.begin_transaction
+    configuration = sqlite_configuration()
+    deferred = configuration.begin_transaction
 
     @asynccontextmanager
     async def begin_transaction(
-        self: AioSqliteConfiguration, session: Any, with_for_update: bool = False
+        self: Any, session: Any, with_for_update: bool = False
     ) -> AsyncIterator[Any]:
         async with deferred(self, session, with_for_update=True) as transaction:
             yield transaction
 
-    AioSqliteConfiguration.begin_transaction = begin_transaction  # type: ignore[method-assign]
+    configuration.begin_transaction = begin_transaction
 
 
 def serve(host: str, port: int) -> None:

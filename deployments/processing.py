@@ -22,12 +22,14 @@ def process_file(
     """
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
+    from deployments.prefect_private import end_runs_without_waiting_for_heartbeats
     from deployments.reconciler import FLOW_HEARTBEAT_SECONDS
     from flows.media import process_media  # imports Prefect: only when needed
 
     upgrade()
     media = register_media(file, alert_id, category)
     heartbeats = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: FLOW_HEARTBEAT_SECONDS}
+    end_runs_without_waiting_for_heartbeats()
     with prefect_api(), temporary_settings(updates=heartbeats):
         process_media(str(media.id), return_state=True)
     return transaction(lambda session: media_summary(session, media.id))

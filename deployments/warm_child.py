@@ -22,7 +22,12 @@ from prefect.flow_engine import flow_run_logger, load_flow, run_flow
 from prefect.logging.handlers import APILogWorker
 from prefect.settings import Settings
 
-from deployments.prefect_private import RunMetrics, configure_from_env, drive_run_flow_result
+from deployments.prefect_private import (
+    RunMetrics,
+    configure_from_env,
+    drive_run_flow_result,
+    end_runs_without_waiting_for_heartbeats,
+)
 
 # The calls of prefect.engine's ``__main__`` block (Prefect 3.9.1) that ``run_flow_run``
 # mirrors, in order; tests/test_prefect_private.py compares them with the installed engine.
@@ -38,6 +43,7 @@ def run_flow_run(flow_run_json: dict[str, Any], env: dict[str, str], cwd: str) -
     0 when the engine reported the outcome, anything else is a crash."""
     os.environ.update(env)
     configure_from_env()  # the control channel used for cancellation, before any flow code
+    end_runs_without_waiting_for_heartbeats()
     os.chdir(cwd)
     flow_run = FlowRun.model_validate(flow_run_json)
     try:

@@ -37,6 +37,20 @@ def test_every_private_name_the_worker_uses_still_exists():
 def test_the_sqlite_transactions_the_local_server_begins_immediately_still_choose_so():
     """deployments/local_prefect_server.py passes with_for_update=True to make Prefect
     begin every SQLite transaction IMMEDIATE: that must stay what the flag does."""
-    begin = prefect_private.AioSqliteConfiguration.begin_transaction
+    begin = prefect_private.sqlite_configuration().begin_transaction
     assert list(inspect.signature(begin).parameters) == ["self", "session", "with_for_update"]
     assert '"IMMEDIATE" if with_for_update else "DEFERRED"' in inspect.getsource(begin)
+
+
+def test_the_heartbeat_context_runs_end_without_waiting_for_still_takes_that_flag():
+    """``end_runs_without_waiting_for_heartbeats`` passes join_on_exit=False, as Prefect's
+    async engine does: the flag must still only decide whether the thread is joined."""
+    from prefect import flow_engine
+
+    heartbeats = flow_engine._send_heartbeats
+    if heartbeats.__module__ == prefect_private.__name__:  # replaced in this process already
+        heartbeats = prefect_private._heartbeats
+    source = inspect.getsource(heartbeats)
+    assert list(inspect.signature(heartbeats).parameters) == ["engine", "join_on_exit"]
+    assert "if join_on_exit:\n            thread.join(" in source
+    assert "daemon=True" in source and "stop_event.set()" in source
