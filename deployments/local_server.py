@@ -33,10 +33,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from media_pipeline.settings import get_settings
-
+# httpx and the settings are imported where used: the watcher (``watch``) starts the
+# server first thing, before imports it does not need.
 START_TIMEOUT = 300.0  # a loaded laptop is slow, not broken
 
 
@@ -73,6 +71,8 @@ class LocalServer:
         return running_state(self.state_file)
 
     def healthy(self, url: str) -> bool:
+        import httpx
+
         try:
             return httpx.get(f"{url}/health", timeout=5).status_code == 200
         except httpx.HTTPError:
@@ -105,6 +105,8 @@ class LocalServer:
 
     def _launch(self) -> dict[str, object]:
         port = free_local_port()
+        from media_pipeline.settings import get_settings
+
         idle = get_settings().orchestration.local_server_idle_seconds
         log = (self.folder / "server.log").open("ab")
         watcher = subprocess.Popen(
@@ -130,6 +132,8 @@ class LocalServer:
 
 
 def local_server() -> LocalServer:
+    from media_pipeline.settings import get_settings
+
     return LocalServer(get_settings().storage.data_dir / "prefect-server")
 
 
@@ -138,6 +142,8 @@ def prefect_api() -> Iterator[None]:
     """Run the block against the configured Prefect server, or else the local one
     (started when needed, kept awake while the block runs)."""
     from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from media_pipeline.settings import get_settings
 
     if get_current_settings().api.url or not get_settings().orchestration.local_server:
         yield
