@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from deployments.cli_common import fail, print_table
 from media_pipeline.enums import MediaStatus
 from media_pipeline.errors import PipelineError
-from media_pipeline.payloads import MediaSummary, OutputRecord
+
+if TYPE_CHECKING:  # imported by the commands that need them: process starts sooner
+    from media_pipeline.payloads import MediaSummary, OutputRecord
 
 local = typer.Typer()
 db_app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
@@ -103,6 +105,7 @@ def process(
 
 
 def process_here_or_by_service(file: Path, alert: str | None, category: str) -> MediaSummary:
+    launched = launch_local_server_early()  # none when the service runs: it has one
     from deployments.local_server import local_server
     from deployments.local_service import (
         launch_after_first_process,
@@ -110,7 +113,6 @@ def process_here_or_by_service(file: Path, alert: str | None, category: str) -> 
         running_service_url,
     )
 
-    launched = launch_local_server_early()  # none when the service runs: it has one
     url = running_service_url()
     if url is not None and (done := process_through_service(url, file, alert, category)):
         typer.echo(f"processed by the local service at {url}", err=True)
