@@ -228,6 +228,8 @@ def watch(folder: Path, port: int, idle_seconds: float) -> None:
         "PREFECT_HOME": str(folder / "home"),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The UI asks its API there; by default it would ask port 4200.
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }
     env.pop("PREFECT_API_URL", None)
     if seeded:  # the template holds them (a later start registers them once more)

@@ -83,6 +83,9 @@ def test_later_commands_go_to_the_local_service_then_everything_stops(tmp_path: 
         assert json.loads(state_file.read_text())["pid"] == pid  # the same server
         status = cli(env, "server", "status")
         assert status.returncode == 0 and "running at http://127.0.0.1:" in status.stdout
+        server_url = json.loads(state_file.read_text())["url"]  # its UI asks its own API
+        ui = httpx.get(f"{server_url.removesuffix('/api')}/ui-settings").json()
+        assert ui["api_url"] == server_url
         assert f"local service at {service['url']}" in status.stdout
     finally:
         stopped = cli(env, "server", "stop")
