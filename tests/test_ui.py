@@ -105,6 +105,15 @@ def run_logs(run_id: str) -> list[str]:
     return [log.message for log in logs]
 
 
+def current_state_id(run_id: str) -> object:
+    import uuid
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(uuid.UUID(run_id)).state_id
+
+
 def log_in(driver, ui: str, auth: str) -> Path:
     """The UI refuses a visitor without credentials (it asks for them); then log in as an
     operator does, by the credentials the UI keeps in the browser. Returns a screenshot
@@ -190,6 +199,8 @@ def test_operators_see_a_failure_retry_it_and_read_the_queues(
     buttons = [b for b in browser.find_elements("xpath", "//button[contains(., 'Retry')]")
                if b.is_displayed()]  # fmt: skip
     buttons[-1].click()  # the dialog's confirmation
+    # The click's request lands a moment later: until then the run is still Failed (final).
+    wait_until(lambda: current_state_id(run_id) != run.state_id, 60, "the retry to land")
     (run,) = wait_for_runs([run_id], timeout=120).values()
     assert run.state.name == "Completed" and run.run_count == 2
     from db.models import MediaStatus
