@@ -7,8 +7,8 @@ Prints, per storage: p50 and p95 of each call, uploads per second, and the API p
 own CPU per upload (user + system, from /proc). Baselines measured in the same run:
 ``GET /api/media/<unknown id>`` through the same API (the floor: an authenticated round
 trip that reads one row), and one flow run created by Prefect's ``run_deployment`` (what
-a submission cost before the deployment ids were cached) against ``create_run`` with the
-cached id.
+a submission cost before the deployment ids were cached) against ``create_flow_runs`` with
+the cached id.
 
     .venv/bin/python benchmarks/ingest.py [--uploads 200] [--clients 8]
 
@@ -136,14 +136,17 @@ def floor(clients: Any, timings: dict[str, list[float]]) -> None:
 
 def submission_baseline(runs: int) -> dict[str, float]:
     """ms per flow run: Prefect's run_deployment (reads the deployment every time) against
-    create_run with the deployment id cached."""
+    create_flow_runs with the deployment id cached."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from flows.submission import create_run, deployment_name
+    from flows.submission import create_flow_runs, deployment_name, run_request
 
     def parameters() -> dict[str, str]:
         return {"media_id": str(uuid.uuid4()), "tier": "high"}
+
+    def create_run(client: Any) -> None:
+        create_flow_runs(client, [run_request(deployment_name("high"), parameters=parameters())])
 
     started = time.perf_counter()
     for _ in range(runs):
@@ -151,10 +154,10 @@ def submission_baseline(runs: int) -> dict[str, float]:
                        as_subflow=False)  # fmt: skip
     plain = (time.perf_counter() - started) / runs
     with get_client(sync_client=True) as client:
-        create_run(client, deployment_name("high"), parameters=parameters())  # fills the cache
+        create_run(client)  # fills the cache
         started = time.perf_counter()
         for _ in range(runs):
-            create_run(client, deployment_name("high"), parameters=parameters())
+            create_run(client)
         cached = (time.perf_counter() - started) / runs
     return {"run_deployment_ms": round(plain * 1000, 1), "create_run_cached_ms":
             round(cached * 1000, 1), "ratio": round(cached / plain, 2)}  # fmt: skip

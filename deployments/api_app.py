@@ -32,7 +32,7 @@ from deployments.api_errors import ApiError, install_error_handlers
 from deployments.api_ingest import Ingest
 from deployments.api_security import LinkSigner, api_tokens, token_allowed
 from deployments.client_api import get_job_status, get_queue_stats, retry_media
-from flows.submission import submit_media
+from flows.submission import RunBatcher, submit_media
 from media_pipeline.enums import MediaStatus
 from media_pipeline.object_store import LocalStore, get_store
 from media_pipeline.settings import get_settings
@@ -77,7 +77,9 @@ def create_app(
             client = prefect or stack.enter_context(get_client(sync_client=True))
             app.state.tokens = api_tokens(settings)
             app.state.signer = LinkSigner(settings)
-            app.state.ingest = Ingest(settings, get_store(), app.state.signer, client)
+            batcher = RunBatcher(client)
+            stack.callback(batcher.close)
+            app.state.ingest = Ingest(settings, get_store(), app.state.signer, client, batcher)
             if on_shutdown is not None:
                 stack.callback(on_shutdown)
             yield
@@ -169,8 +171,8 @@ def api_router() -> APIRouter:
     @router.post("/media/{media_id}/jobs/{job}", status_code=202, tags=["media"])
     def run_job_again(media_id: str, job: str, ingest: IngestDep) -> dict[str, Any]:
         """Run one job of the media again (a new transcription version, say)."""
-        runs = submit_media(str(parse_uuid(media_id, "media id")), client=ingest.prefect,
-                            jobs=[job])  # fmt: skip
+        runs = submit_media(str(parse_uuid(media_id, "media id")), jobs=[job],
+                            create=ingest.batcher)  # fmt: skip
         return {"mediaId": media_id, "job": job, "runs": runs}
 
     @router.post("/media/{media_id}/retry", status_code=202, tags=["media"])

@@ -23,7 +23,7 @@ from db.repository import create_media, ensure_alert, load_media, mark_uploaded
 from db.session import transaction
 from deployments.api_errors import ApiError
 from deployments.api_security import LinkSigner
-from flows.submission import Submission, create_runs, plan_submission
+from flows.submission import RunBatcher, Submission, create_runs, plan_submission
 from media_pipeline.detect import DetectedMedia
 from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.errors import InvalidMedia, PermanentError
@@ -49,6 +49,7 @@ class Ingest:
     store: Store
     signer: LinkSigner
     prefect: SyncPrefectClient
+    batcher: RunBatcher  # creates the flow runs (together with other callers')
 
     def max_bytes(self, media_type: MediaType) -> int:
         api = self.settings.api
@@ -158,7 +159,7 @@ class Ingest:
             return submission, stored.type, stored.status
 
         submission, media_type, status = transaction(accept)
-        runs = create_runs(submission, self.prefect)
+        runs = create_runs(submission, self.batcher)
         transaction(lambda session: assign_runs(session, media.id, runs))
         return media_type, status, list(dict.fromkeys(runs.values()))
 
