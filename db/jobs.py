@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from db.models import JobState, MediaStatus, ProcessingJob, utcnow
@@ -86,16 +86,21 @@ def assign_runs(session: Session, media_id: uuid.UUID, runs: dict[str, str]) -> 
     """Record which flow run will do each planned job (job name -> flow run id), so that a
     run lost before it starts is found from the media's side too."""
     lock_media(session, media_id)
-    for row in session.scalars(
-        select(ProcessingJob).where(
-            ProcessingJob.media_id == media_id,
-            ProcessingJob.job.in_(list(runs)),
-            ProcessingJob.state == JobState.PENDING,
-            ProcessingJob.flow_run_id.is_(None),
+    jobs_of: dict[str, list[str]] = {}
+    for job, run in runs.items():
+        jobs_of.setdefault(run, []).append(job)
+    for run, jobs in jobs_of.items():  # one statement per run: no rows loaded
+        session.execute(
+            update(ProcessingJob)
+            .where(
+                ProcessingJob.media_id == media_id,
+                ProcessingJob.job.in_(jobs),
+                ProcessingJob.state == JobState.PENDING,
+                ProcessingJob.flow_run_id.is_(None),
+            )
+            .values(flow_run_id=run)
+            .execution_options(synchronize_session=False)
         )
-    ):
-        row.flow_run_id = runs[row.job]
-    session.flush()
 
 
 def fail_unfinished_jobs(

@@ -58,8 +58,9 @@ def serve(host: str, port: int, idle_exit: float = 0) -> None:
         # so nothing after uvicorn.run would run then.
         stop = (lambda: stop_worker(worker)) if worker else None
         app = create_app(client, on_shutdown=stop, worker=worker_name)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, proxy_headers=True,
-                                               log_level="info", access_log=False))  # fmt: skip
+        config = uvicorn.Config(app, host=host, port=port, proxy_headers=True, http="httptools",
+                                log_level="info", access_log=False)  # fmt: skip
+        server = uvicorn.Server(config)
         if idle_exit:
             threading.Thread(target=exit_when_idle, args=(server, app, idle_exit),
                              daemon=True).start()  # fmt: skip
