@@ -3,12 +3,14 @@ concurrent clients against one ``media-pipeline api`` process, with local storag
 S3 (a SeaweedFS of its own). No worker runs, so nothing but ingest uses the CPU: the
 submitted runs wait in their queues.
 
-Prints, per storage: p50 and p95 of each call, uploads per second, and the API process's
-own CPU per upload (user + system, from /proc). Baselines measured in the same run:
-``GET /api/media/<unknown id>`` through the same API (the floor: an authenticated round
-trip that reads one row), and one flow run created by Prefect's ``run_deployment`` (what
-a submission cost before the deployment ids were cached) against ``create_flow_runs`` with
-the cached id.
+Prints, per storage: p50 and p95 of each call, uploads per second, the API process's own
+CPU per upload (user + system, from /proc), and every program's CPU per upload. Baselines
+measured in the same run: ``GET /api/media/<unknown id>`` through the same API (the floor:
+an authenticated round trip that reads one row); one flow run created by Prefect's
+``run_deployment`` (what a submission cost before the deployment ids were cached) against
+``create_flow_runs`` with the cached id; and the Prefect server's CPU per run when 8
+callers create runs one request each (Prefect's client) against the same callers through
+a ``RunBatcher``.
 
     .venv/bin/python benchmarks/ingest.py [--uploads 200] [--clients 8]
 
@@ -119,11 +121,14 @@ def load(base: str, pid: int, count: int, clients: int, work: Any) -> dict[str, 
         list(pool.map(one, range(count)))
     elapsed = time.perf_counter() - started
     used = cpu_by_program()
-    busy = {name: round((used[name] - machine.get(name, 0.0)) / elapsed, 2)
-            for name in used if used[name] - machine.get(name, 0.0) > 0.01 * elapsed}  # fmt: skip
+    spent = {name: used[name] - machine.get(name, 0.0) for name in used}
+    busy = {name: round(seconds / elapsed, 2) for name, seconds in spent.items()
+            if seconds > 0.01 * elapsed}  # fmt: skip
     return {"per_second": round(count / elapsed, 1),
             "api_cpu_ms_each": round((cpu_seconds(pid) - cpu) / count * 1000, 2),
             "cores_busy_by_program": busy,
+            "cpu_ms_each_by_program": {name: round(spent[name] / count * 1000, 1)
+                                       for name in busy},
             **{k: summary(v) for k, v in timings.items() if v}}  # fmt: skip
 
 
@@ -135,18 +140,20 @@ def floor(clients: Any, timings: dict[str, list[float]]) -> None:
 
 
 def submission_baseline(runs: int) -> dict[str, float]:
-    """ms per flow run: Prefect's run_deployment (reads the deployment every time) against
-    create_flow_runs with the deployment id cached."""
+    """Flow-run creation. Latency, one run at a time: Prefect's run_deployment (reads the
+    deployment every time) against create_flow_runs with the deployment id cached. The
+    Prefect server's CPU per run with 8 concurrent callers: Prefect's client, one request
+    per run, against a RunBatcher (bulk requests shared by the callers)."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
-    from flows.submission import create_flow_runs, deployment_name, run_request
+    from flows.submission import RunBatcher, create_flow_runs, deployment_name, run_request
 
     def parameters() -> dict[str, str]:
         return {"media_id": str(uuid.uuid4()), "tier": "high"}
 
-    def create_run(client: Any) -> None:
-        create_flow_runs(client, [run_request(deployment_name("high"), parameters=parameters())])
+    def request() -> Any:
+        return run_request(deployment_name("high"), parameters=parameters())
 
     started = time.perf_counter()
     for _ in range(runs):
@@ -154,13 +161,32 @@ def submission_baseline(runs: int) -> dict[str, float]:
                        as_subflow=False)  # fmt: skip
     plain = (time.perf_counter() - started) / runs
     with get_client(sync_client=True) as client:
-        create_run(client)  # fills the cache
+        create_flow_runs(client, [request()])  # fills the cache
         started = time.perf_counter()
         for _ in range(runs):
-            create_run(client)
+            create_flow_runs(client, [request()])
         cached = (time.perf_counter() - started) / runs
-    return {"run_deployment_ms": round(plain * 1000, 1), "create_run_cached_ms":
-            round(cached * 1000, 1), "ratio": round(cached / plain, 2)}  # fmt: skip
+        deployment = client.read_deployment_by_name(deployment_name("high")).id
+
+        def server_cpu_ms(create: Any, count: int = 10 * runs) -> float:
+            before = cpu_by_program().get("prefect server", 0.0)
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda _: create(), range(count)))
+            return (cpu_by_program().get("prefect server", 0.0) - before) / count * 1000
+
+        one_by_one = server_cpu_ms(lambda: client.create_flow_run_from_deployment(
+            deployment, parameters=parameters()))  # fmt: skip
+        batcher = RunBatcher(client)
+        try:
+            batched = server_cpu_ms(lambda: batcher([request()]))
+        finally:
+            batcher.close()
+    return {"run_deployment_ms": round(plain * 1000, 1),
+            "create_flow_runs_cached_ms": round(cached * 1000, 1),
+            "latency_ratio": round(cached / plain, 2),
+            "server_cpu_ms_per_run_one_request_each": round(one_by_one, 1),
+            "server_cpu_ms_per_run_batched": round(batched, 1),
+            "server_cpu_ratio": round(batched / one_by_one, 2)}  # fmt: skip
 
 
 def run_round(storage: str, report: dict[str, Any], args: Any, photo: bytes, work: Path
@@ -251,7 +277,9 @@ def main() -> None:
         base_ms = report[f"{storage}_floor"]["floor"]["p50_ms"]
         print(f"{storage}: complete p95 {row['complete']['p95_ms']} ms (goal < 250), API CPU "
               f"{row['api_cpu_ms_each']} ms per upload (goal < 20), {row['per_second']} "
-              f"uploads/s; complete p50 / authenticated 404 p50 = "
+              f"uploads/s; Prefect server CPU {row['cpu_ms_each_by_program']['prefect server']} "
+              f"ms per upload, {row['cores_busy_by_program']['prefect server']} cores; "
+              f"complete p50 / authenticated 404 p50 = "
               f"{row['complete']['p50_ms'] / base_ms:.1f}")  # fmt: skip
 
 
