@@ -183,7 +183,7 @@ def send_run_requests(
     """Create the runs through Prefect's bulk endpoint, one request per deployment (and per
     ``BULK_LIMIT`` runs): each request's run id, or why Prefect refused it. An idempotency
     key already used gives the run made with it."""
-    results: list[str | RunRefused] = [RunRefused("not sent")] * len(requests)
+    results: dict[int, str | RunRefused] = {}
     by_deployment: dict[str, list[int]] = {}
     for index, request in enumerate(requests):
         by_deployment.setdefault(request.deployment, []).append(index)
@@ -196,7 +196,7 @@ def send_run_requests(
                     str(answer["flow_run_id"]) if answer["status"] == "CREATED"
                     else RunRefused(f"Prefect refused a run of {deployment}: {answer['error']}")
                 )  # fmt: skip
-    return results
+    return [results[index] for index in range(len(requests))]
 
 
 def _bulk_create(
@@ -231,17 +231,14 @@ class RunBatcher:
     at once: nothing waits for a batch to fill.
     """
 
-    def __init__(self, client: SyncPrefectClient, senders: int = 1) -> None:
+    def __init__(self, client: SyncPrefectClient) -> None:
         self._client = client
         self._queue: queue.SimpleQueue[tuple[RunRequest, Future[str]] | None] = (
             queue.SimpleQueue()
         )
-        self._senders = [
-            threading.Thread(target=self._send_batches, name=f"run-batcher-{n}", daemon=True)
-            for n in range(senders)
-        ]
-        for sender in self._senders:
-            sender.start()
+        self._sender = threading.Thread(target=self._send_batches, name="run-batcher",
+                                        daemon=True)  # fmt: skip
+        self._sender.start()
 
     def __call__(self, requests: Sequence[RunRequest]) -> list[str]:
         futures: list[Future[str]] = []
@@ -251,31 +248,34 @@ class RunBatcher:
         return [future.result() for future in futures]
 
     def close(self) -> None:
-        for _ in self._senders:
-            self._queue.put(None)
-        for sender in self._senders:
-            sender.join()
+        """Send what is queued, then stop."""
+        self._queue.put(None)
+        self._sender.join()
 
     def _send_batches(self) -> None:
-        while (item := self._queue.get()) is not None:
+        stopping = False
+        while not stopping and (item := self._queue.get()) is not None:
             batch = [item]
             while len(batch) < BULK_LIMIT:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:  # another sender's stop: leave it for after this batch
-                    self._queue.put(None)
+                if more is None:
+                    stopping = True
                     break
                 batch.append(more)
-            try:
-                results = send_run_requests(self._client, [request for request, _ in batch])
-            except Exception as error:  # the whole request failed: every caller hears it
-                for _, future in batch:
-                    future.set_exception(error)
-                continue
-            for (_, future), result in zip(batch, results, strict=True):
-                if isinstance(result, RunRefused):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[RunRequest, Future[str]]]) -> None:
+        try:
+            results = send_run_requests(self._client, [request for request, _ in batch])
+        except Exception as error:  # the whole request failed: every caller hears it
+            for _, future in batch:
+                future.set_exception(error)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            if isinstance(result, RunRefused):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
