@@ -66,9 +66,11 @@ def create_app(
     prefect: SyncPrefectClient | None = None,
     on_shutdown: Callable[[], object] | None = None,
     worker: str | None = None,
+    instance: str | None = None,
 ) -> FastAPI:
     """The API, submitting through ``prefect`` (an open client; else one it opens);
-    ``worker`` names the worker it runs itself on the embedded default."""
+    ``worker`` names the worker it runs itself on the embedded default, ``instance`` the
+    local instance it serves there (``/health`` says both)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,7 +102,8 @@ def create_app(
             pool = get_settings().orchestration.work_pool
             workers = state.ingest.prefect.read_workers_for_work_pool(work_pool_name=pool)
             state.worker_ready = any(w.name == worker and w.last_heartbeat_time for w in workers)
-        return {"status": "ok", "worker": "ready" if state.worker_ready else "starting"}
+        answer = {"status": "ok", "worker": "ready" if state.worker_ready else "starting"}
+        return answer | ({"instance": instance} if instance else {})
 
     app.include_router(uploads_router())
     app.include_router(api_router())

@@ -30,7 +30,9 @@ from media_pipeline.settings import get_settings
 PR_SET_PDEATHSIG = 1
 
 
-def serve(host: str, port: int, idle_exit: float = 0) -> None:
+def serve(host: str, port: int, idle_exit: float = 0, instance: str | None = None) -> None:
+    """Serve the API; ``instance``: the settings' fingerprint of the local service it is
+    (its /health answers with it, see ``local_service.py``)."""
     import uvicorn
     from prefect.client.orchestration import get_client
     from prefect.settings import get_current_settings
@@ -57,7 +59,8 @@ def serve(host: str, port: int, idle_exit: float = 0) -> None:
         # Stopped in the app's shutdown: uvicorn re-raises SIGTERM once it has shut down,
         # so nothing after uvicorn.run would run then.
         stop = (lambda: stop_worker(worker)) if worker else None
-        app = create_app(client, on_shutdown=stop, worker=worker_name)
+        app = create_app(client, on_shutdown=stop, worker=worker_name,
+                         instance=instance)  # fmt: skip
         config = uvicorn.Config(app, host=host, port=port, proxy_headers=True, http="httptools",
                                 log_level="info", access_log=False)  # fmt: skip
         server = uvicorn.Server(config)

@@ -43,20 +43,24 @@ def server_prepare() -> None:
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop the local service (if running), then the local Prefect server."""
+    """Stop every local service of the data dir, then the local Prefect server."""
     from deployments.local_server import local_server
-    from deployments.local_service import local_service
+    from deployments.local_service import local_services
+    from media_pipeline.settings import get_settings
 
-    local_service().stop()
-    typer.echo("stopped" if local_server().stop() else "not running")
+    stopped = [service.stop() for service in local_services(get_settings().storage.data_dir)]
+    typer.echo("stopped" if local_server().stop() or any(stopped) else "not running")
 
 
 @server_app.command("status")
 def server_status() -> None:
-    """Whether the local Prefect server runs: its API URL, process and idle time."""
+    """Whether the local Prefect server runs (its API URL, process and idle time), and
+    each local service of the data dir with the settings it serves (never a key)."""
     import time
 
     from deployments.local_server import local_server
+    from deployments.local_service import local_services
+    from media_pipeline.settings import get_settings
 
     server = local_server()
     state = server.state()
@@ -65,11 +69,13 @@ def server_status() -> None:
         raise typer.Exit(1)
     idle = time.time() - server.last_used.stat().st_mtime
     typer.echo(f"running at {state['url']} (process {state['pid']}, idle {idle:.0f} s)")
-    from deployments.local_service import local_service
-
-    service = local_service().state()
-    if service is not None:
-        typer.echo(f"local service at {service['url']} (process {service['pid']})")
+    for service in local_services(get_settings().storage.data_dir):
+        if (running := service.state()) is not None:
+            served = service.description()
+            typer.echo(f"local service at {running['url']} (process {running['pid']}, work "
+                       f"pool {served['pool']}): data dir {served['data_dir']}, media root "
+                       f"{served['media_root']}, database {served['database']}, storage "
+                       f"{served['storage']}")  # fmt: skip
 
 
 @db_app.command("upgrade")
@@ -182,9 +188,11 @@ def demo(
 ) -> None:
     """Generate sample media, process each one, and print where the outputs are."""
     from deployments.demo import run_demo
+    from deployments.local_service import launch_after_first_process
     from media_pipeline.settings import get_settings
 
     summaries = run_demo()
+    launch_after_first_process()  # for the next commands, as the first process does
     if as_json:
         typer.echo(json.dumps([s.model_dump(mode="json") for s in summaries], indent=2))
     else:

@@ -51,6 +51,9 @@ def api(
     idle_exit: Annotated[
         float, typer.Option(help="Stop after this many seconds without a request; 0: never")
     ] = 0,
+    instance: Annotated[
+        str | None, typer.Option(hidden=True, help="The local service's settings fingerprint")
+    ] = None,
 ) -> None:
     """Serve the HTTP API (upload workflow, media, jobs, queue stats; docs at /docs).
 
@@ -58,7 +61,7 @@ def api(
     """
     from deployments.api_server import serve
 
-    call(serve, host=host, port=port, idle_exit=idle_exit)
+    call(serve, host=host, port=port, idle_exit=idle_exit, instance=instance)
 
 
 @operations.command()

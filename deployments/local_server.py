@@ -132,6 +132,8 @@ class LocalServer:
 
 
 def local_server() -> LocalServer:
+    """The data dir's local server: every local service of the data dir uses it, each
+    with a work pool of its own (see ``local_service.py``)."""
     from media_pipeline.settings import get_settings
 
     return LocalServer(get_settings().storage.data_dir / "prefect-server")

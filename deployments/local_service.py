@@ -10,6 +10,14 @@ SQLAlchemy are imported on that path. The service stops after
 ``MEDIA_PIPELINE_LOCAL_SERVER_IDLE_SECONDS`` without a request, or with
 ``media-pipeline server stop``; when it is not ready (still starting), ``process`` runs
 in-process.
+
+A service serves only the commands whose settings it was started with: every setting,
+provider keys included, compared by a keyed fingerprint (``settings_fingerprint``). A
+command with other settings (another media root, a key set since) starts a service of
+its own beside it, in ``<data dir>/local-service/<fingerprint>/``. The services of a data
+dir share its local Prefect server, each with a work pool of its own
+(``<pool>-<fingerprint>``, its deployments named after it), so that no worker runs
+another service's media with its own settings.
 """
 
 from __future__ import annotations
@@ -33,34 +41,49 @@ from deployments.api_security import kept_secret, token_file
 from deployments.local_server import free_local_port, running_state
 from media_pipeline.errors import PipelineError
 from media_pipeline.payloads import MediaSummary
-from media_pipeline.settings import get_settings
+from media_pipeline.settings import Settings, get_settings, settings_fingerprint
 
 FINAL = {"READY", "PARTIAL", "FAILED"}
 
 
 @dataclass(frozen=True)
 class LocalService:
-    folder: Path
+    folder: Path  # <data dir>/local-service/<fingerprint>
 
     @property
     def state_file(self) -> Path:
         return self.folder / "api.json"
+
+    @property
+    def instance(self) -> str:
+        """The fingerprint its /health answers with: the name of its folder."""
+        return self.folder.name
+
+    def description(self) -> dict[str, str]:
+        """What ``server status`` shows of its settings (never a secret)."""
+        return json.loads((self.folder / "settings.json").read_text())  # type: ignore[no-any-return]
 
     def state(self) -> dict[str, Any] | None:
         """{"pid", "url"} of the running service, or None."""
         return running_state(self.state_file)
 
     def ready_url(self) -> str | None:
-        """The service's URL when it answers and its worker has started, else None."""
+        """The service's URL when it answers for this instance and its worker has
+        started, else None."""
         state = self.state()
         if state is None:
             return None
         try:  # up, and its worker too
             health = httpx.get(f"{state['url']}/health", timeout=2)
-            ready = health.status_code == 200 and health.json().get("worker") == "ready"
+            body = health.json() if health.status_code == 200 else {}
         except (httpx.HTTPError, ValueError):
             return None
-        return str(state["url"]) if ready else None
+        if body.get("instance") != self.instance:  # its port went to another process
+            print(f"the local service's address {state['url']} answers for other settings: "
+                  "processing in-process", file=sys.stderr)  # fmt: skip
+            self.state_file.unlink(missing_ok=True)
+            return None
+        return str(state["url"]) if body.get("worker") == "ready" else None
 
     def launch(self) -> None:
         """Start the service in the background unless it runs (it outlives this command)."""
@@ -71,18 +94,34 @@ class LocalService:
                 return
             port = free_local_port()
             settings = get_settings()
-            env = {**os.environ, "MEDIA_PIPELINE_DATA_DIR": str(settings.storage.data_dir),
-                   "MEDIA_ROOT": str(settings.media_root)}  # fmt: skip
+            pool = f"{settings.orchestration.work_pool}-{self.instance[:8]}"
+            self.describe(settings, pool)
+            env = {
+                **os.environ,
+                "MEDIA_PIPELINE_DATA_DIR": str(settings.storage.data_dir),
+                "MEDIA_ROOT": str(settings.media_root),
+                "MEDIA_PIPELINE_WORK_POOL": pool,
+            }
             idle = settings.orchestration.local_server_idle_seconds
             with (self.folder / "api.log").open("ab") as log:
                 service = subprocess.Popen(
                     [sys.executable, "-m", "deployments.cli", "api", "--host", "127.0.0.1",
-                     "--port", str(port), "--idle-exit", str(idle)],
+                     "--port", str(port), "--idle-exit", str(idle),
+                     "--instance", self.instance],
                     env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )  # fmt: skip
             state = {"pid": service.pid, "url": f"http://127.0.0.1:{port}"}
             self.state_file.write_text(json.dumps(state))
+
+    def describe(self, settings: Settings, pool: str) -> None:
+        from sqlalchemy.engine import make_url
+
+        database = make_url(settings.database.url).render_as_string(hide_password=True)
+        description = {"data_dir": str(settings.storage.data_dir), "pool": pool,
+                       "media_root": str(settings.media_root), "database": database,
+                       "storage": settings.storage.storage_url or "local"}  # fmt: skip
+        (self.folder / "settings.json").write_text(json.dumps(description))
 
     def stop(self) -> bool:
         """Stop the service (it hands back its runs in flight); False when none ran."""
@@ -98,7 +137,16 @@ class LocalService:
 
 
 def local_service() -> LocalService:
-    return LocalService(get_settings().storage.data_dir / "local-service")
+    """The service for this process's settings (running or not)."""
+    settings = get_settings()
+    services = settings.storage.data_dir / "local-service"
+    key = kept_secret(services / "fingerprint-key").encode()
+    return LocalService(services / settings_fingerprint(settings, key, os.environ)[:16])
+
+
+def local_services(data_dir: Path) -> list[LocalService]:
+    """Every service ever started under ``data_dir``, running or not."""
+    return [LocalService(p.parent) for p in sorted(data_dir.glob("local-service/*/settings.json"))]
 
 
 def running_service_url() -> str | None:

@@ -34,7 +34,9 @@ FLOW_NAME = "process-media"
 
 
 def deployment_name(tier: str) -> str:
-    return f"{FLOW_NAME}/media-{tier}"
+    """``process-media/<pool>-<tier>``: each work pool has deployments of its own (as
+    ``prefect.yaml`` names them), so two pools on one server never take each other's."""
+    return f"{FLOW_NAME}/{get_settings().orchestration.work_pool}-{tier}"
 
 
 def run_name(media_id: str, tier: str | None) -> str:

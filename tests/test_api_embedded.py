@@ -13,9 +13,9 @@ import httpx
 from PIL import Image
 
 from tests.support.api import start_api
+from tests.support.embedded import alive, cli
 from tests.support.media import make_jpeg
 from tests.support.processes import stop_process, wait_until
-from tests.test_local_server import alive, cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -41,8 +41,10 @@ def test_every_job_core_is_importable_and_callable():
 
 def test_prefect_yaml_has_one_deployment_per_tier_of_the_job_table():
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    media = {
-        d["name"]: d for d in config["deployments"] if d["entrypoint"].startswith("flows/media")
+    media = {  # named after the pool they are deployed to
+        d["name"].replace("{{ $MEDIA_PIPELINE_WORK_POOL }}", "media"): d
+        for d in config["deployments"]
+        if d["entrypoint"].startswith("flows/media")
     }
     tiers = {job.queue for job in JOB_TABLE}
     assert set(media) == {f"media-{tier}" for tier in tiers}

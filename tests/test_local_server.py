@@ -5,9 +5,7 @@ PREFECT_API_URL. The first command starts the local Prefect server, later ones r
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +15,14 @@ from pathlib import Path
 import httpx
 
 from deployments.local_server import prepare_database_template, seed_database
+from tests.support.embedded import (
+    alive,
+    cli,
+    embedded_env,
+    server_state,
+    service_ready,
+    service_states,
+)
 from tests.support.media import make_jpeg
 from tests.support.processes import (
     free_port,
@@ -26,51 +32,21 @@ from tests.support.processes import (
     wait_until,
 )
 
-SCRIPT = str(Path(sys.executable).parent / "media-pipeline")
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SCRIPT, *args], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)  # fmt: skip
-
-
-def embedded_env(data: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API_", "DATABASE_URL"))}  # fmt: skip
-    return {**env, "MEDIA_PIPELINE_DATA_DIR": str(data), **extra}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(
-        f"/proc/{pid}/status").read_text().lower()  # fmt: skip
-
-
-def service_ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).json().get("worker") == "ready"
-    except (httpx.HTTPError, ValueError):
-        return False
-
 
 def test_later_commands_go_to_the_local_service_then_everything_stops(tmp_path: Path):
     """The first ``process`` starts the local server and runs in-process, then leaves the
     local service running; the next ones hand their file to it; ``server stop`` stops both."""
     photo = make_jpeg(tmp_path / "p.jpg", 1600, 1200)
     env = embedded_env(tmp_path / "data")
-    state_file = tmp_path / "data" / "prefect-server" / "server.json"
-    service_file = tmp_path / "data" / "local-service" / "api.json"
     try:
         first = cli(env, "process", str(photo), "--json")
         assert first.returncode == 0, first.stderr[-2000:]
         assert json.loads(first.stdout)["status"] == "READY"
         assert "local service" not in first.stderr
+        state_file = tmp_path / "data" / "prefect-server" / "server.json"
         pid = json.loads(state_file.read_text())["pid"]
         assert alive(pid)
-        service = json.loads(service_file.read_text())
+        [service] = service_states(tmp_path / "data")
         wait_until(lambda: service_ready(service["url"]), 300, "the local service")
 
         second = cli(env, "process", str(photo), "--json")
@@ -99,7 +75,8 @@ def test_an_idle_local_server_stops_by_itself(tmp_path: Path):
     started = cli(env, "server", "start")
     try:
         assert started.returncode == 0 and started.stdout.startswith("http://127.0.0.1:")
-        state = json.loads((tmp_path / "data" / "prefect-server" / "server.json").read_text())
+        state = server_state(tmp_path / "data")
+        assert state is not None
         wait_until(lambda: not alive(state["pid"]), 60, "the idle server to stop")
     finally:
         cli(env, "server", "stop")
