@@ -236,8 +236,11 @@ def runs_in_flight(run_ids: list[str]) -> dict[str, str]:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             id=FlowRunFilterId(any_=[uuid.UUID(r) for r in run_ids])))  # fmt: skip
-    return {str(r.id): str(r.labels.get("prefect.worker.name", ""))
-            for r in runs if r.state and r.state.type in (StateType.PENDING, StateType.RUNNING)}
+    return {
+        str(r.id): str(r.labels.get("prefect.worker.name", ""))
+        for r in runs
+        if r.state and r.state.type in (StateType.PENDING, StateType.RUNNING)
+    }
 
 
 def wait_in_flight(run_ids: list[str], at_least: int, timeout: float = 120) -> dict[str, str]:
@@ -354,8 +357,9 @@ def drill_submit(site: Site, count: int) -> Row:
                 except Exception:
                     errors += 1
     wait_final(media, began, row)
-    row.notes.append(f"{errors} exceptions, "
-                     f"{sum(len(a) > 1 for a in answers.values())} media with two answers")
+    row.notes.append(
+        f"{errors} exceptions, {sum(len(a) > 1 for a in answers.values())} media with two answers"
+    )
     return row
 
 

@@ -66,10 +66,15 @@ def cpu_by_program() -> dict[str, float]:
 
 
 # Who uses the machine during a load, by a piece of each process's command line.
-PROGRAMS = [("api", "media-pipeline api"), ("prefect server", "prefect server"),
-            ("postgres", "postgres"), ("seaweedfs", "weed server"), ("redis", "redis-server"),
-            ("clients (this benchmark)", "benchmarks/ingest.py"),
-            ("prefect server", "multiprocessing.spawn")]  # its API processes, with --workers
+PROGRAMS = [
+    ("api", "media-pipeline api"),
+    ("prefect server", "prefect server"),
+    ("postgres", "postgres"),
+    ("seaweedfs", "weed server"),
+    ("redis", "redis-server"),
+    ("clients (this benchmark)", "benchmarks/ingest.py"),
+    ("prefect server", "multiprocessing.spawn"),
+]  # its API processes, with --workers
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -220,8 +225,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--uploads", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--prefect-workers", type=int, default=1,
-                        help="API processes of the Prefect server (services in one more)")
+    parser.add_argument(
+        "--prefect-workers",
+        type=int,
+        default=1,
+        help="API processes of the Prefect server (services in one more)",
+    )
     args = parser.parse_args()
     from benchmarks.latency import scratch_environment
 

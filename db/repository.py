@@ -293,5 +293,3 @@ def active_transcription(session: Session, media_id: object) -> Transcription | 
             Transcription.is_active.is_(True),
         )
     )
-
-

@@ -175,7 +175,7 @@ def api_router() -> APIRouter:
     def run_job_again(media_id: str, job: str, ingest: IngestDep) -> dict[str, Any]:
         """Run one job of the media again (a new transcription version, say)."""
         runs = submit_media(str(parse_uuid(media_id, "media id")), jobs=[job],
-                            create=ingest.batcher)  # fmt: skip
+                            create=ingest.create_runs)  # fmt: skip
         return {"mediaId": media_id, "job": job, "runs": runs}
 
     @router.post("/media/{media_id}/retry", status_code=202, tags=["media"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from db.repository import create_media, ensure_alert, load_media, mark_uploaded
 from db.session import transaction
 from deployments.api_errors import ApiError
 from deployments.api_security import LinkSigner
-from flows.submission import RunBatcher, Submission, create_runs, plan_submission
+from flows.faults import is_infrastructure_fault
+from flows.submission import RunBatcher, RunRequest, Submission, create_runs, plan_submission
 from media_pipeline.detect import DetectedMedia
 from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.errors import InvalidMedia, PermanentError
@@ -159,9 +160,26 @@ class Ingest:
             return submission, stored.type, stored.status
 
         submission, media_type, status = transaction(accept)
-        runs = create_runs(submission, self.batcher)
+        runs = create_runs(submission, self.create_runs)
         transaction(lambda session: assign_runs(session, media.id, runs))
         return media_type, status, list(dict.fromkeys(runs.values()))
+
+    def create_runs(self, requests: Sequence[RunRequest]) -> list[str]:
+        """The runs, or within ``submit_wait_seconds`` a 503 while Prefect is away: the
+        upload stays accepted and its jobs planned; the client's retry (or else the
+        reconciler) gets the same runs, by their idempotency keys."""
+        wait = self.settings.api.submit_wait_seconds
+        try:
+            return self.batcher(requests, timeout=wait)
+        except Exception as error:
+            if not isinstance(error, TimeoutError) and not is_infrastructure_fault(error):
+                raise
+            raise ApiError(
+                503, "prefect_unavailable",
+                f"Prefect did not take the media's runs within {wait:.0f} s; the upload is "
+                "accepted: call complete again to get its runs",
+                retry_after=max(1, round(wait)),
+            ) from None  # fmt: skip
 
     def check_object(self, media: Media) -> tuple[MediaType, str]:
         key = media.storage_key

@@ -156,9 +156,7 @@ def retry_runs(runs: list[FailedRun], client: SyncPrefectClient | None = None) -
     served from Prefect's result cache, not redone."""
     with api_client(client) as api:
         for run in runs:
-            api.set_flow_run_state(
-                uuid.UUID(run.id), Scheduled(message="retry-failed"), force=True
-            )
+            api.set_flow_run_state(uuid.UUID(run.id), Scheduled(message="retry-failed"), force=True)
 
 
 def retry_failed(

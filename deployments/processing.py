@@ -12,9 +12,7 @@ from deployments.registration import register_media
 from media_pipeline.payloads import MediaSummary
 
 
-def process_file(
-    file: Path, alert_id: str | None = None, category: str = "AUTRE"
-) -> MediaSummary:
+def process_file(file: Path, alert_id: str | None = None, category: str = "AUTRE") -> MediaSummary:
     """Register ``file``, run the per-media flow on it, and return the media's summary.
 
     The run sends heartbeats as runs under a worker do: if this command dies, the

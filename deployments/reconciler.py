@@ -79,13 +79,24 @@ def beyond_recovery(run_id: str, run: FlowRun | None) -> str | None:
     return None
 
 
-def recoveries_in_a_row(states: Iterable[State]) -> int:
-    """Times the reconciler scheduled the run again since anyone else scheduled it."""
-    count = 0
+def fault_in_a_row(states: Iterable[State]) -> int:
+    """Which fault in a row the run is being recovered from, since anyone else scheduled
+    it: 1 for the first.
+
+    A fault is a time a worker took the run (Pending or Running) and it came to nothing. A
+    crash reported late, once the reconciler had already scheduled the run again, is the
+    fault that reschedule answered: the reschedule that undoes it does not count again."""
+    faults, taken = 0, True
     for state in sorted(states, key=lambda s: s.timestamp):
         if state.type is StateType.SCHEDULED:
-            count = count + 1 if (state.message or "").startswith(MARK) else 0
-    return count
+            if not (state.message or "").startswith(MARK):
+                faults = 0
+            elif taken:
+                faults += 1
+            taken = False
+        elif state.type in (StateType.PENDING, StateType.RUNNING):
+            taken = True
+    return faults + taken
 
 
 def diagnose(
@@ -210,12 +221,12 @@ def recover(
     fresh = client.read_flow_run(run.id)
     if fresh.state_id != run.state_id:
         return None
-    done = recoveries_in_a_row(client.read_flow_run_states(run.id))
+    fault = fault_in_a_row(client.read_flow_run_states(run.id))
     final = fresh.state is not None and fresh.state.is_final()
-    if fresh.deployment_id is not None and done < policy.max_recoveries:
+    if fresh.deployment_id is not None and fault <= policy.max_recoveries:
         if not final:
             client.set_flow_run_state(run.id, Crashed(message=f"{MARK}: {reason}"), force=True)
-        attempt = f"recovery {done + 1} of {policy.max_recoveries}"
+        attempt = f"recovery {fault} of {policy.max_recoveries}"
         client.set_flow_run_state(
             run.id, Scheduled(message=f"{MARK}: {attempt}: {reason}"), force=True
         )
@@ -227,7 +238,7 @@ def recover(
         )
     else:
         message = (
-            f"{reason}; scheduled again {done} times by the reconciler, not again: retry "
+            f"{reason}; scheduled again {fault - 1} times by the reconciler, not again: retry "
             f"with `media-pipeline retry-failed {run.id}`"
         )
     if fresh.state is None or fresh.state.type is not StateType.CRASHED:

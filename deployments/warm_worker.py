@@ -41,6 +41,7 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, Proc
 
 from deployments.graceful_stop import GracefulStop
 from deployments.prefect_private import FlowRunExecutorContext, ProcessHandle
+from deployments.run_slots import RunSlots
 from deployments.warm_interpreter import WarmInterpreter
 from deployments.warm_starter import WarmProcessJobConfiguration, WarmStarter
 
@@ -49,11 +50,14 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import WorkerFlowRunResponse
 
 WORKER_TYPE = "media-warm-process"
+
+
 class WarmProcessWorker(ProcessWorker):
     """``prefect worker start --pool media --type media-warm-process``.
 
     Runs at most ``--limit`` flow runs at once (default ``MEDIA_PIPELINE_WORKER_LIMIT``, else
-    the CPU count), so each free slot takes the highest-priority queue's next run; a
+    the CPU count), and ``MEDIA_PIPELINE_WORKER_PROVIDER_LIMIT`` more whose jobs only wait
+    on a provider, so each free slot takes the highest-priority queue's next run; a
     finished run frees its slot for an immediate poll. Stops gracefully on SIGTERM or
     SIGINT (``deployments/graceful_stop.py``) and looks for stranded runs of any worker
     (``deployments/reconciler.py``).
@@ -90,12 +94,15 @@ class WarmProcessWorker(ProcessWorker):
 
     async def setup(self) -> None:
         await super().setup()
+        self._slots = RunSlots(self._limit or 1, self._policy.worker_provider_limit)
+        self._limiter = self._slots  # type: ignore[assignment]  # the same surface
         self._stop = GracefulStop(self._logger, self._policy.worker_grace_seconds)
         self._stop.install()
         self._interpreter = WarmInterpreter(self._policy.warm_preload)
         seconds = await anyio.to_thread.run_sync(self._interpreter.start)
-        self._logger.info("Warm interpreter ready in %.1f s; at most %d runs at once",
-                          seconds, self._limit)  # fmt: skip
+        self._logger.info("Warm interpreter ready in %.1f s; at most %d runs at once, and %d "
+                          "waiting on providers", seconds, self._limit,
+                          self._policy.worker_provider_limit)  # fmt: skip
         self._executors = await self._exit_stack.enter_async_context(FlowRunExecutorContext())
         self._exit_stack.callback(self._interpreter.stop)
         listeners = await self._exit_stack.enter_async_context(anyio.create_task_group())
@@ -111,12 +118,13 @@ class WarmProcessWorker(ProcessWorker):
     async def _submit_scheduled_flow_runs(
         self, flow_run_response: list[WorkerFlowRunResponse]
     ) -> list[FlowRun]:
-        """Claim one run per poll, the first in priority order, and poll again while slots
-        are free: each slot takes the highest-priority run of that moment, also when two
-        workers poll at once (the one that loses a run polls again for the next)."""
+        """Claim one run per poll, the first in priority order whose kind of slot is free
+        (``deployments/run_slots.py``), and poll again while slots are free: each slot
+        takes the highest-priority run of that moment, also when two workers poll at once
+        (the one that loses a run polls again for the next)."""
         fresh = [r for r in flow_run_response if r.flow_run.id not in self._submitting_flow_run_ids]
-        submitted = await super()._submit_scheduled_flow_runs(fresh[:1])
-        if submitted and self.limiter.available_tokens > 0:
+        submitted = await super()._submit_scheduled_flow_runs(self._slots.choose(fresh))
+        if submitted and self._slots.available_tokens > 0:
             self._wake.set()
         return submitted
 
@@ -240,4 +248,9 @@ class WarmProcessWorker(ProcessWorker):
             number = -execution.status_code
             name = signal.Signals(number).name if number in signal.valid_signals() else number
             logger.error("The flow run's process was killed by %s", name)
-        return ProcessWorkerResult(status_code=execution.status_code, identifier=identifier)
+        # The executor has reported the crash already, unless the API refused it: a second
+        # report (Prefect's worker makes one for any non-zero status) would land after the
+        # reconciler may have scheduled the run again, and undo that (one kill, two
+        # recoveries). Prefect's own process worker reports twice.
+        status = execution.status_code if execution.crash_unreported else 0
+        return ProcessWorkerResult(status_code=status, identifier=identifier)

@@ -4,7 +4,8 @@ Prefect's task retries are the only retry layer: ``retry_attempts`` attempts in 
 delays doubling from ``retry_base_delay_seconds`` (2 s, then 4 s) plus a little jitter,
 drawn here and only ever added (Prefect's ``retry_jitter_factor`` draws around each delay,
 so it can shorten one). A ``PermanentError``
-is never retried; ``NotConfigured`` ends the job SKIPPED with its reason.
+is never retried; ``NotConfigured`` ends the job SKIPPED with its reason. Faults of Prefect
+or the app database are not attempts (``flows/faults.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from prefect.states import State
 
 from db.jobs import mark_job_running, note_attempt_error
 from db.session import transaction
+from flows.faults import InfrastructureFault, is_infrastructure_fault
 from flows.runner import run_job
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError
 from media_pipeline.payloads import JobOutput
@@ -38,30 +40,62 @@ def retry_delays() -> list[float]:
 
 
 def is_retryable(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect's retry condition; a plain function (a partial would disable retries)."""
-    return not isinstance(state.data, PermanentError)
+    """Prefect's retry condition; a plain function (a partial would disable retries).
+    A fault that outlasted the wait is not retried either: a retry would be an attempt."""
+    return not isinstance(state.data, PermanentError | InfrastructureFault)
 
 
 def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     """One attempt of one job: record it, run it, and turn ``NotConfigured`` into a skip.
 
-    Errors leave with their message cleared of secrets. A provider's Retry-After longer
-    than the next backoff is waited out here, so the next attempt is not wasted.
+    A fault of Prefect or the app database (``flows/faults.py``) is not an attempt: it is
+    waited out for ``fault_wait_seconds`` and the same attempt goes on (jobs are
+    idempotent); beyond that, ``InfrastructureFault`` ends the run for the reconciler.
     """
     job = table.get(job_name)
     media_uuid = uuid.UUID(media_id)
     settings = get_settings()
     logger = get_run_logger()
-    attempt = transaction(lambda session: mark_job_running(session, media_uuid, job.name))
-    logger.info("media %s: %s, attempt %d", media_id, job.name, attempt)
+    deadline = time.monotonic() + settings.orchestration.fault_wait_seconds
+    delay, attempt = 1.0, 0
+    while True:
+        try:
+            if not attempt:
+                attempt = transaction(lambda session: mark_job_running(session, media_uuid,
+                                                                       job.name))  # fmt: skip
+                logger.info("media %s: %s, attempt %d", media_id, job.name, attempt)
+            return run_attempt(job, media_uuid, attempt)
+        except Exception as exc:
+            if not is_infrastructure_fault(exc):
+                raise
+            message = settings.redact(str(exc)) or type(exc).__name__
+            if time.monotonic() + delay > deadline:
+                raise InfrastructureFault(
+                    f"{job.name} waited {settings.orchestration.fault_wait_seconds:.0f} s "
+                    f"for the app database or the Prefect API: {message}"
+                ) from None
+            logger.warning("media %s: %s waits for the database or Prefect (not an attempt, "
+                           "%.0f s): %s", media_id, job.name, delay, message)  # fmt: skip
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def run_attempt(job: Job, media_uuid: uuid.UUID, attempt: int) -> JobOutput:
+    """Run the job once. Errors leave with their message cleared of secrets. A provider's
+    Retry-After longer than the next backoff is waited out here, so the next attempt is
+    not wasted."""
+    settings = get_settings()
+    logger = get_run_logger()
     try:
         output = run_job(job, media_uuid, settings)
     except NotConfigured as exc:
-        logger.warning("media %s: %s skipped: %s", media_id, job.name, exc)
+        logger.warning("media %s: %s skipped: %s", media_uuid, job.name, exc)
         return JobOutput(skipped_reason=settings.redact(str(exc)))
     except Exception as exc:
+        if is_infrastructure_fault(exc):
+            raise
         message = settings.redact(str(exc)) or type(exc).__name__
-        logger.error("media %s: %s attempt %d failed: %s", media_id, job.name, attempt, message)
+        logger.error("media %s: %s attempt %d failed: %s", media_uuid, job.name, attempt, message)
         transaction(lambda session: note_attempt_error(session, media_uuid, job.name, message))
         if isinstance(exc, TransientError):
             wait_out_retry_after(exc.retry_after, attempt)
@@ -70,7 +104,7 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
             raise cleaned(message) from None
         raise
     kinds = ", ".join(o.type for o in output.outputs) or "no files"
-    logger.info("media %s: %s done (%s)", media_id, job.name, kinds)
+    logger.info("media %s: %s done (%s)", media_uuid, job.name, kinds)
     return output
 
 
@@ -99,7 +133,9 @@ def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:
         retries=settings.orchestration.retry_attempts - 1,
         retry_delay_seconds=retry_delays(),
         retry_condition_fn=is_retryable,
-        tags=[f"priority-{job.queue}", f"job-{job.name}"],
+        # No tags: Prefect looks up a concurrency limit for each tag of a task run before
+        # it starts, and a failed lookup (the server away) failed the job. The worker's
+        # slots are the only limit; the flow runs carry the job and tier tags.
         # Persisted results let a retried flow run (same id) serve finished jobs from its
         # cache. Where: PREFECT_LOCAL_STORAGE_PATH, which set-up points at the results dir.
         # No cross-worker lock on the cache key: prefect-redis's lock never expires, so a

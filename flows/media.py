@@ -21,6 +21,7 @@ from db.repository import media_summary
 from db.session import transaction
 from flows.artifacts import publish_media_artifacts
 from flows.execution import job_task
+from flows.faults import is_infrastructure_fault
 from flows.notifications import notify_media_processed
 from flows.sources import load_source
 from flows.submission import FLOW_NAME, run_name, submit_media
@@ -42,15 +43,16 @@ def run_media_jobs(
     jobs of one priority tier).
 
     Media created by a job (an enhanced portrait) are handed to ``follow_up``. When the
-    run cannot finish (its database stays unreachable, say), its unfinished jobs are
-    recorded FAILED if the database answers at all, so the media reaches a final status;
-    otherwise the reconciler finds them.
+    run cannot finish, its unfinished jobs are recorded FAILED (if the database answers
+    at all), so the media reaches a final status; but a fault of Prefect or the database
+    in a deployment's run leaves them owed, and the reconciler schedules the run again.
     """
     flow_run_id = str(runtime.flow_run.id or "") or None
     try:
         return _run_media_jobs(media_id, jobs, table, follow_up, tier, flow_run_id)
     except Exception as error:
-        if flow_run_id is not None:
+        recovered = runtime.deployment.id and is_infrastructure_fault(error)
+        if flow_run_id is not None and not recovered:
             with contextlib.suppress(Exception):
                 reason = failure_message(error)
                 transaction(lambda session: fail_unfinished_jobs(
@@ -81,6 +83,9 @@ def _run_media_jobs(
     }
     wait(list(futures.values()))
     results = {name: future.result(raise_on_failure=False) for name, future in futures.items()}
+    for result in results.values():
+        if is_infrastructure_fault(result if isinstance(result, BaseException) else None):
+            raise result
 
     def record(session: Session) -> MediaSummary:
         for name, result in results.items():
@@ -91,8 +96,11 @@ def _run_media_jobs(
                     name,
                     JobState.SKIPPED if result.skipped_reason else JobState.SUCCEEDED,
                     error=result.skipped_reason,
-                    outputs={"derivatives": [o.model_dump(mode="json", exclude_none=True)
-                                             for o in result.outputs]},
+                    outputs={
+                        "derivatives": [
+                            o.model_dump(mode="json", exclude_none=True) for o in result.outputs
+                        ]
+                    },
                     estimated_cost=result.estimated_cost,
                 )
             else:

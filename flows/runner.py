@@ -100,4 +100,3 @@ def derivative_record(row: MediaDerivative) -> OutputRecord:
 def transcription_record(row: Transcription) -> OutputRecord:
     return OutputRecord(type="TRANSCRIPTION", version=row.version, language=row.language,
                         duration=row.duration, chars=len(row.text))  # fmt: skip
-

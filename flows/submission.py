@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -235,19 +236,21 @@ class RunBatcher:
 
     def __init__(self, client: SyncPrefectClient) -> None:
         self._client = client
-        self._queue: queue.SimpleQueue[tuple[RunRequest, Future[str]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[tuple[RunRequest, Future[str]] | None] = queue.SimpleQueue()
         self._sender = threading.Thread(target=self._send_batches, name="run-batcher",
                                         daemon=True)  # fmt: skip
         self._sender.start()
 
-    def __call__(self, requests: Sequence[RunRequest]) -> list[str]:
+    def __call__(self, requests: Sequence[RunRequest], timeout: float | None = None) -> list[str]:
+        """The runs' ids; ``TimeoutError`` after ``timeout`` seconds (the runs may still be
+        made: their idempotency keys give the same ones to the next call)."""
         futures: list[Future[str]] = []
         for request in requests:
             futures.append(Future())
             self._queue.put((request, futures[-1]))
-        return [future.result() for future in futures]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                for f in futures]  # fmt: skip
 
     def close(self) -> None:
         """Send what is queued, then stop."""

@@ -310,4 +310,3 @@ def save_jpeg(image: Image.Image, target: Path, quality: int, xmp: bytes | None 
     """
     extra = {"xmp": xmp} if xmp else {}
     image.save(target, "JPEG", quality=quality, subsampling="4:2:0", optimize=False, **extra)
-

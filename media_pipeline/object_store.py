@@ -249,8 +249,7 @@ def _open_store(storage: StorageSettings) -> Store:
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc:
         raise StorageError(
-            f"MEDIA_PIPELINE_STORAGE_URL={url!r}: expected empty (MEDIA_ROOT) or "
-            "s3://bucket/prefix"
+            f"MEDIA_PIPELINE_STORAGE_URL={url!r}: expected empty (MEDIA_ROOT) or s3://bucket/prefix"
         )
     prefix = parts.path.strip("/")
     if prefix:

@@ -172,7 +172,10 @@ def test_every_refusal_is_a_clear_json_error(api, tmp_path: Path):
     assert_error(client.post(url, json={**body, "type": "AUDIO", "mimeType": "audio/mp4",
                                         "size": 3_000_000}), 413, "too_large")  # fmt: skip
     assert client.put(f"/api/alerts/{alert}", json={"categoryCode": "DISP"}).json() == {
-        "alertId": alert, "categoryCode": "DISP", "created": False}
+        "alertId": alert,
+        "categoryCode": "DISP",
+        "created": False,
+    }
 
     # Upload URLs: bound to their media, unexpired, the declared type and size.
     first, second = (initiate(client, alert, photo, "image/jpeg", "IMAGE", None)
@@ -184,7 +187,8 @@ def test_every_refusal_is_a_clear_json_error(api, tmp_path: Path):
                  "upload_url_invalid")  # fmt: skip
     past = int(time.time()) - 10
     signature = LinkSigner(get_settings()).sign(
-        "upload", first["mediaId"], size, "image/jpeg", expires=past)
+        "upload", first["mediaId"], size, "image/jpeg", expires=past
+    )
     expired = (f"{base}/api/uploads/presigned/{first['mediaId']}"
                f"?expires={past}&signature={signature}")  # fmt: skip
     assert_error(httpx.put(expired, content=photo.read_bytes(), headers=headers), 403,

@@ -20,7 +20,7 @@ from db.models import JobState, MediaStatus, ProcessingJob, ProviderCall
 from db.repository import load_media, lock_media
 from db.session import get_engine, session_scope, transaction
 from deployments.cli import app
-from deployments.reconciler import MARK, Reconciler, diagnose, recoveries_in_a_row
+from deployments.reconciler import MARK, Reconciler, diagnose, fault_in_a_row
 from deployments.registration import register_media
 from deployments.setup import setup
 from flows.runner import run_job
@@ -153,17 +153,22 @@ def test_reconciler_finds_every_kind_of_stranded_run():
     assert why(run_in(StateType.RUNNING, T0 - STALL), alive, up_since=back) is None
 
 
-def test_recoveries_are_counted_since_anyone_else_scheduled_the_run():
-    def scheduled(minute: int, message: str | None = None) -> State:
-        return State(type=StateType.SCHEDULED, timestamp=T0 + timedelta(minutes=minute),
-                     message=message)  # fmt: skip
+def test_recoveries_count_faults_since_anyone_else_scheduled_the_run():
+    def at(minute: int, kind: StateType, message: str | None = None) -> State:
+        return State(type=kind, timestamp=T0 + timedelta(minutes=minute), message=message)
 
-    crashed = State(type=StateType.CRASHED, timestamp=T0 + timedelta(minutes=2))
     ours = f"{MARK}: recovery 1 of 3: its worker died"
-    assert recoveries_in_a_row([scheduled(0)]) == 0
-    assert recoveries_in_a_row([scheduled(0), crashed, scheduled(3, ours), scheduled(5, ours)]) == 2
+    scheduled, running, crashed = StateType.SCHEDULED, StateType.RUNNING, StateType.CRASHED
+    first = [at(0, scheduled), at(1, running), at(2, crashed)]
+    assert fault_in_a_row(first) == 1
+    second = [*first, at(3, scheduled, ours), at(4, running), at(5, crashed)]
+    assert fault_in_a_row(second) == 2
+    # One kill reported twice: the late report lands on the reschedule; still the first.
+    assert fault_in_a_row([*first, at(3, scheduled, ours), at(4, crashed)]) == 1
+    # Claimed and never started is a fault too.
+    assert fault_in_a_row([*first, at(3, scheduled, ours), at(4, StateType.PENDING)]) == 2
     # An analyst's retry-failed gives the run a fresh budget.
-    assert recoveries_in_a_row([scheduled(3, ours), scheduled(6, "retry-failed")]) == 0
+    assert fault_in_a_row([*second, at(6, scheduled, "retry-failed"), at(7, running)]) == 1
 
 
 @pytest.mark.usefixtures("prefect_server")

@@ -58,9 +58,11 @@ def test_the_grafana_dashboard_queries_exported_names():
                for name in METRIC.findall(target["expr"])}  # fmt: skip
     source = (ROOT / "deployments" / "metrics.py").read_text()
     families = set(re.findall(r'MetricFamily\(\s*"(media_pipeline_[a-z_]+)"', source))
-    exported = families | {f"{f}_total" for f in families} | {
-        f"{f}_{suffix}" for f in families for suffix in ("bucket", "sum", "count")
-    }
+    exported = (
+        families
+        | {f"{f}_total" for f in families}
+        | {f"{f}_{suffix}" for f in families for suffix in ("bucket", "sum", "count")}
+    )
     assert queried and queried <= exported, queried - exported
     assert {"media_pipeline_flow_runs", "media_pipeline_oldest_waiting_seconds",
             "media_pipeline_jobs",

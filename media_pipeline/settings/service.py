@@ -53,6 +53,20 @@ class OrchestrationSettings(Group):
         description="Flow runs a warm worker runs at once (its --limit wins); 0: the CPU "
         "count. Each free slot takes the highest-priority queue's next run",
     )
+    worker_provider_limit: int = Field(
+        4,
+        ge=1,
+        description="Flow runs a warm worker runs at once beside its limit when all their "
+        "jobs wait on a provider (transcription, enhancement): a slow provider holds these "
+        "slots, never those of CPU work",
+    )
+    fault_wait_seconds: float = Field(
+        120,
+        ge=0,
+        description="A job waits this long for the Prefect API or the app database to answer "
+        "again, within the same attempt (such a fault is not a job attempt); then its run "
+        "ends for the reconciler to schedule again",
+    )
     worker_grace_seconds: float = Field(
         30,
         ge=0,
@@ -114,6 +128,13 @@ class ApiSettings(Group):
     max_image_bytes: int = Field(30_000_000, gt=0, description="Largest photo upload")
     max_audio_bytes: int = Field(100_000_000, gt=0, description="Largest voice-note upload")
     max_video_bytes: int = Field(500_000_000, gt=0, description="Largest video upload")
+    submit_wait_seconds: float = Field(
+        10,
+        gt=0,
+        description="complete answers 503 with Retry-After when Prefect has not taken the "
+        "media's runs within this long; the upload stays accepted and a retry returns the "
+        "same runs",
+    )
 
     def tokens(self) -> list[str]:
         return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]
