@@ -2,7 +2,7 @@
 outputs are written once, whatever single fault happens.
 
     .venv/bin/python benchmarks/drills.py [--kill-trials 20] [--media 30]
-                                          [--only kill,restarts,rolling,backlog,submit]
+        [--only kill,restarts,rolling,backlog,submit,server-kill,child-kill,slow-provider,outage]
 
 Starts everything it restarts on its own: two PostgreSQL clusters (initdb in temporary
 directories: the app database and Prefect's), a Redis, a Prefect server on them, the
@@ -10,255 +10,48 @@ OpenAI/Gemini stand-in of the tests, ``media-pipeline setup`` and two warm worke
 as the README says (no --limit, default names, default settings: detection time included).
 Then runs each drill and prints one table: drill, trials, media submitted, media final
 within the deadline, time to final after the fault (p50/p95), duplicates (derivative rows,
-files, transcription versions beyond one), stranded. Nothing of the machine's own
-PostgreSQL or Redis is touched; everything started is stopped at the end.
+files, transcription versions beyond one), stranded, media FAILED (none may be, by a fault
+of Prefect or a worker), and the most recoveries of one run beside the faults it met. The
+drills of the orchestrator's and the providers' faults upload through ``media-pipeline
+api`` as the app does: the Prefect server killed (-9) under uploads and started again 30 s
+later, one flow run's process killed (its worker alive), a provider answering after 130 s
+while photos are uploaded (their thumbnails' p95 against the same photos on an idle
+pipeline), and ``complete`` while the server is away (its answer time, then the retry's
+runs). Nothing of the machine's own PostgreSQL or Redis is touched; everything started is
+stopped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
-import statistics
 import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DEADLINE = 300.0  # seconds after a fault by which every media must be final
-FINAL = {"READY", "PARTIAL", "FAILED"}
-DERIVATIVES = {"IMAGE": 3, "AUDIO": 1, "VIDEO": 2}
-FILES = {"IMAGE": 4, "AUDIO": 3, "VIDEO": 3}  # the original and the derivatives
 
-
-@dataclass
-class Row:
-    drill: str
-    trials: int = 0
-    media: int = 0
-    final: int = 0
-    times: list[float] = field(default_factory=list)
-    duplicates: int = 0
-    stranded: int = 0
-    notes: list[str] = field(default_factory=list)
-
-    def cells(self) -> list[str]:
-        p50 = f"{statistics.median(self.times):.0f}" if self.times else "-"
-        p95 = f"{percentile(self.times, 0.95):.0f}" if self.times else "-"
-        return [self.drill, str(self.trials), str(self.media), f"{self.final}/{self.media}",
-                f"{p50} / {p95} s", str(self.duplicates), str(self.stranded),
-                "; ".join(self.notes)]  # fmt: skip
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-class Site:
-    """The services, the workers, and the sample files of a drill run."""
-
-    def __init__(self, work: Path) -> None:
-        from tests.support.fake_providers import FakeProviders
-        from tests.support.processes import free_port
-        from tests.support.services import PrivatePostgres, PrivateRedis
-
-        self.work = work
-        self.workers: dict[int, Any] = {}
-        self.logs: dict[int, Path] = {}
-        self.started = 0
-        self.server: Any = None
-        self.app_db = PrivatePostgres()
-        self.prefect_db = PrivatePostgres()
-        self.redis = PrivateRedis(work / "redis")
-        self.providers = FakeProviders().start()
-        self.port = free_port()
-        try:
-            self.start_services()
-        except BaseException:
-            self.close()  # what started is stopped
-            raise
-
-    def start_services(self) -> None:
-        self.app_db.start().create_database("app")
-        self.prefect_db.start().create_database("prefect")
-        self.redis.start()
-        self.providers.latency = 1.5  # a transcription is in flight for a while
-        os.environ.update({
-            "DATABASE_URL": self.app_db.url("app"),
-            "PREFECT_API_URL": f"http://127.0.0.1:{self.port}/api",
-            "OPENAI_API_KEY": "sk-drill", "OPENAI_BASE_URL": f"{self.providers.url}/v1",
-            "GEMINI_API_KEY": "gm-drill", "GEMINI_BASE_URL": self.providers.url,
-            "MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE": "6000",
-        })  # fmt: skip
-        self.server = self.start_server()
-        self.samples = self.make_samples()
-
-    def start_server(self) -> Any:
-        from tests.support.services import start_prefect_server
-
-        url = self.prefect_db.url("prefect", driver="asyncpg")
-        return start_prefect_server(url, self.redis.url, self.work / "server.log", self.port)
-
-    def restart_server(self) -> None:
-        from tests.support.processes import stop_process
-
-        stop_process(self.server)
-        self.server = self.start_server()
-
-    def make_samples(self) -> dict[str, Path]:
-        from tests.support.media import make_jpeg, make_tone, make_video
-
-        return {
-            "AUDIO": make_tone(self.work / "note.m4a", 2.0, codec_args=("-c:a", "aac")),
-            "IMAGE": make_jpeg(self.work / "photo.jpg", 1600, 1200),
-            "VIDEO": make_video(self.work / "clip.mp4", 3),
-        }
-
-    def start_worker(self, slot: int) -> None:
-        from tests.support.processes import start_process, wait_until
-
-        log = self.work / f"worker-{self.started}.log"
-        self.started += 1
-        prefect = str(Path(sys.executable).parent / "prefect")
-        process = start_process([prefect, "worker", "start", "--pool", "media"],
-                                dict(os.environ), log)  # fmt: skip
-        wait_until(lambda: "started!" in log.read_text() or process.poll() is not None, 120,
-                   "a worker")  # fmt: skip
-        self.workers[slot], self.logs[slot] = process, log
-
-    def kill_worker(self, slot: int) -> None:
-        """kill -9 of the worker's process group: the worker, its interpreter, its runs."""
-        process = self.workers.pop(slot)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-
-    def term_worker(self, slot: int) -> tuple[int | None, float]:
-        """SIGTERM to the worker alone; its exit code and how long it took."""
-        process = self.workers.pop(slot)
-        began = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(120)
-        except Exception:
-            os.killpg(process.pid, signal.SIGKILL)
-            code = None
-        return code, time.monotonic() - began
-
-    def close(self) -> None:
-        from tests.support.processes import stop_process
-
-        for process in self.workers.values():
-            stop_process(process)
-        if self.server is not None:
-            stop_process(self.server)
-        self.providers.stop()
-        self.redis.close()
-        self.app_db.close()
-        self.prefect_db.close()
-
-
-def register(site: Site, kinds: list[str]) -> list[uuid.UUID]:
-    from deployments.registration import register_media
-
-    return [register_media(site.samples[kind], category="AUTRE").id for kind in kinds]
-
-
-def submit(media: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
-    from flows.submission import submit_media
-
-    return {m: submit_media(str(m)) for m in media}
-
-
-def mix(count: int) -> list[str]:
-    return [("AUDIO", "IMAGE", "VIDEO")[i % 3] for i in range(count)]
-
-
-def wait_final(media: list[uuid.UUID], since: float, row: Row) -> None:
-    """Poll the app database until every media is final or the deadline passes; record
-    the time to final (from ``since``), duplicates and stranded media in ``row``."""
-    from db.models import Media
-    from db.session import session_scope
-
-    done: dict[uuid.UUID, float] = {}
-    while len(done) < len(media) and time.monotonic() - since < DEADLINE:
-        try:
-            with session_scope() as session:
-                for media_id in media:
-                    if media_id not in done and session.get(Media, media_id).status in FINAL:
-                        done[media_id] = time.monotonic() - since
-        except Exception:
-            pass  # the database is restarting
-        time.sleep(0.5)
-    row.media += len(media)
-    row.final += len(done)
-    row.times += list(done.values())
-    row.stranded += len(media) - len(done)
-    row.duplicates += count_duplicates(media)
-
-
-def count_duplicates(media: list[uuid.UUID]) -> int:
-    from sqlalchemy import func, select
-
-    from db.models import Media, Transcription
-    from db.session import session_scope
-    from media_pipeline.settings import get_settings
-
-    extra = 0
-    root = get_settings().media_root
-    with session_scope() as session:
-        for media_id in media:
-            item = session.get(Media, media_id)
-            kind = item.type.value
-            extra += max(0, len(item.derivatives) - DERIVATIVES[kind])
-            folder = root / f"alerts/{item.alert_id}/media/{item.id}"
-            files = [p for p in folder.iterdir() if not p.name.startswith(".")]
-            extra += max(0, len(files) - FILES[kind])
-            versions = session.scalar(
-                select(func.count()).where(Transcription.media_id == media_id)
-            )
-            extra += max(0, versions - 1)
-    return extra
-
-
-def runs_in_flight(run_ids: list[str]) -> dict[str, str]:
-    """Run id -> worker name of the runs claimed or running."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.objects import StateType
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[uuid.UUID(r) for r in run_ids])))  # fmt: skip
-    return {
-        str(r.id): str(r.labels.get("prefect.worker.name", ""))
-        for r in runs
-        if r.state and r.state.type in (StateType.PENDING, StateType.RUNNING)
-    }
-
-
-def wait_in_flight(run_ids: list[str], at_least: int, timeout: float = 120) -> dict[str, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = runs_in_flight(run_ids)
-        if len(found) >= at_least:
-            return found
-        time.sleep(0.2)
-    return {}
-
-
-def worker_slot(site: Site, name: str) -> int | None:
-    """Which of our running workers carries ``name`` (read from its log)."""
-    for slot in site.workers:
-        if f"Worker '{name}'" in site.logs[slot].read_text():
-            return slot
-    return None
+from benchmarks.drill_site import (  # noqa: E402  (run as a script: the root is added above)
+    Row,
+    Site,
+    count_recoveries,
+    final_moments,
+    mix,
+    percentile,
+    register,
+    submit,
+    wait_final,
+    wait_in_flight,
+    worker_slot,
+)
+from tests.support.api import complete, upload  # noqa: E402
 
 
 def drill_kill(site: Site, trials: int) -> Row:
@@ -363,11 +156,121 @@ def drill_submit(site: Site, count: int) -> Row:
     return row
 
 
+def drill_server_kill(site: Site, count: int) -> Row:
+    """Uploads through the API, one a second; the server killed (-9) mid-way and started
+    again 30 s later, while the uploads go on."""
+    row = Row("kill -9 the Prefect server under uploads, start it 30 s later", trials=1)
+    client = site.start_api()
+    kinds = mix(count)
+    uploaded = [upload(client, site.samples[kind], kind) for kind in kinds]
+    run_ids: list[str] = []
+    waits: list[float] = []
+    with ThreadPoolExecutor(count) as pool:
+        calls = []
+        for index, (_, path) in enumerate(uploaded):
+            calls.append(pool.submit(complete, client, path))
+            if index == count // 2:
+                site.kill_server()
+                killed = time.monotonic()
+                pool.submit(lambda: (time.sleep(30), site.server_start()))
+            time.sleep(1.0)
+        for call in calls:
+            runs, answered = call.result()
+            run_ids += runs
+            waits += answered
+    wait_final([m for m, _ in uploaded], killed, row)
+    count_recoveries(run_ids, row)
+    row.notes.append(f"complete answered within {max(waits):.1f} s, {len(waits)} calls")
+    return row
+
+
+def drill_child_kill(site: Site, trials: int) -> Row:
+    """One flow run's process killed (-9) while its worker lives."""
+    from prefect.client.orchestration import get_client
+
+    row = Row("kill -9 one flow run's process, its worker alive")
+    for _ in range(trials):
+        media = register(site, mix(3))
+        run_ids = [r for runs in submit(media).values() for r in runs]
+        flying = wait_in_flight(run_ids, 1)
+        time.sleep(random.uniform(0, 1.0))
+        with get_client(sync_client=True) as client:
+            pids = [client.read_flow_run(uuid.UUID(r)).infrastructure_pid for r in flying]
+        pid = next((int(str(p).rsplit(":", 1)[-1]) for p in pids if p), None)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_final(media, time.monotonic(), row)
+        count_recoveries(run_ids, row)
+        row.trials += 1
+    return row
+
+
+def drill_slow_provider(site: Site) -> Row:
+    """Five voice notes whose transcription answers after 130 s; six photos uploaded
+    meanwhile. Their thumbnails' time to READY against the same on an idle pipeline."""
+    from tests.support.fake_providers import Fault
+
+    row = Row("OpenAI answers after 130 s; 5 voice notes, then 6 photos", trials=1)
+    client = site.start_api()
+
+    def photos() -> list[float]:
+        """Seconds from each photo's complete to its READY."""
+        completed: dict[uuid.UUID, float] = {}
+        for _ in range(6):
+            media_id, path = upload(client, site.samples["IMAGE"], "IMAGE")
+            completed[media_id] = time.monotonic()
+            complete(client, path)
+        final = final_moments(list(completed))
+        return [final[m] - completed[m] for m in completed]
+
+    idle = photos()
+    site.providers.queue("openai", *[Fault(delay=130.0)] * 5)
+    notes = [upload(client, site.samples["AUDIO"], "AUDIO") for _ in range(5)]
+    for _, path in notes:
+        complete(client, path)
+    time.sleep(3.0)  # the transcriptions are waiting on the provider
+    slow = photos()
+    wait_final([m for m, _ in notes], time.monotonic(), row)
+    ratio = percentile(slow, 0.95) / percentile(idle, 0.95)
+    row.notes.append(f"thumbnails to READY p95: idle {percentile(idle, 0.95):.1f} s, beside "
+                     f"the slow provider {percentile(slow, 0.95):.1f} s ({ratio:.2f}x, "
+                     "target <= 2x)")  # fmt: skip
+    return row
+
+
+def drill_outage(site: Site) -> Row:
+    """complete while the Prefect server is away: its answer time (503 within the bound),
+    then the client's retry once the server is back, and the runs it gets."""
+    row = Row("complete while the Prefect server is away (30 s)", trials=1)
+    client = site.start_api()
+    uploaded = [upload(client, site.samples[kind], kind) for kind in mix(3)]
+    site.kill_server()
+    killed = time.monotonic()
+    answers = []
+    for _, path in uploaded:
+        began = time.monotonic()
+        answer = client.post(path)
+        answers.append((answer.status_code, time.monotonic() - began))
+    time.sleep(max(0.0, 30 - (time.monotonic() - killed)))
+    site.server_start()
+    run_ids = [r for _, path in uploaded for r in complete(client, path)[0]]
+    wait_final([m for m, _ in uploaded], killed, row)
+    count_recoveries(run_ids, row)
+    again = [r for _, path in uploaded for r in complete(client, path)[0]]
+    codes = ", ".join(f"{code} in {seconds:.1f} s" for code, seconds in answers)
+    row.notes.append(
+        f"during the outage: {codes}; the same runs on a later call: {again == run_ids}"
+    )
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kill-trials", type=int, default=20)
     parser.add_argument("--media", type=int, default=30)
-    parser.add_argument("--only", default="kill,restarts,rolling,backlog,submit")
+    parser.add_argument("--only", default="kill,restarts,rolling,backlog,submit,server-kill,"
+                        "child-kill,slow-provider,outage")  # fmt: skip
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started
     from benchmarks.latency import scratch_environment
@@ -394,10 +297,18 @@ def main() -> None:
             rows.append(drill_backlog(site))
         if "submit" in wanted:
             rows.append(drill_submit(site, 10))
+        if "server-kill" in wanted:
+            rows.append(drill_server_kill(site, 13))
+        if "child-kill" in wanted:
+            rows.append(drill_child_kill(site, args.kill_trials))
+        if "slow-provider" in wanted:
+            rows.append(drill_slow_provider(site))
+        if "outage" in wanted:
+            rows.append(drill_outage(site))
     finally:
         site.close()
     headers = ["drill", "trials", "media", "final", "time to final p50 / p95", "duplicates",
-               "stranded", "notes"]  # fmt: skip
+               "stranded", "FAILED", "recoveries / faults of one run", "notes"]  # fmt: skip
     print("| " + " | ".join(headers) + " |")
     print("|" + "---|" * len(headers))
     for row in rows:

@@ -28,7 +28,7 @@ from deployments.registration import register_media
 from deployments.warm_worker import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.settings import get_settings
-from tests.support.api import start_api
+from tests.support.api import start_api, upload
 from tests.support.databases import scratch_database
 from tests.support.media import make_jpeg, make_tone
 from tests.support.processes import free_port, stop_process, wait_until
@@ -189,21 +189,11 @@ def test_complete_answers_within_its_bound_while_prefect_is_away(
     token = "faults-token-0123456789"
     process, base = start_api(tmp_path / "api.log", MEDIA_PIPELINE_API_TOKENS=token,
                               MEDIA_PIPELINE_SUBMIT_WAIT_SECONDS="3")  # fmt: skip
-    alert = str(uuid.uuid4())
     photo = make_jpeg(tmp_path / "photo.jpg", 1600, 1200)
     try:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
                           timeout=60) as client:  # fmt: skip
-            initiated = client.post(f"/api/alerts/{alert}/media/initiate", json={
-                "type": "IMAGE", "position": 1, "filename": photo.name, "categoryCode": "AUTRE",
-                "mimeType": "image/jpeg", "size": photo.stat().st_size})  # fmt: skip
-            assert initiated.status_code == 201, initiated.text
-            started = initiated.json()
-            put = httpx.put(started["uploadUrl"], content=photo.read_bytes(),
-                            headers={"Content-Type": "image/jpeg"})  # fmt: skip
-            assert put.status_code < 300, put.text
-            complete = f"/api/alerts/{alert}/media/{started['mediaId']}/complete"
-
+            media_id, complete = upload(client, photo, "IMAGE")
             own_server.kill()
             began = time.monotonic()
             answer = client.post(complete)
@@ -215,7 +205,7 @@ def test_complete_answers_within_its_bound_while_prefect_is_away(
             assert answer.headers["Retry-After"] == "3"
             assert answer.json()["error"]["code"] == "prefect_unavailable"
             with session_scope() as session:  # accepted and planned, not lost
-                media = session.get(Media, uuid.UUID(started["mediaId"]))
+                media = session.get(Media, media_id)
                 assert media.status is not MediaStatus.AWAITING_UPLOAD
                 assert [job.job for job in media.jobs] == ["generate-thumbnails"]
 

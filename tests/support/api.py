@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
+
+import httpx
 
 from tests.support.processes import free_port, http_ok, start_process, wait_until
 
@@ -34,3 +38,38 @@ def start_api(
 
     wait_until(up, timeout, "the API", interval=0.3)
     return process, base
+
+
+MIME = {"IMAGE": "image/jpeg", "AUDIO": "audio/mp4", "VIDEO": "video/mp4"}
+
+
+def upload(client: httpx.Client, path: Path, kind: str) -> tuple[uuid.UUID, str]:
+    """initiate and PUT, as the app does (a new alert, category AUTRE): the media id and
+    the path of its complete call."""
+    alert = uuid.uuid4()
+    answer = client.post(f"/api/alerts/{alert}/media/initiate", json={
+        "type": kind, "position": 1, "filename": path.name, "mimeType": MIME[kind],
+        "size": path.stat().st_size, "categoryCode": "AUTRE"})  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    started = answer.json()
+    put = httpx.put(started["uploadUrl"], content=path.read_bytes(), headers=started["headers"],
+                    timeout=60)  # fmt: skip
+    assert put.status_code < 300, put.text
+    return uuid.UUID(started["mediaId"]), f"/api/alerts/{alert}/media/{started['mediaId']}/complete"
+
+
+def complete(client: httpx.Client, path: str, patience: float = 180
+             ) -> tuple[list[str], list[float]]:  # fmt: skip
+    """complete, again after each 503's Retry-After as a client does: the runs, and how
+    long each answer took."""
+    waits: list[float] = []
+    deadline = time.monotonic() + patience
+    while True:
+        began = time.monotonic()
+        answer = client.post(path)
+        waits.append(time.monotonic() - began)
+        if answer.status_code == 202:
+            return answer.json()["runs"], waits
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            raise AssertionError(f"complete answered {answer.status_code}: {answer.text}")
+        time.sleep(float(answer.headers.get("Retry-After", "1")))
