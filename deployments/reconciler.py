@@ -90,9 +90,9 @@ def fault_in_a_row(states: Iterable[State]) -> int:
     for state in sorted(states, key=lambda s: s.timestamp):
         if state.type is StateType.SCHEDULED:
             if not (state.message or "").startswith(MARK):
-                faults = 0
-            elif taken:
-                faults += 1
+                faults, taken = 0, True  # whatever comes next is a fault of its own
+                continue
+            faults += taken
             taken = False
         elif state.type in (StateType.PENDING, StateType.RUNNING):
             taken = True

@@ -4,6 +4,7 @@ CLI's answer to bad ids. The same properties end to end are in tests/test_drills
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -165,6 +166,8 @@ def test_recoveries_count_faults_since_anyone_else_scheduled_the_run():
     assert fault_in_a_row(second) == 2
     # One kill reported twice: the late report lands on the reschedule; still the first.
     assert fault_in_a_row([*first, at(3, scheduled, ours), at(4, crashed)]) == 1
+    # Crashed before a worker took it (marked by hand, say): a fault too.
+    assert fault_in_a_row([at(0, scheduled), at(1, crashed)]) == 1
     # Claimed and never started is a fault too.
     assert fault_in_a_row([*first, at(3, scheduled, ours), at(4, StateType.PENDING)]) == 2
     # An analyst's retry-failed gives the run a fresh budget.
@@ -196,6 +199,39 @@ def test_a_pass_resubmits_jobs_planned_by_a_submitter_that_died(app_db, tmp_path
         assert row.flow_run_id == recoveries[0].flow_run_id
         assert row.updated_at.tzinfo is not None
     assert reconciler.run_pass() == []  # planned and run: nothing more to do
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_two_reconcilers_racing_on_one_crashed_run_act_once(postgres_app_db, tmp_path: Path):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from flows.submission import submit_media
+
+    setup()
+    media = register_media(make_jpeg(tmp_path / "p.jpg", 640, 480), category="AUTRE")
+    (run_id,) = submit_media(str(media.id))
+    with get_client(sync_client=True) as client:  # its process died, and it was reported
+        client.set_flow_run_state(uuid.UUID(run_id), Crashed(message="exit -9"), force=True)
+    reconcilers = [Reconciler(), Reconciler()]
+    barrier = threading.Barrier(2)
+
+    def run_pass(reconciler: Reconciler) -> list:  # type: ignore[type-arg]
+        barrier.wait(10)
+        return reconciler.run_pass()
+
+    for trial in range(3):  # the run is found Crashed again after each reschedule
+        with ThreadPoolExecutor(2) as pool:  # each in a copy of this context (the API URL)
+            calls = [pool.submit(contextvars.copy_context().run, run_pass, reconciler)
+                     for reconciler in reconcilers]  # fmt: skip
+            done = [r for call in calls for r in call.result()]
+        assert [(r.flow_run_id, r.action) for r in done] == [(run_id, "rescheduled")], trial
+        assert done[0].reason.startswith(f"recovery {trial + 1} of 3"), done[0].reason
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(uuid.UUID(run_id))
+            assert run.state.type is StateType.SCHEDULED
+            client.set_flow_run_state(run.id, State(type=StateType.RUNNING), force=True)
+            client.set_flow_run_state(run.id, Crashed(message="exit -9"), force=True)
 
 
 @pytest.mark.usefixtures("prefect_server", "sqlite_db")
