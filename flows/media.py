@@ -21,7 +21,7 @@ from db.repository import media_summary
 from db.session import transaction
 from flows.artifacts import publish_media_artifacts
 from flows.execution import job_task
-from flows.faults import is_infrastructure_fault
+from flows.faults import InfrastructureFault, is_infrastructure_fault
 from flows.notifications import notify_media_processed
 from flows.sources import load_source
 from flows.submission import FLOW_NAME, run_name, submit_media
@@ -129,6 +129,8 @@ def _run_media_jobs(
 def failure_message(error: BaseException) -> str:
     """What happened and what to do: permanent errors say so, others how to retry."""
     message = str(error) or type(error).__name__
+    if isinstance(error, InfrastructureFault):
+        return f"{message}; retry later with `media-pipeline retry-failed`"
     if isinstance(error, PermanentError):
         return message if "not retried" in message else f"{message}; not retried"
     attempts = get_settings().orchestration.retry_attempts

@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from sqlalchemy import text
 
 from db.models import JobState, MediaDerivative, MediaStatus, MediaType, ProcessingJob
 from db.repository import create_media, ensure_alert, load_media
-from db.session import session_scope
+from db.session import session_scope, transaction
 from deployments.registration import register_media
 from flows.media import make_media_flow, process_media
 from media_pipeline.errors import InvalidId, InvalidMedia, TransientError
@@ -133,6 +134,58 @@ def test_transient_failures_are_retried_after_2_then_4_seconds(sqlite_db: str, t
     with session_scope() as session:
         (job,) = load_media(session, media.id).jobs
         assert (job.state, job.attempts) == (JobState.SUCCEEDED, 3)
+
+
+UNREACHABLE = "postgresql+psycopg://root@127.0.0.1:9/none"  # nothing listens on port 9
+
+
+def meets_the_database_away_twice(job: JobInput) -> JobResult:
+    """A job whose database calls find it unreachable twice (a real refused connection)."""
+    key = str(job.media_id)
+    FLAKY_CALLS[key] += 1
+    if FLAKY_CALLS[key] < 3:
+        transaction(lambda session: session.execute(text("select 1")), url=UNREACHABLE)
+    return JobResult()
+
+
+def test_the_database_away_is_not_an_attempt(sqlite_db: str, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("MEDIA_PIPELINE_DB_RETRY_SECONDS", "0")
+    get_settings.cache_clear()
+    job = Job("database-job", MediaType.IMAGE, HIGH,
+              "tests.test_media_flow:meets_the_database_away_twice", "test job")  # fmt: skip
+    flow = make_media_flow(JOB_TABLE.with_job(job), name="process-media-test")
+    media = register_media(make_jpeg(tmp_path / "a.jpg", 640, 480), category="AUTRE")
+
+    state = flow(str(media.id), jobs=["database-job"], return_state=True)
+
+    assert state.is_completed(), state.message
+    ((run, _),) = task_runs_of(state.state_details.flow_run_id).values()
+    assert run.run_count == 1  # waited out within the attempt: no retry of Prefect's
+    with session_scope() as session:
+        (row,) = load_media(session, media.id).jobs
+        assert (row.state, row.attempts, row.error) == (JobState.SUCCEEDED, 1, None)
+
+
+def test_a_fault_that_outlasts_the_wait_is_not_retried(sqlite_db: str, tmp_path: Path,
+                                                        monkeypatch):  # fmt: skip
+    monkeypatch.setenv("MEDIA_PIPELINE_DB_RETRY_SECONDS", "0")
+    monkeypatch.setenv("MEDIA_PIPELINE_FAULT_WAIT_SECONDS", "1.5")
+    get_settings.cache_clear()
+    job = Job("database-job", MediaType.IMAGE, HIGH,
+              "tests.test_media_flow:meets_the_database_away_twice", "test job")  # fmt: skip
+    flow = make_media_flow(JOB_TABLE.with_job(job), name="process-media-test")
+    media = register_media(make_jpeg(tmp_path / "a.jpg", 640, 480), category="AUTRE")
+    FLAKY_CALLS[str(media.id)] = -10  # away for longer than the wait
+
+    state = flow(str(media.id), jobs=["database-job"], return_state=True)
+
+    assert state.is_failed()
+    ((run, _),) = task_runs_of(state.state_details.flow_run_id).values()
+    assert run.run_count == 1  # a retry would have been an attempt
+    with session_scope() as session:  # in-process, no reconciler to run it again: FAILED
+        (row,) = load_media(session, media.id).jobs
+        assert (row.state, row.attempts) == (JobState.FAILED, 1)
+        assert "waited 2 s for the app database or the Prefect API" in row.error
 
 
 def add_media_row(path: Path, media_type: MediaType = MediaType.IMAGE) -> uuid.UUID:
