@@ -77,6 +77,7 @@ class Alert(Timestamps, Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     category_code: Mapped[str] = mapped_column(String(16))
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # the case is closed
 
     media: Mapped[list[Media]] = relationship(back_populates="alert")
 
@@ -163,6 +164,24 @@ class ProviderCall(Base):
     provider: Mapped[str] = mapped_column(String(32))
     called_at: Mapped[datetime] = mapped_column(UtcDateTime())
     waited_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+
+
+class MediaErasure(Base):
+    """What stays of an erased media: ids, type, when, and the receipt (counts and storage
+    keys, which hold ids only), never a file name, a text or a pixel. Stores still to be
+    cleared are listed in ``pending`` until the reconciler has finished them."""
+
+    __tablename__ = "media_erasure"
+
+    media_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    alert_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    type: Mapped[MediaType] = mapped_column(_enum(MediaType))
+    is_enhanced: Mapped[bool] = mapped_column(Boolean, default=False)
+    erased_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    keys: Mapped[dict[str, Any]] = mapped_column(default=dict)  # what the store held
+    receipt: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    pending: Mapped[dict[str, Any]] = mapped_column(default=dict)  # store -> why not yet
 
 
 class ProcessingJob(Timestamps, Base):

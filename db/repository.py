@@ -16,13 +16,14 @@ from db.models import (
     DerivativeType,
     Media,
     MediaDerivative,
+    MediaErasure,
     MediaStatus,
     MediaType,
     Transcription,
     TranscriptionSource,
 )
 from media_pipeline.derivatives import Derivative
-from media_pipeline.errors import MediaNotFound, PermanentError
+from media_pipeline.errors import MediaErased, MediaNotFound, PermanentError
 from media_pipeline.payloads import JobSummary, MediaSummary
 from media_pipeline.storage import parse_uuid, relative_key
 
@@ -135,6 +136,10 @@ def delete_abandoned_uploads(session: Session, initiated_before: datetime) -> li
 def load_media(session: Session, media_id: object) -> Media:
     media = session.get(Media, parse_uuid(media_id, "media id"))
     if media is None:
+        erased = session.get(MediaErasure, parse_uuid(media_id, "media id"))
+        if erased is not None:
+            raise MediaErased(f"media {media_id} was erased at "
+                              f"{erased.erased_at.isoformat(timespec='seconds')}")  # fmt: skip
         raise MediaNotFound(f"media {media_id} does not exist")
     return media
 

@@ -5,7 +5,9 @@
     POST /api/alerts/{alertId}/media/{mediaId}/complete  -> the media's flow runs
 
 then ``GET /api/media/{id}``, ``GET /api/jobs/{runId}``, ``GET /api/queues/stats``, ``POST
-/api/media/{id}/jobs/{job}``, ``POST /api/media/{id}/retry``, ``PUT /api/alerts/{id}``.
+/api/media/{id}/jobs/{job}``, ``POST /api/media/{id}/retry``, and the alerts' and erasure
+calls (``PUT /api/alerts/{id}``, ``DELETE /api/media/{id}``, ``DELETE /api/alerts/{id}``:
+``deployments/api_alerts.py``).
 Every call but the signed links and ``/health`` needs ``Authorization: Bearer <token>``.
 OpenAPI docs at ``/docs``.
 """
@@ -26,8 +28,9 @@ from sqlalchemy.orm import Session
 from starlette.formparsers import MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from db.repository import active_transcription, load_media, media_summary, set_alert_category
+from db.repository import active_transcription, load_media, media_summary
 from db.session import transaction
+from deployments.api_alerts import alerts_router
 from deployments.api_errors import ApiError, install_error_handlers
 from deployments.api_ingest import Ingest
 from deployments.api_security import LinkSigner, api_tokens, token_allowed
@@ -56,10 +59,6 @@ class InitiateBody(Camel):
         None, pattern=r"^[A-Za-z0-9_-]{1,16}$",
         description="The alert's category (creates the alert); DISP and DECD photos are enhanced",
     )  # fmt: skip
-
-
-class AlertBody(Camel):
-    category_code: str = Field(pattern=r"^[A-Za-z0-9_-]{1,16}$")
 
 
 def create_app(
@@ -107,6 +106,7 @@ def create_app(
 
     app.include_router(uploads_router())
     app.include_router(api_router())
+    app.include_router(alerts_router(), dependencies=[Depends(require_token)])
     return app
 
 
@@ -135,14 +135,6 @@ IngestDep = Annotated[Ingest, Depends(ingest_of)]
 
 def api_router() -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
-
-    @router.put("/alerts/{alert_id}", tags=["ingest"])
-    def put_alert(alert_id: str, body: AlertBody) -> dict[str, Any]:
-        """Create the alert, or change its category (before its media are completed)."""
-        alert = parse_uuid(alert_id, "alert id")
-        created = transaction(lambda s: set_alert_category(s, alert, body.category_code))
-        return {"alertId": str(alert), "categoryCode": body.category_code.upper(),
-                "created": created}  # fmt: skip
 
     @router.post("/alerts/{alert_id}/media/initiate", status_code=201, tags=["ingest"])
     def initiate(

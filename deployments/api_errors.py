@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 from media_pipeline.errors import (
     InvalidId,
     InvalidMedia,
+    MediaErased,
     MediaNotFound,
     PermanentError,
     RunNotFound,
@@ -38,6 +39,7 @@ def error_response(
 # The pipeline's own errors, by class (the first match wins).
 PIPELINE_ERRORS: list[tuple[type[Exception], int, str]] = [
     (InvalidId, 422, "invalid_id"),
+    (MediaErased, 410, "media_erased"),
     (MediaNotFound, 404, "media_not_found"),
     (RunNotFound, 404, "run_not_found"),
     (InvalidMedia, 422, "invalid_media"),

@@ -1,4 +1,5 @@
-"""What the app's backend calls: submit a media, read a run's status, queue stats, retries.
+"""What the app's backend calls: submit a media, read a run's status, queue stats, retries,
+erasure (``erase_media``, ``erase_alert``: the receipts).
 
 Plain functions over the Prefect client; the CLI wraps them. ``submit_media`` returns at
 once with one flow run per priority tier the media needs; calling it again returns the
@@ -29,6 +30,8 @@ from prefect.states import Scheduled
 from db.jobs import jobs_of_run, unfinished_jobs_of_runs
 from db.repository import media_summary
 from db.session import session_scope, transaction
+from deployments.erasure import erase_alert as erase_alert  # the app imports them from here
+from deployments.erasure import erase_media as erase_media
 from deployments.queue_board import FAILED_STATES, queue_stats, state_filter
 from flows.submission import FLOW_NAME, api_client
 from flows.submission import submit_media as submit_media  # the app imports it from here

@@ -17,7 +17,9 @@ check did; this does, from the app database's side, which says what is still to 
    (no deployment) and fell silent is not scheduled again: its command is gone, so it is
    marked Crashed and its jobs FAILED at once. A cancelled run's jobs are marked FAILED
    at once;
-4. planned jobs that never got a run (their submitter died in between) are submitted again.
+4. planned jobs that never got a run (their submitter died in between) are submitted again;
+5. erasures whose stores could not all be cleared (a store away, runs still cancelling)
+   are finished (``deployments/erasure.py``).
 
 Absence of heartbeats only counts while the reconciler itself has reached the API: after an
 outage of the Prefect server every clock starts again. Each warm worker runs a reconciler
@@ -48,6 +50,7 @@ from sqlalchemy.orm import Session
 
 from db.jobs import fail_unfinished_jobs, try_lock, unfinished_jobs
 from db.session import session_scope
+from deployments.erasure import continue_erasures
 from flows.submission import submit_media
 from media_pipeline.settings import OrchestrationSettings, get_settings
 
@@ -66,7 +69,7 @@ class Recovery:
 
     media_id: str
     flow_run_id: str | None
-    action: str  # rescheduled, failed, resubmitted
+    action: str  # rescheduled, failed, resubmitted, erased
     reason: str
 
 
@@ -205,6 +208,10 @@ class Reconciler:
                     runs_made = submit_media(str(media_id))
                     done.append(Recovery(str(media_id), ", ".join(runs_made), "resubmitted",
                                          "planned jobs had no flow run"))  # fmt: skip
+            for receipt in continue_erasures(client):
+                if not receipt["pending"]:
+                    done.append(Recovery(receipt["mediaId"], None, "erased",
+                                         "what the stores still held is gone"))  # fmt: skip
         return done
 
 

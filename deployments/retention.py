@@ -1,5 +1,6 @@
-"""Retention: keep the newest failed runs for analysis, delete old finished ones, and
-forget uploads initiated but never completed.
+"""Retention: keep the newest failed runs for analysis, delete old finished ones, forget
+uploads initiated but never completed, and erase the media of alerts closed long enough
+(``MEDIA_PIPELINE_ERASE_CLOSED_AFTER_DAYS``, off by default).
 
 Prefect's own vacuum deletes by age only; the seed kept the last 200 failed jobs.
 """
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import (
     FlowFilter,
@@ -22,9 +24,12 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
+from db.erasure import alerts_closed_before
 from db.repository import delete_abandoned_uploads
 from db.session import transaction
+from deployments.erasure import erase_alert
 from media_pipeline.object_store import get_store
+from media_pipeline.settings import get_settings
 
 PIPELINE_FLOWS = ["process-media"]
 FAILED = [StateType.FAILED, StateType.CRASHED]
@@ -44,6 +49,26 @@ def all_runs(client: SyncPrefectClient, **filters: Any) -> list[FlowRun]:
             return runs
 
 
+def erase_closed_alerts() -> int:
+    """Erase the media of alerts closed longer ago than ``erase_closed_after_days`` (when
+    set); their receipts become the ``erasure-receipts`` artifact. How many media."""
+    days = get_settings().storage.erase_closed_after_days
+    if not days:
+        return 0
+    closed_before = datetime.now(UTC) - timedelta(days=days)
+    alerts = transaction(lambda session: alerts_closed_before(session, closed_before))
+    receipts = [r for alert in alerts for r in erase_alert(str(alert))["media"]]
+    if receipts:
+        create_table_artifact(
+            key="erasure-receipts",
+            table=[{"media": r["mediaId"], "alert": r["alertId"], "type": r["type"],
+                    "erased_at": r["erasedAt"], "pending": ", ".join(r["pending"]) or "none"}
+                   for r in receipts],
+            description=f"Media of alerts closed more than {days:g} days ago, erased",
+        )  # fmt: skip
+    return len(receipts)
+
+
 @flow(name="prune-flow-runs")
 def prune_flow_runs(
     keep_failed: int = 200,
@@ -57,7 +82,8 @@ def prune_flow_runs(
     completed, with whatever was uploaded for them."""
     cutoff = datetime.now(UTC) - timedelta(days=max_age_days)
     flows = FlowFilter(name=FlowFilterName(any_=flow_names or PIPELINE_FLOWS))
-    deleted = {"failed_beyond_limit": 0, "older_than_age": 0, "abandoned_uploads": 0}
+    deleted = {"failed_beyond_limit": 0, "older_than_age": 0, "abandoned_uploads": 0,
+               "erased_media": erase_closed_alerts()}  # fmt: skip
     initiated_before = datetime.now(UTC) - timedelta(hours=abandoned_upload_hours)
     store = get_store()
     for key in transaction(lambda session: delete_abandoned_uploads(session, initiated_before)):

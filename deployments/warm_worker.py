@@ -135,6 +135,7 @@ class WarmProcessWorker(ProcessWorker):
             self._wake.set()  # claimed by another worker, or started: the next slot's turn
 
     async def _reconcile_periodically(self) -> None:
+        from deployments.erasure import sweep_workspaces
         from deployments.queue_board import publish_queue_board
         from deployments.reconciler import Reconciler
 
@@ -144,6 +145,7 @@ class WarmProcessWorker(ProcessWorker):
             try:
                 for recovery in await anyio.to_thread.run_sync(reconciler.run_pass):
                     self._logger.warning("Reconciler: %s", recovery)
+                await anyio.to_thread.run_sync(sweep_workspaces)  # this machine's copies
                 if time.monotonic() >= board_due:
                     board_due = time.monotonic() + self._policy.board_seconds
                     await anyio.to_thread.run_sync(publish_queue_board)

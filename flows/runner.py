@@ -13,6 +13,8 @@ from sqlalchemy.orm import Session
 from db.models import MediaDerivative, Transcription
 from db.repository import (
     add_transcription,
+    load_media,
+    lock_media,
     record_derivatives,
     set_placeholder,
     transcription_of_run,
@@ -22,6 +24,7 @@ from db.session import transaction
 from flows.artifacts import ChunkProgress
 from flows.rate_limits import acquire_call_slot
 from flows.sources import MediaSource, load_source
+from media_pipeline.errors import MediaErased
 from media_pipeline.object_store import get_store
 from media_pipeline.payloads import JobOutput, OutputRecord
 from media_pipeline.settings import Settings
@@ -55,8 +58,13 @@ def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
             on_progress=ChunkProgress(source.media_id).update,
         )
         result = job.load()(job_input)
-        store.publish(root, result.files())
-        return record_result(source, result, root, flow_run_id)
+        published = store.publish(root, result.files())
+        try:
+            return record_result(source, result, root, flow_run_id)
+        except MediaErased:  # erased while the job ran: nothing may bring its data back
+            for key in published:
+                store.delete(key)
+            raise
 
 
 def record_result(
@@ -65,6 +73,8 @@ def record_result(
     """Record what the core wrote under ``root`` (its files by their storage keys)."""
 
     def record(session: Session) -> JobOutput:
+        lock_media(session, source.media_id)
+        load_media(session, source.media_id)  # MediaErased once erased
         rows = record_derivatives(session, source.media_id, root, result.derivatives)
         output = JobOutput(outputs=[derivative_record(row) for row in rows],
                            estimated_cost=result.estimated_cost)  # fmt: skip

@@ -26,6 +26,10 @@ class MediaNotFound(PermanentError):
     """No media row for that id."""
 
 
+class MediaErased(MediaNotFound):
+    """The media was erased on request: only its tombstone is left."""
+
+
 class RunNotFound(PermanentError):
     """No flow run with that id on the Prefect server."""
 

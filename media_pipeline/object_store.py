@@ -57,6 +57,10 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def delete_prefix(self, prefix: str) -> list[str]:
+        """Delete every object under ``prefix``; the keys deleted."""
+        ...
+
     def workspace(self, keys: Iterable[str]) -> contextlib.AbstractContextManager[Path]:
         """A folder holding the objects ``keys`` at their keys, for the block's length."""
 
@@ -96,6 +100,14 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        folder = self.path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return []
+        keys = sorted(relative_key(self.root, p) for p in folder.rglob("*") if p.is_file())
+        shutil.rmtree(folder)
+        return keys
 
     @contextlib.contextmanager
     def workspace(self, keys: Iterable[str]) -> Iterator[Path]:
@@ -149,6 +161,18 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
+
+    def delete_prefix(self, prefix: str) -> list[str]:
+        deleted: list[str] = []
+        while True:  # a page at a time (1000 keys), deleted in one request each
+            page = self._call(self.client.list_objects_v2, Bucket=self.bucket,
+                              Prefix=self.object_key(prefix.rstrip("/")) + "/")  # fmt: skip
+            keys = [item["Key"] for item in page.get("Contents", [])]
+            if not keys:
+                return sorted(deleted)
+            self._call(self.client.delete_objects, Bucket=self.bucket,
+                       Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})  # fmt: skip
+            deleted += [k.removeprefix(self.prefix) for k in keys]
 
     @contextlib.contextmanager
     def workspace(self, keys: Iterable[str]) -> Iterator[Path]:

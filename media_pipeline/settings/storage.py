@@ -39,6 +39,12 @@ class StorageSettings(Group):
         "worker must reach it; empty: <media root>/.prefect-results, or with object storage "
         "each worker's own (a retry elsewhere redoes finished jobs, idempotently)",
     )
+    erase_closed_after_days: float = Field(
+        0,
+        ge=0,
+        description="The daily retention erases the media of alerts closed (PUT "
+        "/api/alerts/{id} closedAt) longer ago than this; 0: never",
+    )
     public_media_url: str = Field(
         "",
         description="Public base URL of the stored media (https://cdn.example.org/media): "

@@ -43,13 +43,14 @@ def start_api(
 MIME = {"IMAGE": "image/jpeg", "AUDIO": "audio/mp4", "VIDEO": "video/mp4"}
 
 
-def upload(client: httpx.Client, path: Path, kind: str) -> tuple[uuid.UUID, str]:
-    """initiate and PUT, as the app does (a new alert, category AUTRE): the media id and
-    the path of its complete call."""
-    alert = uuid.uuid4()
+def upload(client: httpx.Client, path: Path, kind: str, alert: uuid.UUID | None = None,
+           category: str = "AUTRE") -> tuple[uuid.UUID, str]:  # fmt: skip
+    """initiate and PUT, as the app does (by default in a new alert of category AUTRE):
+    the media id and the path of its complete call."""
+    alert = alert or uuid.uuid4()
     answer = client.post(f"/api/alerts/{alert}/media/initiate", json={
         "type": kind, "position": 1, "filename": path.name, "mimeType": MIME[kind],
-        "size": path.stat().st_size, "categoryCode": "AUTRE"})  # fmt: skip
+        "size": path.stat().st_size, "categoryCode": category})  # fmt: skip
     assert answer.status_code == 201, answer.text
     started = answer.json()
     put = httpx.put(started["uploadUrl"], content=path.read_bytes(), headers=started["headers"],

@@ -48,13 +48,14 @@ def audio_duration(data: bytes) -> float:
         return frames / stream.codec_context.sample_rate
 
 
-def transcription_body(fields: dict[str, str], duration: float) -> dict[str, Any]:
+def transcription_body(fields: dict[str, str], duration: float, phrase: str = ""
+                       ) -> dict[str, Any]:  # fmt: skip
     segments, start, index = [], 0.0, 0
     while start < duration - 1e-6:
         end = min(duration, start + 5.0)
         segments.append(
             {"id": index, "seek": 0, "start": round(start, 2), "end": round(end, 2),
-             "text": f" Segment {index} of the voice note.", "tokens": [1, 2],
+             "text": f" Segment {index} of the voice note{phrase}.", "tokens": [1, 2],
              "temperature": 0.0, "avg_logprob": -0.2, "compression_ratio": 1.1,
              "no_speech_prob": 0.01}
         )  # fmt: skip
@@ -72,6 +73,7 @@ class FakeProviders:
         self.faults: dict[str, list[Fault]] = {"openai": [], "gemini": []}
         self.enhanced_image: Image.Image | None = None
         self.latency = 0.0  # seconds every answer without a fault of its own takes
+        self.phrase = ""  # said in every segment of every transcription
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -160,7 +162,8 @@ class FakeProviders:
         if not handler.headers.get("authorization", "").startswith("Bearer "):
             handler._send(401, {"error": {"message": "missing API key"}})
             return
-        handler._send(200, transcription_body(fields, audio_duration(files["file"])))
+        handler._send(200, transcription_body(fields, audio_duration(files["file"]),
+                                              self.phrase))  # fmt: skip
 
     def _gemini(self, handler: Any, body: bytes) -> None:
         request = json.loads(body)
