@@ -61,6 +61,9 @@ def _erase(session: Session, media: Media, copies: Sequence[str] = ()) -> MediaE
         keys: dict[str, Any] = {"objects": objects}
     else:
         keys = {"prefix": media_key(media.alert_id, media.id) + "/", "copies": list(copies)}
+    # The runs that served it, also those that carry no media tag (run in a command).
+    keys["runs"] = sorted({r for model in (ProcessingJob, Transcription) for r in session.scalars(
+        select(model.flow_run_id).where(model.media_id == media.id)) if r})  # fmt: skip
     counts = {
         "transcriptions": _delete(session, Transcription, media.id),
         "derivatives": _delete(session, MediaDerivative, media.id),
@@ -99,11 +102,23 @@ def alert_media(session: Session, alert_id: uuid.UUID) -> list[uuid.UUID]:
     return list(dict.fromkeys([*live, *erased]))
 
 
-def unfinished_erasures(session: Session, limit: int = 100) -> Sequence[MediaErasure]:
+def unfinished_erasures(session: Session, erased_before: datetime, limit: int = 100
+                        ) -> Sequence[MediaErasure]:  # fmt: skip
+    """Erasures with stores still pending, older than ``erased_before`` (a younger one is
+    most likely still being finished by the call that began it)."""
     return session.scalars(
-        select(MediaErasure).where(MediaErasure.finished_at.is_(None))
+        select(MediaErasure).where(MediaErasure.finished_at.is_(None),
+                                   MediaErasure.erased_at < erased_before)
         .order_by(MediaErasure.erased_at).limit(limit)
     ).all()  # fmt: skip
+
+
+def lock_erasure(session: Session, media_id: uuid.UUID) -> None:
+    """Wait for, then hold until the transaction ends, the right to finish this erasure
+    (PostgreSQL advisory lock: two finishers would count the same objects twice). SQLite
+    serves one machine, where the reconciler leaves young erasures to their caller."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"erasure:{media_id}"))))
 
 
 def record_step(

@@ -25,6 +25,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
     FlowRunFilter,
+    FlowRunFilterId,
     FlowRunFilterTags,
     TaskRunFilter,
     TaskRunFilterFlowRunId,
@@ -48,11 +50,12 @@ from db.erasure import (
     erase_alert_if_empty,
     erase_rows,
     is_erased,
+    lock_erasure,
     record_step,
     unfinished_erasures,
 )
 from db.models import MediaErasure
-from db.session import transaction
+from db.session import session_scope, transaction
 from flows.submission import api_client
 from media_pipeline.errors import MediaNotFound
 from media_pipeline.object_store import get_store
@@ -114,21 +117,26 @@ def erase_alert(alert_id: str, client: SyncPrefectClient | None = None) -> dict[
 
 def continue_erasures(client: SyncPrefectClient) -> list[dict[str, Any]]:
     """Clear what unfinished erasures still hold (the reconciler's pass calls this)."""
-    waiting = transaction(lambda session: [t.media_id for t in unfinished_erasures(session)])
-    return [finish_erasure(media_id, client) for media_id in waiting]
+    stall = get_settings().orchestration.stall_seconds
+    before = datetime.now(UTC) - timedelta(seconds=stall)
+    waiting = transaction(lambda session: unfinished_erasures(session, before))
+    return [finish_erasure(tombstone.media_id, client) for tombstone in waiting]
 
 
 def finish_erasure(media_id: uuid.UUID, client: SyncPrefectClient) -> dict[str, Any]:
-    """Clear each store still pending; the receipt as it then stands."""
-    tombstone = _tombstone(media_id)
-    steps = {"store": clear_store, "prefect": clear_prefect}
-    for store in [s for s in steps if s in tombstone.pending]:
-        try:
-            counts, why_not = steps[store](tombstone, client)
-        except Exception as error:  # that store is away: the reconciler tries again
-            counts, why_not = None, f"{type(error).__name__}: {error}"
-        tombstone = transaction(lambda session, s=store, c=counts, w=why_not: record_step(
-            session, media_id, s, c, w))  # fmt: skip
+    """Clear each store still pending (one finisher at a time); the receipt as it then
+    stands."""
+    with session_scope() as held:
+        lock_erasure(held, media_id)
+        tombstone = _tombstone(media_id)
+        steps = {"store": clear_store, "prefect": clear_prefect}
+        for store in [s for s in steps if s in tombstone.pending]:
+            try:
+                counts, why_not = steps[store](tombstone, client)
+            except Exception as error:  # that store is away: the reconciler tries again
+                counts, why_not = None, f"{type(error).__name__}: {error}"
+            tombstone = transaction(lambda session, s=store, c=counts, w=why_not: record_step(
+                session, media_id, s, c, w))  # fmt: skip
     sweep_workspaces()
     return receipt(tombstone)
 
@@ -175,9 +183,13 @@ def clear_prefect(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Cancel the runs in flight; once every run is final, delete their results,
     artifacts and the runs themselves."""
-    runs = client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"media-{tombstone.media_id}"]))
-    )
+    tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"media-{tombstone.media_id}"]))
+    recorded = [uuid.UUID(r) for r in tombstone.keys.get("runs", [])]
+    runs = list({r.id: r for r in [
+        *client.read_flow_runs(flow_run_filter=tagged),
+        *(client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=recorded)))
+          if recorded else []),
+    ]}.values())  # fmt: skip
     flying = [r for r in runs if r.state is None or not r.state.is_final()]
     for run in flying:
         if run.state is not None and run.state.type is StateType.CANCELLING:
@@ -218,7 +230,7 @@ def delete_results(client: SyncPrefectClient, runs: list[FlowRun]) -> int:
 
 def delete_artifacts(client: SyncPrefectClient, media_id: uuid.UUID, runs: list[uuid.UUID]
                      ) -> int:  # fmt: skip
-    keys = [f"{kind}-{media_id}" for kind in ("media", "files", "transcript", "transcription")]
+    keys = [f"{kind}-{media_id}" for kind in ("media", "files", "transcription")]
     found = {a.id: a for a in client.read_artifacts(
         artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))}  # fmt: skip
     if runs:

@@ -45,8 +45,8 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
     create_table_artifact(
         table=rows,
         key=f"media-{summary.media_id}",
-        description=f"{summary.type.value} media {summary.media_id} ({summary.filename}, "
-        f"alert {summary.alert_id}): {summary.status.value}",
+        description=f"{summary.type.value} media {summary.media_id} (alert "
+        f"{summary.alert_id}): {summary.status.value}",
     )
     create_markdown_artifact(
         markdown=files_markdown(summary),
@@ -61,10 +61,11 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
                  for s in transcription.segments] or [transcription.text]  # fmt: skip
         header = (f"# Transcript v{transcription.version} ({transcription.model}, "
                   f"{transcription.language or 'language unknown'})\n\n")  # fmt: skip
+        # No key: the server keeps an event of every keyed artifact, its data included,
+        # and no API deletes events; a transcript must be erasable (deployments/erasure.py).
         create_markdown_artifact(
             markdown=header + "\n\n".join(lines),
-            key=f"transcript-{summary.media_id}",
-            description=f"Transcript of media {summary.media_id}",
+            description=f"transcript-{summary.media_id}: transcript of media {summary.media_id}",
         )
 
 
@@ -78,7 +79,8 @@ def files_markdown(summary: MediaSummary) -> str:
         return f"{public}/{key}" if public else store.describe(key)
 
     lines = [f"# Files of {summary.type.value.lower()} media {summary.media_id}",
-             f"Alert {summary.alert_id}, original file {summary.filename}", ""]  # fmt: skip
+             f"Alert {summary.alert_id} (the file's name stays out of Prefect: its events "
+             "keep a copy of every keyed artifact, which no API deletes)", ""]  # fmt: skip
     for job in summary.jobs:
         for output in job.outputs:
             if not output.path:

@@ -15,7 +15,11 @@ import pytest
 from openai import OpenAI
 from prefect import flow
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 
 from db.models import JobState, MediaStatus, Transcription
 from db.repository import load_media
@@ -152,8 +156,9 @@ def test_voice_note_gets_transcript_and_waveform(app_db, fake_providers, tmp_pat
     with get_client(sync_client=True) as client:
         (table,) = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[f"media-{media.id}"])))  # fmt: skip
-        (transcript,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"transcript-{media.id}"])))  # fmt: skip
+        (transcript,) = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])))
+            if (a.description or "").startswith(f"transcript-{media.id}")]  # fmt: skip
         (files,) = client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=[f"files-{media.id}"])))  # fmt: skip
     svg_url = f"https://cdn.example.org/media/{waveform.extra['svg']}"

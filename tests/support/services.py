@@ -249,9 +249,14 @@ class PrivateSeaweed:
         except httpx.HTTPError:
             return False
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stopped, its data kept: ``start`` serves it again on the same ports."""
         if self.process is not None:
             stop_process(self.process)
+            self.process = None
+
+    def close(self) -> None:
+        self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
