@@ -249,6 +249,11 @@ def test_an_erasure_while_s3_is_down_is_finished_when_it_is_back(site, seaweed, 
     complete(client, done)
     wait_until(lambda: statuses([media_id])[media_id] in FINAL, 120, "the photo")
 
+    closing = client.put(f"/api/alerts/{alert}", json={"closedAt": "2026-12-01T09:00:00Z"})
+    assert closing.status_code == 200 and closing.json()["closedAt"].startswith("2026-12-01")
+    naive = client.put(f"/api/alerts/{alert}", json={"closedAt": "2026-12-01T09:00:00"})
+    assert naive.status_code == 422 and "time zone" in naive.json()["error"]["message"]
+
     seaweed.stop()
     try:
         answer = client.delete(f"/api/media/{media_id}")
@@ -307,3 +312,30 @@ def test_erase_on_the_command_line_asks_then_removes_a_processed_voice_note(
     assert media_left(uuid.UUID(summary["alert_id"]), [uuid.UUID(media_id)]) == []
     status = cli.invoke(app, ["erase", media_id, "--yes", "--json"])  # the same receipt
     assert json.loads(status.stdout) == [receipt]
+
+
+@pytest.mark.usefixtures("prefect_server", "sqlite_db")
+def test_the_retention_erases_the_media_of_alerts_closed_long_enough(monkeypatch, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from db.erasure import set_alert_closed
+    from db.session import transaction
+    from deployments.registration import register_media
+    from deployments.retention import prune_flow_runs
+
+    monkeypatch.setenv("MEDIA_PIPELINE_ERASE_CLOSED_AFTER_DAYS", "30")
+    get_settings.cache_clear()
+    closed_long_ago, closed_lately, open_case = (
+        register_media(make_jpeg(tmp_path / f"{n}.jpg", 320, 240), category="AUTRE")
+        for n in ("a", "b", "c"))  # fmt: skip
+    now = datetime.now(UTC)
+    for media, days in ((closed_long_ago, 31), (closed_lately, 1)):
+        closed = now - timedelta(days=days)
+        transaction(lambda s, m=media, c=closed: set_alert_closed(s, m.alert_id, c))
+
+    assert prune_flow_runs()["erased_media"] == 1
+
+    with session_scope() as session:
+        assert tombstones_of(session, closed_long_ago.id)
+        assert session.get(Media, closed_lately.id) and session.get(Media, open_case.id)
+    assert media_left(closed_long_ago.alert_id, [closed_long_ago.id]) == []
