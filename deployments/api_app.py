@@ -22,10 +22,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 from sqlalchemy.orm import Session
-from starlette.formparsers import MultiPartParser
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db.repository import active_transcription, load_media, media_summary
@@ -51,10 +51,10 @@ class Camel(BaseModel):
 
 class InitiateBody(Camel):
     type: str = Field(description="IMAGE, AUDIO or VIDEO")
-    position: int = Field(0, ge=0, le=10_000)
+    position: StrictInt = Field(0, ge=0, le=10_000)
     filename: str = Field(min_length=1, max_length=255, description="Kept as a label only")
     mime_type: str = Field(max_length=100)
-    size: int = Field(gt=0, description="Bytes; the upload must be exactly this size")
+    size: StrictInt = Field(gt=0, description="Bytes; the upload must be exactly this size")
     category_code: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{1,16}$",
         description="The alert's category (creates the alert); DISP and DECD photos are enhanced",
@@ -234,7 +234,8 @@ def uploads_router() -> APIRouter:
         store = ingest_of(request).store
         if not isinstance(store, LocalStore) or store.size(key) is None:
             raise ApiError(404, "not_found", "no such file")
-        return FileResponse(store.path(key))
+        # Served as stored, never sniffed into something else (HTML appended to a JPEG).
+        return FileResponse(store.path(key), headers={"X-Content-Type-Options": "nosniff"})
 
     return router
 
@@ -251,7 +252,10 @@ async def multipart_file(request: Request, limit: int) -> AsyncIterator[bytes]:
             yield chunk
 
     parser = MultiPartParser(request.headers, limited(), max_files=1, max_fields=10)
-    form = await parser.parse()
+    try:
+        form = await parser.parse()
+    except MultiPartException as error:  # no boundary, two files, too many fields...
+        raise ApiError(400, "invalid_multipart", f"invalid multipart body: {error}") from None
     try:
         upload = next((v for _, v in form.multi_items() if not isinstance(v, str)), None)
         if upload is None:

@@ -69,8 +69,9 @@ class LinkSigner:
 
     def check(self, signature: str, purpose: str, *parts: object, expires: int) -> str | None:
         """None when valid; else why not (``invalid`` or ``expired``)."""
-        if not hmac.compare_digest(signature, self.sign(purpose, *parts, expires=expires)):
-            return "invalid"
+        expected = self.sign(purpose, *parts, expires=expires).encode()
+        if not hmac.compare_digest(signature.encode(errors="replace"), expected):
+            return "invalid"  # bytes compared: a non-ASCII signature is just wrong
         if expires < time.time():
             return "expired"
         return None

@@ -251,3 +251,35 @@ def test_with_a_prefect_server_the_api_needs_its_tokens_from_the_environment():
     assert result.exit_code == 2
     assert "set MEDIA_PIPELINE_API_TOKENS" in result.output
     assert not (get_settings().storage.data_dir / "api-token").exists()
+
+
+def test_hostile_inputs_get_a_4xx_and_the_error_json(api, tmp_path: Path):
+    client: httpx.Client = api["client"]
+    base = api["base"]
+    alert = str(uuid.uuid4())
+    photo = make_jpeg(tmp_path / "photo.jpg", 640, 480)
+    body = {"type": "IMAGE", "filename": "p.jpg", "mimeType": "image/jpeg",
+            "categoryCode": "AUTRE"}  # fmt: skip
+    for size in ("100", True, 1.5):  # only a JSON integer is a size
+        answer = client.post(f"/api/alerts/{alert}/media/initiate", json={**body, "size": size})
+        assert_error(answer, 422, "invalid_request")
+    started = initiate(client, alert, photo, "image/jpeg", "IMAGE")
+    url = started["uploadUrl"]
+    non_ascii = url.split("&signature=")[0] + "&signature=%C3%A9%C3%A9"
+    assert_error(httpx.put(non_ascii, content=photo.read_bytes()), 403, "upload_url_invalid")
+    assert_error(httpx.get(f"{base}/api/files/a.jpg?expires=9999999999&signature=%C3%A9"), 403,
+                 "link_invalid")  # fmt: skip
+    no_boundary = {"Content-Type": "multipart/form-data"}
+    assert_error(httpx.put(url, content=b"--x\r\n\r\n", headers=no_boundary), 400,
+                 "invalid_multipart")  # fmt: skip
+    two_files = httpx.put(url, files=[("a", ("a.jpg", b"1")), ("b", ("b.jpg", b"2"))])
+    assert_error(two_files, 400, "invalid_multipart")
+
+    with photo.open("rb") as file:  # the refusals lost nothing: the upload still works
+        assert httpx.put(url, files={"file": ("photo.jpg", file, "image/jpeg")}).status_code == 200
+    media_id = started["mediaId"]
+    assert client.post(f"/api/alerts/{alert}/media/{media_id}/complete").status_code == 202
+    original = client.get(f"/api/media/{media_id}").json()["original"]["url"]
+    served = httpx.get(original)
+    assert served.status_code == 200 and served.content == photo.read_bytes()
+    assert served.headers["x-content-type-options"] == "nosniff"
