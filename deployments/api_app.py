@@ -7,7 +7,7 @@
 then ``GET /api/media/{id}``, ``GET /api/jobs/{runId}``, ``GET /api/queues/stats``, ``POST
 /api/media/{id}/jobs/{job}``, ``POST /api/media/{id}/retry``, and the alerts' and erasure
 calls (``PUT /api/alerts/{id}``, ``DELETE /api/media/{id}``, ``DELETE /api/alerts/{id}``:
-``deployments/api_alerts.py``).
+``deployments/api_alerts.py``); the API's own signed links are in ``deployments/api_links.py``.
 Every call but the signed links and ``/health`` needs ``Authorization: Bearer <token>``.
 OpenAPI docs at ``/docs``.
 """
@@ -17,32 +17,28 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, FastAPI, Request
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 from sqlalchemy.orm import Session
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from db.repository import active_transcription, load_media, media_summary
 from db.session import transaction
 from deployments.api_alerts import alerts_router
-from deployments.api_errors import ApiError, install_error_handlers
+from deployments.api_errors import ApiError, error_response, install_error_handlers
 from deployments.api_ingest import Ingest
+from deployments.api_links import DOWNLOAD, UPLOADS, IngestDep, ingest_of, links_router
 from deployments.api_security import LinkSigner, api_tokens, token_allowed
 from deployments.client_api import get_job_status, get_queue_stats, retry_media
 from flows.submission import RunBatcher, submit_media
 from media_pipeline.enums import MediaStatus
-from media_pipeline.object_store import LocalStore, get_store
+from media_pipeline.object_store import get_store
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
-
-DOWNLOAD = "download"
-MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file
 
 
 class Camel(BaseModel):
@@ -104,33 +100,35 @@ def create_app(
         answer = {"status": "ok", "worker": "ready" if state.worker_ready else "starting"}
         return answer | ({"instance": instance} if instance else {})
 
-    app.include_router(uploads_router())
+    app.include_router(links_router())
     app.include_router(api_router())
     app.include_router(alerts_router(), dependencies=[Depends(require_token)])
     return app
 
 
 class NoteRequests:
-    """Records when the last request came (``media-pipeline api --idle-exit``)."""
+    """Records when the last request came (``media-pipeline api --idle-exit``), and refuses
+    a body over ``max_body_bytes`` before reading it, but on upload links (whose limit is
+    the declared size)."""
 
     def __init__(self, app: ASGIApp, state: Any) -> None:
         self.app, self.state = app, state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.state.last_request = time.monotonic()
+        if scope["type"] == "http" and not scope["path"].startswith(UPLOADS):
+            limit = get_settings().api.max_body_bytes
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit() or int(length) > limit:
+                answer = error_response(413, "body_too_large", f"a body is at most {limit} bytes")
+                await answer(scope, receive, send)
+                return
         await self.app(scope, receive, send)
-
-
-def ingest_of(request: Request) -> Ingest:
-    return request.app.state.ingest  # type: ignore[no-any-return]
 
 
 def require_token(request: Request) -> None:
     if not token_allowed(request.headers.get("authorization"), request.app.state.tokens):
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
-
-
-IngestDep = Annotated[Ingest, Depends(ingest_of)]
 
 
 def api_router() -> APIRouter:
@@ -189,81 +187,6 @@ def api_router() -> APIRouter:
         return camel(get_queue_stats(ingest.prefect))
 
     return router
-
-
-def uploads_router() -> APIRouter:
-    """The API's own signed links (local storage): no bearer token, the link is the key."""
-    router = APIRouter(prefix="/api", tags=["links"])
-
-    @router.put("/uploads/presigned/{media_id}")
-    async def upload(
-        media_id: str,
-        request: Request,
-        ingest: IngestDep,
-        expires: Annotated[int, Query()],
-        signature: Annotated[str, Query(max_length=128)],
-    ) -> dict[str, Any]:
-        """The bytes of an initiated media: the raw body (Content-Type as declared) or a
-        multipart form with one file (``curl -F file=@photo.jpg``); streamed to disk."""
-        target, media = ingest.upload_target(media_id, expires, signature)
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        length = int(request.headers.get("content-length") or 0)
-        if kind == "multipart/form-data":
-            if length > media.size + MULTIPART_OVERHEAD:
-                raise ApiError(413, "size_mismatch", f"more than the {media.size} bytes declared")
-            chunks = multipart_file(request, media.size + MULTIPART_OVERHEAD)
-        elif kind in (media.mime_type, ""):
-            chunks = request.stream()
-        else:
-            raise ApiError(403, "content_type_mismatch",
-                           f"this upload URL is for {media.mime_type}, not {kind}")  # fmt: skip
-        size = await ingest.receive(target, media.size, chunks)
-        return {"mediaId": str(media.id), "size": size}
-
-    @router.get("/files/{key:path}")
-    def download(
-        key: str,
-        request: Request,
-        expires: Annotated[int, Query()],
-        signature: Annotated[str, Query(max_length=128)],
-    ) -> FileResponse:
-        """An original or derivative, by a link from ``GET /api/media/{id}``."""
-        why = request.app.state.signer.check(signature, DOWNLOAD, key, expires=expires)
-        if why is not None:
-            raise ApiError(403, f"link_{why}", f"this link is {why}")
-        store = ingest_of(request).store
-        if not isinstance(store, LocalStore) or store.size(key) is None:
-            raise ApiError(404, "not_found", "no such file")
-        # Served as stored, never sniffed into something else (HTML appended to a JPEG).
-        return FileResponse(store.path(key), headers={"X-Content-Type-Options": "nosniff"})
-
-    return router
-
-
-async def multipart_file(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The first file of a multipart body, read in parts (at most ``limit`` bytes read)."""
-
-    async def limited() -> AsyncIterator[bytes]:
-        read = 0
-        async for chunk in request.stream():
-            read += len(chunk)
-            if read > limit:
-                raise ApiError(413, "size_mismatch", "the upload is larger than declared")
-            yield chunk
-
-    parser = MultiPartParser(request.headers, limited(), max_files=1, max_fields=10)
-    try:
-        form = await parser.parse()
-    except MultiPartException as error:  # no boundary, two files, too many fields...
-        raise ApiError(400, "invalid_multipart", f"invalid multipart body: {error}") from None
-    try:
-        upload = next((v for _, v in form.multi_items() if not isinstance(v, str)), None)
-        if upload is None:
-            raise ApiError(400, "no_file", "the form has no file part")
-        while chunk := await upload.read(1024 * 1024):
-            yield chunk
-    finally:
-        await form.close()
 
 
 def linker(request: Request) -> Callable[[str], str]:

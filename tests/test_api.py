@@ -283,3 +283,29 @@ def test_hostile_inputs_get_a_4xx_and_the_error_json(api, tmp_path: Path):
     served = httpx.get(original)
     assert served.status_code == 200 and served.content == photo.read_bytes()
     assert served.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_large_body_is_refused_unread_and_an_aborted_upload_is_one_log_line(api, tmp_path: Path):
+    import socket
+    from urllib.parse import urlsplit
+
+    client: httpx.Client = api["client"]
+    alert = str(uuid.uuid4())
+    huge = {"type": "IMAGE", "filename": "x" * 2_000_000, "mimeType": "image/jpeg", "size": 1}
+    assert_error(client.post(f"/api/alerts/{alert}/media/initiate", json=huge), 413,
+                 "body_too_large")  # fmt: skip
+    photo = make_jpeg(tmp_path / "photo.jpg", 640, 480)
+    started = initiate(client, alert, photo, "image/jpeg", "IMAGE")
+    url = urlsplit(started["uploadUrl"])
+    with socket.create_connection((url.hostname, url.port)) as raw:  # half, then gone
+        raw.sendall(f"PUT {url.path}?{url.query} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                    f"Content-Type: image/jpeg\r\nContent-Length: {photo.stat().st_size}\r\n"
+                    "\r\n".encode() + photo.read_bytes()[:1000])  # fmt: skip
+        time.sleep(0.5)
+
+    log = api["logs"] / "api.log"
+    wait_until(lambda: "aborted by the client" in log.read_text(), 10, "the abort's log line")
+    assert "Traceback" not in log.read_text()
+    with photo.open("rb") as file:  # nothing kept of the half: the upload works after it
+        answer = httpx.put(started["uploadUrl"], files={"file": ("photo.jpg", file)})
+    assert answer.status_code == 200 and answer.json()["size"] == photo.stat().st_size

@@ -128,6 +128,9 @@ class ApiSettings(Group):
     max_image_bytes: int = Field(30_000_000, gt=0, description="Largest photo upload")
     max_audio_bytes: int = Field(100_000_000, gt=0, description="Largest voice-note upload")
     max_video_bytes: int = Field(500_000_000, gt=0, description="Largest video upload")
+    max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest request body of the API's other calls (JSON)"
+    )
     submit_wait_seconds: float = Field(
         10,
         gt=0,
