@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from db.models import (
@@ -100,18 +100,6 @@ def alert_media(session: Session, alert_id: uuid.UUID) -> list[uuid.UUID]:
     erased = session.scalars(select(MediaErasure.media_id).where(
         MediaErasure.alert_id == alert_id, MediaErasure.is_enhanced.is_(False)))  # fmt: skip
     return list(dict.fromkeys([*live, *erased]))
-
-
-def erasure_preview(session: Session, wanted: Sequence[uuid.UUID]) -> list[tuple[str, ...]]:
-    """Each media of ``wanted`` and its enhanced copy: id, type, status, file name; those
-    erased already say so, and an unknown one is refused."""
-    rows = session.scalars(select(Media).where(
-        or_(Media.id.in_(wanted), Media.source_media_id.in_(wanted)))).all()  # fmt: skip
-    found = {m.id: (str(m.id), m.type.value, m.status.value, m.filename) for m in rows}
-    for media_id in wanted:
-        if media_id not in found and not is_erased(session, media_id):
-            raise MediaNotFound(f"media {media_id} does not exist")
-    return [*found.values(), *((str(m), "", "erased", "") for m in wanted if m not in found)]
 
 
 def unfinished_erasures(session: Session, erased_before: datetime, limit: int = 100

@@ -49,7 +49,6 @@ from db.erasure import (
     alert_media,
     erase_alert_if_empty,
     erase_rows,
-    erasure_preview,
     is_erased,
     lock_erasure,
     record_step,
@@ -58,7 +57,7 @@ from db.erasure import (
 from db.models import MediaErasure
 from db.session import session_scope, transaction
 from flows.submission import api_client
-from media_pipeline.errors import InvalidId, MediaNotFound
+from media_pipeline.errors import MediaNotFound
 from media_pipeline.object_store import get_store
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
@@ -84,11 +83,25 @@ def erase_media(
 def erasure_plan(media_ids: Sequence[str], alert: str | None) -> list[tuple[str, ...]]:
     """What an erasure would remove: each media (enhanced copies included) with its type,
     status and file name; erased ones say so."""
-    if alert is not None:
-        wanted = transaction(lambda session: alert_media(session, parse_uuid(alert, "alert id")))
-    else:
-        wanted = [parse_uuid(m, "media id") for m in media_ids]
-    return transaction(lambda session: erasure_preview(session, wanted))
+    from sqlalchemy import or_, select
+
+    from db.models import Media
+
+    def read(session: Any) -> list[tuple[str, ...]]:
+        if alert is not None:
+            wanted = alert_media(session, parse_uuid(alert, "alert id"))
+        else:
+            wanted = [parse_uuid(m, "media id") for m in media_ids]
+        rows = session.scalars(select(Media).where(
+            or_(Media.id.in_(wanted), Media.source_media_id.in_(wanted)))).all()  # fmt: skip
+        found = {m.id: (str(m.id), m.type.value, m.status.value, m.filename) for m in rows}
+        for media_id in wanted:
+            if media_id not in found and not is_erased(session, media_id):
+                raise MediaNotFound(f"media {media_id} does not exist")
+        erased = [(str(m), "", "erased", "") for m in wanted if m not in found]
+        return [*found.values(), *erased]
+
+    return transaction(read)
 
 
 def erase_alert(alert_id: str, client: SyncPrefectClient | None = None) -> dict[str, Any]:
@@ -234,11 +247,17 @@ def sweep_workspaces() -> int:
     killed mid-job); how many."""
     removed = 0
     for folder in Path(tempfile.gettempdir()).glob(WORKSPACES):
-        ids = []
-        for media in folder.glob("alerts/*/media/*"):
-            with contextlib.suppress(InvalidId):  # not a media's folder
-                ids.append(parse_uuid(media.name, "media id"))
+        ids = [parse_uuid(p.name, "media id") for p in folder.glob("alerts/*/media/*")
+               if _is_uuid(p.name)]  # fmt: skip
         if ids and transaction(lambda session, i=ids: any(is_erased(session, m) for m in i)):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

@@ -201,7 +201,7 @@ def test_complete_answers_within_its_bound_while_prefect_is_away(
             own_server.start()
 
             assert answer.status_code == 503, answer.text
-            assert waited < 3 + 5  # the bound, with room for a busy machine (it was 39 s)
+            assert waited < 3 + 2
             assert answer.headers["Retry-After"] == "3"
             assert answer.json()["error"]["code"] == "prefect_unavailable"
             with session_scope() as session:  # accepted and planned, not lost
