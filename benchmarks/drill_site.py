@@ -255,7 +255,7 @@ def count_recoveries(run_ids: list[str], row: Row, faults: int = 1) -> None:
     that run met (one per drill trial)."""
     from prefect.client.orchestration import get_client
 
-    from deployments.reconciler import MARK
+    from deployments.run_health import MARK
 
     with get_client(sync_client=True) as client:
         most = max((sum((s.message or "").startswith(MARK)

@@ -173,7 +173,9 @@ def finish_job(
     error: str | None = None,
     outputs: dict[str, Any] | None = None,
     estimated_cost: float | None = None,
+    job_version: int | None = None,
 ) -> None:
+    """The job's outcome; a SUCCEEDED one records the ``job_version`` that made its outputs."""
     lock_media(session, media_id)
     row = _job_row(session, media_id, job)
     row.state = state
@@ -183,6 +185,8 @@ def finish_job(
         row.outputs = outputs
     if estimated_cost is not None:
         row.estimated_cost = estimated_cost
+    if job_version is not None:
+        row.job_version = job_version
     session.flush()
     refresh_media_status(session, media_id)
 

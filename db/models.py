@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from media_pipeline.enums import (
+    BackfillItemState,
+    BackfillStatus,
     DerivativeType,
     JobState,
     MediaStatus,
@@ -34,7 +36,15 @@ from media_pipeline.enums import (
     TranscriptionSource,
 )
 
-__all__ = ["DerivativeType", "JobState", "MediaStatus", "MediaType", "TranscriptionSource"]
+__all__ = [
+    "BackfillItemState",
+    "BackfillStatus",
+    "DerivativeType",
+    "JobState",
+    "MediaStatus",
+    "MediaType",
+    "TranscriptionSource",
+]
 
 
 def utcnow() -> datetime:
@@ -124,6 +134,7 @@ class MediaDerivative(Timestamps, Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     duration: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_version: Mapped[int] = mapped_column(Integer, default=1)  # of the job that made it
 
     media: Mapped[Media] = relationship(back_populates="derivatives")
 
@@ -152,6 +163,7 @@ class Transcription(Timestamps, Base):
     segments: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
     model: Mapped[str | None] = mapped_column(String(64))
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    job_version: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class ProviderCall(Base):
@@ -199,5 +211,50 @@ class ProcessingJob(Timestamps, Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     estimated_cost: Mapped[float | None] = mapped_column(Float)
     outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    job_version: Mapped[int | None] = mapped_column(Integer)  # what made the outputs
 
     media: Mapped[Media] = relationship(back_populates="jobs")
+
+
+class Backfill(Timestamps, Base):
+    """One job run again over many existing media, paced by its own flow run."""
+
+    __tablename__ = "backfill"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    job: Mapped[str] = mapped_column(String(64))
+    job_version: Mapped[int] = mapped_column(Integer)  # the version it brings media to
+    selection: Mapped[str] = mapped_column(String(16))  # missing, outdated, failed, all
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[BackfillStatus] = mapped_column(
+        _enum(BackfillStatus), default=BackfillStatus.PENDING
+    )
+    in_flight: Mapped[int] = mapped_column(Integer)  # its runs that may exist at once
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)  # why it failed
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    items: Mapped[list[BackfillItem]] = relationship(
+        back_populates="backfill", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class BackfillItem(Base):
+    """One media of a backfill: selected, then submitted once (its run), then its outcome."""
+
+    __tablename__ = "backfill_item"
+    __table_args__ = (Index("ix_backfill_item_state", "backfill_id", "state", "position"),)
+
+    backfill_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("backfill.id", ondelete="CASCADE"), primary_key=True
+    )
+    media_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # erased: still here
+    position: Mapped[int] = mapped_column(Integer)  # oldest media first
+    state: Mapped[BackfillItemState] = mapped_column(
+        _enum(BackfillItemState), default=BackfillItemState.SELECTED
+    )
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)  # why skipped or failed
+    estimated_cost: Mapped[float | None] = mapped_column(Float)
+
+    backfill: Mapped[Backfill] = relationship(back_populates="items")

@@ -16,10 +16,12 @@ def claim_provider_call(
     limit: int,
     window: timedelta = timedelta(seconds=60),
     waited: float = 0.0,
+    reserve: int = 0,
 ) -> float:
     """Record a call to ``provider`` (that ``waited`` seconds for it) if fewer than
-    ``limit`` were made in the last ``window``, and return 0; otherwise return the seconds
-    until a slot frees.
+    ``limit - reserve`` were made in the last ``window``, and return 0; otherwise return
+    the seconds until a slot frees. A caller that leaves a ``reserve`` (a backfill) never
+    takes the window's last calls: they stay for uploads.
 
     A sliding window over every worker: calls of one provider are claimed one at a time
     (PostgreSQL: an advisory lock; SQLite: the write lock of the first statement), on the
@@ -42,9 +44,10 @@ def claim_provider_call(
         .where(ProviderCall.provider == provider)
         .order_by(ProviderCall.called_at)
     ).all()
-    if len(recent) < limit:
+    allowed = max(1, limit - reserve)
+    if len(recent) < allowed:
         session.add(ProviderCall(provider=provider, called_at=moment, waited_seconds=waited))
         session.flush()
         return 0.0
-    oldest = recent[-limit]
+    oldest = recent[-allowed]
     return max((oldest + window - moment).total_seconds(), 0.001)

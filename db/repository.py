@@ -149,7 +149,11 @@ def set_placeholder(session: Session, media_id: uuid.UUID, placeholder: str | No
 
 
 def record_derivatives(
-    session: Session, media_id: uuid.UUID, media_root: Path, derivatives: Iterable[Derivative]
+    session: Session,
+    media_id: uuid.UUID,
+    media_root: Path,
+    derivatives: Iterable[Derivative],
+    job_version: int = 1,
 ) -> list[MediaDerivative]:
     """One row per (media, type): an existing row is updated, never duplicated."""
     existing = {
@@ -172,6 +176,7 @@ def record_derivatives(
             key: relative_key(media_root, value) if isinstance(value, Path) else value
             for key, value in derivative.extra.items()
         }
+        row.job_version = job_version
         session.add(row)
         rows.append(row)
     session.flush()
@@ -230,6 +235,7 @@ def add_transcription(
     model: str | None,
     flow_run_id: str | None,
     source: TranscriptionSource = TranscriptionSource.AUTO,
+    job_version: int = 1,
 ) -> Transcription:
     """The next version, active; the previously active one is deactivated with it.
 
@@ -260,6 +266,7 @@ def add_transcription(
         segments=segments,
         model=model,
         flow_run_id=flow_run_id,
+        job_version=job_version,
     )
     session.add(row)
     session.flush()

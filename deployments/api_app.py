@@ -7,7 +7,8 @@
 then ``GET /api/media/{id}``, ``GET /api/jobs/{runId}``, ``GET /api/queues/stats``, ``POST
 /api/media/{id}/jobs/{job}``, ``POST /api/media/{id}/retry``, and the alerts' and erasure
 calls (``PUT /api/alerts/{id}``, ``DELETE /api/media/{id}``, ``DELETE /api/alerts/{id}``:
-``deployments/api_alerts.py``); the API's own signed links are in ``deployments/api_links.py``.
+``deployments/api_alerts.py``), backfills (``/api/backfills``: ``deployments/api_backfills.py``);
+the API's own signed links are in ``deployments/api_links.py``.
 Every call but the signed links and ``/health`` needs ``Authorization: Bearer <token>``.
 OpenAPI docs at ``/docs``.
 """
@@ -29,6 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from db.repository import active_transcription, load_media, media_summary
 from db.session import transaction
 from deployments.api_alerts import alerts_router
+from deployments.api_backfills import backfills_router
 from deployments.api_errors import ApiError, error_response, install_error_handlers
 from deployments.api_ingest import Ingest
 from deployments.api_links import DOWNLOAD, UPLOADS, IngestDep, ingest_of, links_router
@@ -103,6 +105,7 @@ def create_app(
     app.include_router(links_router())
     app.include_router(api_router())
     app.include_router(alerts_router(), dependencies=[Depends(require_token)])
+    app.include_router(backfills_router(), dependencies=[Depends(require_token)])
     return app
 
 

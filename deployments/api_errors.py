@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from media_pipeline.errors import (
+    BackfillNotFound,
     InvalidId,
     InvalidMedia,
     MediaErased,
@@ -42,6 +43,7 @@ PIPELINE_ERRORS: list[tuple[type[Exception], int, str]] = [
     (MediaErased, 410, "media_erased"),
     (MediaNotFound, 404, "media_not_found"),
     (RunNotFound, 404, "run_not_found"),
+    (BackfillNotFound, 404, "backfill_not_found"),
     (InvalidMedia, 422, "invalid_media"),
     (PermanentError, 422, "refused"),
     (TransientError, 503, "unavailable"),

@@ -7,6 +7,7 @@ import os
 
 import typer
 
+from deployments.cli_backfill import backfills
 from deployments.cli_erasure import erasure
 from deployments.cli_local import db_app, local, server_app
 from deployments.cli_operations import operations
@@ -17,7 +18,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(db_app, name="db")
 app.add_typer(server_app, name="server")
-for commands in (local, operations, erasure):
+for commands in (local, operations, erasure, backfills):
     app.registered_commands += commands.registered_commands
 
 

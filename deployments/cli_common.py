@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import typer
@@ -41,6 +41,20 @@ def parse_since(value: str | None) -> timedelta | None:
         raise typer.BadParameter("use a number and a unit: 30m, 6h, 2d")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
     return timedelta(**{unit: int(match.group(1))})
+
+
+def parse_moment(value: str | None) -> datetime | None:
+    """A date (``2026-12-01``, ``2026-12-01T08:00``, UTC unless it says otherwise) or a
+    time ago (``6h``, ``2d``)."""
+    if not value:
+        return None
+    if SINCE.match(value.strip()):
+        return datetime.now(UTC) - parse_since(value)  # type: ignore[operator]
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter("use a date (2026-12-01) or a time ago (6h, 2d)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def print_table(

@@ -19,7 +19,9 @@ check did; this does, from the app database's side, which says what is still to 
    at once;
 4. planned jobs that never got a run (their submitter died in between) are submitted again;
 5. erasures whose stores could not all be cleared (a store away, runs still cancelling)
-   are finished (``deployments/erasure.py``).
+   are finished (``deployments/erasure.py``);
+6. backfills whose own run is stranded or ended early are resumed
+   (``deployments/backfill.py``).
 
 Absence of heartbeats only counts while the reconciler itself has reached the API: after an
 outage of the Prefect server every clock starts again. Each warm worker runs a reconciler
@@ -32,31 +34,28 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun, State, StateType, Worker
-from prefect.events.filters import (
-    EventFilter,
-    EventNameFilter,
-    EventOccurredFilter,
-    EventResourceFilter,
-)
-from prefect.states import Crashed, Scheduled
+from prefect.client.schemas.objects import FlowRun, StateType
 from sqlalchemy.orm import Session
 
 from db.jobs import fail_unfinished_jobs, try_lock, unfinished_jobs
 from db.session import session_scope
+from deployments.backfill import recover_backfills
 from deployments.erasure import continue_erasures
+from deployments.run_health import (
+    diagnose,
+    read_heartbeats,
+    read_runs,
+    read_workers,
+    reschedule_or_give_up,
+)
 from flows.submission import submit_media
 from media_pipeline.settings import OrchestrationSettings, get_settings
 
-MARK = "media-pipeline reconciler"
 LOCK = "media-pipeline:reconciler"
-WORKER_LABEL = "prefect.worker.name"
 # How often every flow run sends a heartbeat, under a worker or in a command's own process
 # (Prefect's default is 180 s): a run silent for twice ``stall_seconds`` is stranded.
 FLOW_HEARTBEAT_SECONDS = 30
@@ -80,66 +79,6 @@ def beyond_recovery(run_id: str, run: FlowRun | None) -> str | None:
     if run.state is not None and run.state.type is StateType.CANCELLED:
         return f"the run was cancelled: {run.state.message or 'no reason given'}"
     return None
-
-
-def fault_in_a_row(states: Iterable[State]) -> int:
-    """Which fault in a row the run is being recovered from, since anyone else scheduled
-    it: 1 for the first.
-
-    A fault is a time a worker took the run (Pending or Running) and it came to nothing. A
-    crash reported late, once the reconciler had already scheduled the run again, is the
-    fault that reschedule answered: the reschedule that undoes it does not count again."""
-    faults, taken = 0, True
-    for state in sorted(states, key=lambda s: s.timestamp):
-        if state.type is StateType.SCHEDULED:
-            if not (state.message or "").startswith(MARK):
-                faults, taken = 0, True  # whatever comes next is a fault of its own
-                continue
-            faults += taken
-            taken = False
-        elif state.type in (StateType.PENDING, StateType.RUNNING):
-            taken = True
-    return faults + taken
-
-
-def diagnose(
-    run: FlowRun,
-    workers: dict[str, Worker],
-    last_heartbeat: datetime | None,
-    moment: datetime,
-    api_up_since: datetime,
-    stall: timedelta,
-) -> str | None:
-    """Why ``run`` will never record the jobs it owes, or None while it still may."""
-    state = run.state
-    if state is None:
-        return None
-    if state.type in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED):
-        return f"the run ended {state.name} without recording its jobs"
-    if state.type not in (StateType.PENDING, StateType.RUNNING):
-        return None  # waiting, paused, cancelling: still on its way
-    since = max(state.timestamp, api_up_since)
-    name = run.labels.get(WORKER_LABEL)
-    worker = workers.get(str(name)) if name else None
-    if worker is not None and worker.last_heartbeat_time is not None:
-        silence = stall_of(worker, stall)
-        if moment - max(worker.last_heartbeat_time, since) > silence:
-            return f"its worker {name!r} sent no heartbeat for {seconds(silence)} s"
-    if state.type is StateType.PENDING and moment - since > stall:
-        return f"claimed by worker {name or '?'!r} but not started for {seconds(stall)} s"
-    if state.type is StateType.RUNNING:
-        heard = max(last_heartbeat or state.timestamp, since)
-        if moment - heard > 2 * stall:
-            return f"no heartbeat from the run for {seconds(2 * stall)} s"
-    return None
-
-
-def seconds(span: timedelta) -> int:
-    return round(span.total_seconds())
-
-
-def stall_of(worker: Worker, stall: timedelta) -> timedelta:
-    return max(stall, timedelta(seconds=2.5 * (worker.heartbeat_interval_seconds or 30)))
 
 
 class Reconciler:
@@ -208,6 +147,10 @@ class Reconciler:
                     runs_made = submit_media(str(media_id))
                     done.append(Recovery(str(media_id), ", ".join(runs_made), "resubmitted",
                                          "planned jobs had no flow run"))  # fmt: skip
+            for backfill, run_id, action, reason in recover_backfills(
+                client, session, moment, api_up_since, policy
+            ):
+                done.append(Recovery(f"backfill {backfill}", run_id, action, reason))
             for receipt in continue_erasures(client):
                 if not receipt["pending"]:
                     done.append(Recovery(receipt["mediaId"], None, "erased",
@@ -225,73 +168,11 @@ def recover(
 ) -> Recovery | None:
     """Schedule ``run`` again, or, after ``max_recoveries`` in a row, end it Crashed and
     its unfinished jobs FAILED. None when the run moved on while we looked."""
-    fresh = client.read_flow_run(run.id)
-    if fresh.state_id != run.state_id:
+    resubmit = f"run the media again with `media-pipeline submit --reprocess {media_id}`"
+    outcome = reschedule_or_give_up(client, run, reason, policy, resubmit)
+    if outcome is None:
         return None
-    fault = fault_in_a_row(client.read_flow_run_states(run.id))
-    final = fresh.state is not None and fresh.state.is_final()
-    if fresh.deployment_id is not None and fault <= policy.max_recoveries:
-        if not final:
-            client.set_flow_run_state(run.id, Crashed(message=f"{MARK}: {reason}"), force=True)
-        attempt = f"recovery {fault} of {policy.max_recoveries}"
-        client.set_flow_run_state(
-            run.id, Scheduled(message=f"{MARK}: {attempt}: {reason}"), force=True
-        )
-        return Recovery(str(media_id), str(run.id), "rescheduled", f"{attempt}: {reason}")
-    if fresh.deployment_id is None:  # it ran inside a command, which is gone
-        message = (
-            f"{reason}; it ran in the process of a `media-pipeline process` command, which "
-            f"ended: run the media again with `media-pipeline submit --reprocess {media_id}`"
-        )
-    else:
-        message = (
-            f"{reason}; scheduled again {fault - 1} times by the reconciler, not again: retry "
-            f"with `media-pipeline retry-failed {run.id}`"
-        )
-    if fresh.state is None or fresh.state.type is not StateType.CRASHED:
-        client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-    fail_unfinished_jobs(session, media_id, str(run.id), message)
-    return Recovery(str(media_id), str(run.id), "failed", message)
-
-
-def read_runs(client: SyncPrefectClient, run_ids: list[str]) -> dict[str, FlowRun]:
-    found: dict[str, FlowRun] = {}
-    for start in range(0, len(run_ids), 200):
-        ids = [uuid.UUID(i) for i in run_ids[start : start + 200]]
-        for run in client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
-        ):
-            found[str(run.id)] = run
-    return found
-
-
-def read_workers(client: SyncPrefectClient, pools: set[str | None]) -> dict[str, Worker]:
-    workers: dict[str, Worker] = {}
-    for pool in sorted(p for p in pools if p):
-        for worker in client.read_workers_for_work_pool(pool):
-            workers[worker.name] = worker
-    return workers
-
-
-def read_heartbeats(
-    client: SyncPrefectClient, run_ids: list[uuid.UUID], since: datetime
-) -> dict[uuid.UUID, datetime]:
-    """The last flow-run heartbeat event of each run since ``since``."""
-    if not run_ids:
-        return {}
-    page = client.read_events(
-        EventFilter(
-            occurred=EventOccurredFilter(since=since),
-            event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
-            resource=EventResourceFilter(id=[f"prefect.flow-run.{i}" for i in run_ids]),
-        ),
-        limit=50,  # the most the events API returns a page
-    )
-    last: dict[uuid.UUID, datetime] = {}
-    while True:
-        for event in page.events:
-            run_id = uuid.UUID(event.resource.id.removeprefix("prefect.flow-run."))
-            last[run_id] = max(last.get(run_id, event.occurred), event.occurred)
-        if not page.next_page:
-            return last
-        page = client.read_events_page(str(page.next_page))
+    action, message = outcome
+    if action == "failed":
+        fail_unfinished_jobs(session, media_id, str(run.id), message)
+    return Recovery(str(media_id), str(run.id), action, message)

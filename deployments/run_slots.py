@@ -4,7 +4,9 @@ A transcription or an enhancement spends its run waiting for OpenAI or Gemini. W
 runs to take the worker's CPU slots, a slow provider (130 s an answer) would hold them all
 and every thumbnail would wait behind it. Runs whose jobs all call a provider (read from
 the ``job-<name>`` tags every submitted run carries) take slots of their own,
-``worker_provider_limit`` of them, beside the ``--limit`` CPU slots.
+``worker_provider_limit`` of them, beside the ``--limit`` CPU slots; so does a backfill's
+own run, which only waits for its media's runs. A backfill's media runs leave one slot of
+their kind to uploads.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from tasks.table import JOB_TABLE
+from tasks.table import BACKFILL_CONTROL_TAG, BACKFILL_TAG, JOB_TABLE
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -25,8 +27,17 @@ PROVIDER_JOBS = frozenset(job.name for job in JOB_TABLE if job.provider)
 
 
 def waits_on_providers(run: FlowRun) -> bool:
+    """The run only waits: on a provider (all its jobs call one), or on other runs (a
+    backfill's own run)."""
+    if BACKFILL_CONTROL_TAG in run.tags:
+        return True
     jobs = {tag.removeprefix("job-") for tag in run.tags if tag.startswith("job-")}
     return bool(jobs) and jobs <= PROVIDER_JOBS
+
+
+def reserve_for_uploads(run: FlowRun, limiter: anyio.CapacityLimiter) -> int:
+    """Slots a backfill's run leaves free for uploads: one, when the worker has more."""
+    return int(BACKFILL_TAG in run.tags and limiter.total_tokens > 1)
 
 
 class RunSlots:
@@ -40,10 +51,12 @@ class RunSlots:
         self._holder: dict[uuid.UUID, anyio.CapacityLimiter] = {}
 
     def choose(self, offered: Sequence[WorkerFlowRunResponse]) -> list[WorkerFlowRunResponse]:
-        """The first run, in the order offered (priority), whose kind of slot is free."""
+        """The first run, in the order offered (priority), whose kind of slot is free; a
+        backfill's run (offered last: its queue is the lowest) only while a slot of its
+        kind stays free for an upload that comes meanwhile."""
         for entry in offered:
             limiter = self.provider if waits_on_providers(entry.flow_run) else self.cpu
-            if limiter.available_tokens >= 1:
+            if limiter.available_tokens >= 1 + reserve_for_uploads(entry.flow_run, limiter):
                 self._holder[entry.flow_run.id] = limiter
                 return [entry]
         return []

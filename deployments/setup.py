@@ -28,7 +28,7 @@ from deployments.warm_worker import WarmProcessWorker
 from flows.rate_limits import calls_per_minute
 from media_pipeline.object_store import S3Store, get_store
 from media_pipeline.settings import get_settings
-from tasks.table import PRIORITY_QUEUES
+from tasks.table import BACKFILL_PRIORITY, BACKFILL_QUEUE, PRIORITY_QUEUES
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_QUEUE_PRIORITY = 1000  # below every tier: nothing should ever wait there
@@ -89,17 +89,20 @@ def ensure_work_pool(
 
 
 def ensure_queues(client: SyncPrefectClient, pool: str) -> dict[str, int]:
-    """Tier queues at the job table's priorities, ``default`` last. Returns name -> priority."""
+    """Tier queues at the job table's priorities, then the backfill queue, ``default`` last.
+    Returns name -> priority."""
     queues = {queue.name: queue for queue in client.read_work_queues(work_pool_name=pool)}
     if "default" in queues and queues["default"].priority != DEFAULT_QUEUE_PRIORITY:
         client.update_work_queue(queues["default"].id, priority=DEFAULT_QUEUE_PRIORITY)
-    for priority, name in sorted(PRIORITY_QUEUES.items()):
+    wanted = {**PRIORITY_QUEUES, BACKFILL_PRIORITY: BACKFILL_QUEUE}
+    for priority, name in sorted(wanted.items()):
         if name not in queues:
             client.create_work_queue(
                 name=name,
                 work_pool_name=pool,
                 priority=priority,
-                description=f"media jobs of priority {priority}",
+                description=f"media jobs of priority {priority}"
+                + (" (backfills)" if name == BACKFILL_QUEUE else ""),
             )
         elif queues[name].priority != priority:
             client.update_work_queue(queues[name].id, priority=priority)

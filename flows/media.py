@@ -29,7 +29,7 @@ from media_pipeline.errors import PermanentError
 from media_pipeline.payloads import JobOutput, MediaSummary
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
-from tasks.table import JOB_TABLE, JobTable
+from tasks.table import BACKFILL_QUEUE, BACKFILL_TAG, JOB_TABLE, JobTable
 
 
 def run_media_jobs(
@@ -102,6 +102,7 @@ def _run_media_jobs(
                         ]
                     },
                     estimated_cost=result.estimated_cost,
+                    job_version=None if result.skipped_reason else table.get(name).version,
                 )
             else:
                 finish_job(session, source.media_id, name, JobState.FAILED,
@@ -140,7 +141,9 @@ def failure_message(error: BaseException) -> str:
 
 def current_run_name() -> str:
     parameters = runtime.flow_run.parameters
-    return run_name(str(parameters.get("media_id", "?")), parameters.get("tier"))
+    backfill = BACKFILL_TAG in runtime.flow_run.tags
+    return run_name(str(parameters.get("media_id", "?")),
+                    parameters.get("tier") or (BACKFILL_QUEUE if backfill else None))  # fmt: skip
 
 
 def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:

@@ -27,10 +27,17 @@ def calls_per_minute() -> dict[str, int]:
     }
 
 
-def acquire_call_slot(provider: str) -> float:
-    """Wait until ``provider`` may be called again, and claim that call.
-    Returns the seconds waited."""
+def backfill_reserve(limit: int) -> int:
+    """Calls of each window that a backfill leaves to uploads: a fifth, at least one."""
+    return max(1, limit // 5) if limit > 1 else 0
+
+
+def acquire_call_slot(provider: str, backfill: bool = False) -> float:
+    """Wait until ``provider`` may be called again, and claim that call; a ``backfill``'s
+    call leaves ``backfill_reserve`` calls of the window to uploads. Returns the seconds
+    waited."""
     limit = calls_per_minute()[provider]
+    reserve = backfill_reserve(limit) if backfill else 0
     seconds = get_settings().orchestration.rate_window_seconds
     # A call reaches the provider a little after its slot is claimed, and the first call
     # of a process later than the next (its client is new): the window is kept a bit
@@ -39,7 +46,7 @@ def acquire_call_slot(provider: str) -> float:
     began = time.monotonic()
     while wait := transaction(
         lambda session: claim_provider_call(
-            session, provider, limit, window, time.monotonic() - began
+            session, provider, limit, window, time.monotonic() - began, reserve
         )
     ):
         time.sleep(wait)

@@ -30,7 +30,7 @@ from media_pipeline.payloads import JobOutput, OutputRecord
 from media_pipeline.settings import Settings
 from media_pipeline.storage import relative_key
 from tasks.context import JobInput, JobResult, transcription_cost
-from tasks.table import Job
+from tasks.table import BACKFILL_TAG, Job
 
 
 def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
@@ -44,6 +44,7 @@ def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
             cost = transcription_cost(done.duration or 0.0, price)
             return JobOutput(outputs=[transcription_record(done)], estimated_cost=cost)
     provider = job.provider
+    backfill = BACKFILL_TAG in (runtime.flow_run.tags or [])  # uploads' calls come first
     store = get_store()
     with store.workspace([source.original_key]) as root:
         job_input = JobInput(
@@ -54,13 +55,13 @@ def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
             original=root / source.original_key,
             folder=root / source.folder_key,
             settings=settings,
-            before_call=(lambda: acquire_call_slot(provider)) if provider else (lambda: None),
+            before_call=lambda: acquire_call_slot(provider, backfill) if provider else 0.0,
             on_progress=ChunkProgress(source.media_id).update,
         )
         result = job.load()(job_input)
         published = store.publish(root, result.files())
         try:
-            return record_result(source, result, root, flow_run_id)
+            return record_result(source, result, root, flow_run_id, job.version)
         except MediaErased:  # erased while the job ran: nothing may bring its data back
             for key in published:
                 store.delete(key)
@@ -68,14 +69,20 @@ def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
 
 
 def record_result(
-    source: MediaSource, result: JobResult, root: Path, flow_run_id: str | None
+    source: MediaSource,
+    result: JobResult,
+    root: Path,
+    flow_run_id: str | None,
+    job_version: int = 1,
 ) -> JobOutput:
-    """Record what the core wrote under ``root`` (its files by their storage keys)."""
+    """Record what the core wrote under ``root`` (its files by their storage keys), made by
+    version ``job_version`` of its job."""
 
     def record(session: Session) -> JobOutput:
         lock_media(session, source.media_id)
         load_media(session, source.media_id)  # MediaErased once erased
-        rows = record_derivatives(session, source.media_id, root, result.derivatives)
+        rows = record_derivatives(session, source.media_id, root, result.derivatives,
+                                  job_version)  # fmt: skip
         output = JobOutput(outputs=[derivative_record(row) for row in rows],
                            estimated_cost=result.estimated_cost)  # fmt: skip
         if result.placeholder is not None:
@@ -84,7 +91,7 @@ def record_result(
             row = add_transcription(
                 session, source.media_id, text=transcript.text, language=transcript.language,
                 duration=transcript.duration, segments=transcript.segments,
-                model=transcript.model, flow_run_id=flow_run_id,
+                model=transcript.model, flow_run_id=flow_run_id, job_version=job_version,
             )  # fmt: skip
             output.outputs.append(transcription_record(row))
         if (enhanced := result.enhanced) is not None:

@@ -29,7 +29,7 @@ from db.session import transaction
 from flows.sources import MediaSource, read_source
 from media_pipeline.errors import PermanentError, PipelineError
 from media_pipeline.settings import get_settings
-from tasks.table import JOB_TABLE, Job, tiers
+from tasks.table import BACKFILL_QUEUE, BACKFILL_TAG, JOB_TABLE, Job, tiers
 
 FLOW_NAME = "process-media"
 
@@ -53,6 +53,9 @@ class Submission:
     jobs: list[Job]
     generation: str  # part of the runs' idempotency keys
     named: bool  # only the jobs asked for (their runs say which)
+    # A backfill's: one run on the backfill queue, made once whoever asks (its idempotency
+    # key names the backfill), not one per tier.
+    backfill: uuid.UUID | None = None
 
 
 def plan_submission(
@@ -97,31 +100,43 @@ def run_request(deployment: str, **fields: Any) -> RunRequest:
 RunCreator = Callable[[Sequence[RunRequest]], list[str]]
 
 
+def queues_of(submission: Submission) -> dict[str, list[str]]:
+    """Queue -> the names of the planned jobs its run does: one run per priority tier, or
+    one on the backfill queue for a backfill."""
+    if submission.backfill is not None:
+        return {BACKFILL_QUEUE: [job.name for job in submission.jobs]}
+    lanes = sorted({job.queue for job in submission.jobs}, key=tiers().index)
+    return {lane: [job.name for job in submission.jobs if job.queue == lane] for lane in lanes}
+
+
 def create_runs(submission: Submission, create: RunCreator) -> dict[str, str]:
     """One flow run per tier of the planned jobs (the same runs for the same submission);
     job name -> flow run id."""
     source = submission.source
     requests: list[RunRequest] = []
     names_of: list[list[str]] = []
-    for tier in sorted({job.queue for job in submission.jobs}, key=tiers().index):
-        names = [job.name for job in submission.jobs if job.queue == tier]
-        parameters: dict[str, Any] = {"media_id": str(source.media_id), "tier": tier}
+    for lane, names in queues_of(submission).items():
+        backfill = submission.backfill
+        tier = None if backfill else lane
+        parameters: dict[str, Any] = {"media_id": str(source.media_id)}
+        parameters |= {"tier": tier} if tier else {}
         if submission.named:
             parameters["jobs"] = names
         # Named and tagged at creation, so that a run waiting in a queue can be found by
         # its media, its alert or its jobs in the UI's search.
         requests.append(run_request(
-            deployment_name(tier),
+            deployment_name(lane),
             parameters=parameters,
-            name=run_name(str(source.media_id), tier),
-            idempotency_key=f"{source.media_id}:{tier}:{submission.generation}",
+            name=run_name(str(source.media_id), lane),
+            idempotency_key=f"{source.media_id}:{lane}:{submission.generation}",
             tags=[
                 f"media-{source.media_id}",
                 f"alert-{source.alert_id}",
                 f"type-{source.type.value.lower()}",
                 f"category-{source.category.lower()}",
-                f"tier-{tier}",
+                f"tier-{lane}",
                 *(f"job-{name}" for name in names),
+                *((BACKFILL_TAG, f"backfill-{backfill}") if backfill else ()),
             ],
         ))  # fmt: skip
         names_of.append(names)

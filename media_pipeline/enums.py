@@ -42,3 +42,20 @@ class JobState(enum.StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     SKIPPED = "SKIPPED"
+
+
+class BackfillStatus(enum.StrEnum):
+    PENDING = "PENDING"  # created; its flow run has not started
+    RUNNING = "RUNNING"
+    CANCELLING = "CANCELLING"  # asked to stop: submits nothing more, lets its runs finish
+    CANCELLED = "CANCELLED"
+    DONE = "DONE"
+    FAILED = "FAILED"  # its own run could not be recovered (the reconciler gave up)
+
+
+class BackfillItemState(enum.StrEnum):
+    SELECTED = "SELECTED"
+    SUBMITTED = "SUBMITTED"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"  # no longer matched, erased, or being processed by another run

@@ -34,6 +34,10 @@ class RunNotFound(PermanentError):
     """No flow run with that id on the Prefect server."""
 
 
+class BackfillNotFound(PermanentError):
+    """No backfill has that id."""
+
+
 class InvalidId(PermanentError, ValueError):
     """An id that is not a UUID: refused before it touches a path or a query."""
 

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 HIGH, NORMAL, LOW = 5, 10, 15
 PRIORITY_QUEUES = {HIGH: "high", NORMAL: "normal", LOW: "low"}
+# Backfills (``flows/backfill.py``) run on a queue of their own, below every tier: a worker
+# takes one of their runs only when no upload's run of that kind waits.
+BACKFILL_QUEUE, BACKFILL_PRIORITY = "backfill", 20
+BACKFILL_TAG = "backfill"  # every media run of a backfill: it gives way to uploads
+BACKFILL_CONTROL_TAG = "backfill-control"  # a backfill's own run: it only waits
 
 
 def tiers() -> list[str]:
@@ -46,6 +51,9 @@ class Job:
     provider: str | None = None  # the rate-limited API it calls: one slot per call
     enhancement: bool = False  # only photos of the enhancement categories, never a copy
     output: Literal["derivatives", "transcription", "enhanced"] = "derivatives"
+    # Bumped whenever the job's output changes (new sizes, a new model): every output row
+    # records the version that made it, and ``backfill --outdated`` finds the older ones.
+    version: int = 1
 
     @property
     def queue(self) -> str:

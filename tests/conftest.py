@@ -192,6 +192,15 @@ def sqlite_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 @pytest.fixture
+def fast_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers that notice a stranded run in seconds, not the production minute."""
+    monkeypatch.setenv("MEDIA_PIPELINE_STALL_SECONDS", "6")
+    monkeypatch.setenv("MEDIA_PIPELINE_RECONCILE_SECONDS", "1")
+    monkeypatch.setenv("MEDIA_PIPELINE_WORKER_HEARTBEAT_SECONDS", "2")
+    get_settings.cache_clear()
+
+
+@pytest.fixture
 def fake_providers(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProviders]:
     """OpenAI and Gemini stand-ins on 127.0.0.1, configured as the pipeline's providers."""
     server = FakeProviders().start()

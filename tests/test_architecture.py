@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from tasks.table import JOB_TABLE, PRIORITY_QUEUES
+from tasks.table import BACKFILL_QUEUE, JOB_TABLE, PRIORITY_QUEUES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,9 @@ def test_prefect_yaml_has_one_deployment_per_tier_of_the_job_table():
         if d["entrypoint"].startswith("flows/media")
     }
     tiers = {job.queue for job in JOB_TABLE}
+    backfill = media.pop(f"media-{BACKFILL_QUEUE}")  # a named job of any tier, below them all
+    assert backfill["work_pool"]["work_queue_name"] == BACKFILL_QUEUE
+    assert "parameters" not in backfill
     assert set(media) == {f"media-{tier}" for tier in tiers}
     for tier in tiers:
         deployment = media[f"media-{tier}"]

@@ -36,7 +36,7 @@ def test_setup_is_idempotent_and_orders_the_queues(monkeypatch):
     second = setup(deployments=False)
 
     assert first == second
-    assert second["queues"] == {"high": 5, "normal": 10, "low": 15,
+    assert second["queues"] == {"high": 5, "normal": 10, "low": 15, "backfill": 20,
                                 "default": DEFAULT_QUEUE_PRIORITY}  # fmt: skip
     assert second["rate_limits_per_minute"] == {"openai": 12, "gemini": 6000}
     with get_client(sync_client=True) as client:

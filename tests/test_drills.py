@@ -25,8 +25,9 @@ from db.migrate import upgrade
 from db.models import JobState, Media, MediaStatus, ProcessingJob, Transcription
 from db.repository import load_media
 from db.session import get_engine, session_scope
-from deployments.reconciler import MARK, Reconciler
+from deployments.reconciler import Reconciler
 from deployments.registration import register_media
+from deployments.run_health import MARK
 from deployments.warm_worker import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.settings import get_settings
@@ -43,15 +44,6 @@ EXPECTED_FILES = {
     "VIDEO": ["original.mp4", "{id}-preview.mp4", "{id}-thumbnail.jpg"],
 }
 DERIVATIVES = {"IMAGE": 3, "AUDIO": 1, "VIDEO": 2}
-
-
-@pytest.fixture
-def fast_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workers that notice a stranded run in seconds, not the production minute."""
-    monkeypatch.setenv("MEDIA_PIPELINE_STALL_SECONDS", "6")
-    monkeypatch.setenv("MEDIA_PIPELINE_RECONCILE_SECONDS", "1")
-    monkeypatch.setenv("MEDIA_PIPELINE_WORKER_HEARTBEAT_SECONDS", "2")
-    get_settings.cache_clear()
 
 
 def mixed_media(folder: Path, count: int) -> list[Media]:

@@ -21,8 +21,9 @@ from db.models import JobState, MediaStatus, ProcessingJob, ProviderCall
 from db.repository import load_media, lock_media
 from db.session import get_engine, session_scope, transaction
 from deployments.cli import app
-from deployments.reconciler import MARK, Reconciler, diagnose, fault_in_a_row
+from deployments.reconciler import Reconciler
 from deployments.registration import register_media
+from deployments.run_health import MARK, diagnose, fault_in_a_row
 from deployments.setup import setup
 from flows.runner import run_job
 from media_pipeline.settings import get_settings

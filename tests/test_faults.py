@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 from db.models import Media, MediaStatus, ProcessingJob
 from db.session import session_scope
-from deployments.reconciler import MARK
 from deployments.registration import register_media
+from deployments.run_health import MARK
 from deployments.warm_worker import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.settings import get_settings

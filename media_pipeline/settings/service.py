@@ -107,6 +107,15 @@ class OrchestrationSettings(Group):
     rate_window_seconds: float = Field(
         60, gt=0, description="The window of the provider rate limits (calls per window)"
     )
+    backfill_in_flight: int = Field(
+        8,
+        ge=1,
+        description="Runs of one backfill that exist at once (waiting or running); it "
+        "submits the next media as each finishes, on the backfill queue below `low`",
+    )
+    backfill_poll_seconds: float = Field(
+        0.5, gt=0, description="How often a backfill looks for finished runs to replace"
+    )
     openai_calls_per_minute: int = Field(10, gt=0, description="Rate limit of OpenAI calls")
     gemini_calls_per_minute: int = Field(10, gt=0, description="Rate limit of Gemini calls")
 

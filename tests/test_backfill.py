@@ -1,0 +1,254 @@
+"""Backfills: which media each selection takes, what a dry run estimates, and on real
+processes (a Prefect server, warm workers) that a backfill touches only the media it
+selected, brings outdated outputs to the current version in place, survives its worker's
+death with no media done twice, and stops when cancelled."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from sqlalchemy import select, update
+
+from db.backfill import Criteria, matching_media
+from db.jobs import finish_job, plan_jobs
+from db.models import (
+    BackfillStatus,
+    JobState,
+    Media,
+    MediaDerivative,
+    ProcessingJob,
+)
+from db.session import session_scope, transaction
+from deployments.backfill import cancel_backfill, estimate_backfill, get_backfill, start_backfill
+from deployments.registration import register_media
+from deployments.warm_worker import WORKER_TYPE as WARM
+from flows.submission import submit_media
+from media_pipeline.enums import DerivativeType, MediaType
+from media_pipeline.errors import PermanentError
+from media_pipeline.settings import get_settings
+from tasks.table import BACKFILL_TAG, JOB_TABLE
+from tests.support.media import make_jpeg, make_tone
+from tests.support.processes import wait_until
+from tests.support.production import wait_for_runs
+
+WAVEFORM = JOB_TABLE.get("generate-waveform")
+
+
+def voice_notes(folder: Path, count: int, seconds: float = 1.0) -> list[Media]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        register_media(make_tone(folder / f"v{i}.wav", seconds, frequency=300 + 40 * i))
+        for i in range(count)
+    ]
+
+
+def photos(folder: Path, count: int) -> list[Media]:
+    return [register_media(make_jpeg(folder / f"p{i}.jpg", 640, 480, seed=i)) for i in range(count)]
+
+
+def set_job(media_id: uuid.UUID, state: JobState, version: int | None = 1) -> None:
+    def write(session):  # type: ignore[no-untyped-def]
+        plan_jobs(session, media_id, [WAVEFORM.name])
+        if state is not JobState.PENDING:
+            finish_job(session, media_id, WAVEFORM.name, state, job_version=version)
+
+    transaction(write)
+
+
+def selected(selection: str, job=WAVEFORM, **filters) -> set[uuid.UUID]:  # type: ignore[no-untyped-def]
+    criteria = Criteria(job, selection, ("DISP", "DECD"), **filters)  # type: ignore[arg-type]
+    with session_scope() as session:
+        return set(matching_media(session, criteria))
+
+
+def test_each_selection_takes_its_media_and_never_one_in_progress(app_db, tmp_path: Path):
+    none, done, old, failed, skipped, running = (m.id for m in voice_notes(tmp_path, 6))
+    photo = photos(tmp_path, 1)[0].id
+    set_job(done, JobState.SUCCEEDED)
+    set_job(old, JobState.SUCCEEDED, version=1)
+    set_job(failed, JobState.FAILED)
+    set_job(skipped, JobState.SKIPPED)
+    set_job(running, JobState.PENDING)
+
+    assert selected("missing") == {none, failed, skipped}
+    assert selected("failed") == {failed}
+    assert selected("outdated") == set()  # every output is of the current version
+    assert selected("outdated", job=dataclasses.replace(WAVEFORM, version=2)) == {done, old}
+    assert selected("all") == {none, done, old, failed, skipped}
+    assert photo in selected("all", job=JOB_TABLE.get("generate-thumbnails"))
+    with session_scope() as session:
+        alert = session.get(Media, none).alert_id
+    assert selected("missing", alert_id=alert) == {none}
+
+
+def test_a_dry_run_counts_and_prices_a_provider_job_and_refuses_what_cannot_run(
+    app_db, tmp_path: Path
+):
+    notes = voice_notes(tmp_path, 3, seconds=2.0)
+    with session_scope() as session:  # one of them has a measured duration of 90 s
+        session.add(MediaDerivative(media_id=notes[0].id, type=DerivativeType.WAVEFORM,
+                                    storage_key="k", mime_type="application/json", bytes=1,
+                                    duration=90.0))  # fmt: skip
+
+    found = estimate_backfill("transcribe-audio", "missing")
+
+    assert found["count"] == 3 and found["types"] == {"AUDIO": 3}
+    assert found["provider"] == "openai" and found["provider_calls"] == 3
+    price = get_settings().openai.transcription_price_per_minute
+    guessed = sum(n.size * 8 / 32_000 for n in notes[1:])  # the others, from their size
+    assert found["estimated_cost"] == pytest.approx((90 + guessed) / 60 * price, abs=1e-4)
+    assert estimate_backfill("generate-waveform", "missing")["estimated_cost"] == 0
+    with pytest.raises(PermanentError, match="unknown job"):
+        estimate_backfill("generate-everything", "missing")
+    with pytest.raises(PermanentError, match="works on AUDIO media"):
+        estimate_backfill("generate-waveform", "missing", media_type="IMAGE")
+    with pytest.raises(PermanentError, match="unknown selection"):
+        estimate_backfill("generate-waveform", "newest")
+
+
+# --- on real processes ---------------------------------------------------------------
+
+
+def backfill_runs(backfill_id: str) -> list:  # type: ignore[type-arg]
+    """Every media run the backfill made (its tag), whatever their state."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[BACKFILL_TAG, f"backfill-{backfill_id}"])
+            )
+        )
+
+
+def wait_for_backfill(backfill_id: str, timeout: float = 180) -> dict:  # type: ignore[type-arg]
+    found: dict = {}
+
+    def finished() -> bool:
+        found.update(get_backfill(backfill_id))
+        return found["status"] not in ("PENDING", "RUNNING", "CANCELLING")
+
+    wait_until(finished, timeout, f"backfill {backfill_id} to end", interval=0.5)
+    return found
+
+
+def waveform_row(media_id: uuid.UUID) -> tuple:  # type: ignore[type-arg]
+    with session_scope() as session:
+        row = session.scalar(select(ProcessingJob).where(
+            ProcessingJob.media_id == media_id, ProcessingJob.job == WAVEFORM.name))  # fmt: skip
+        derivative = session.scalar(select(MediaDerivative).where(
+            MediaDerivative.media_id == media_id,
+            MediaDerivative.type == DerivativeType.WAVEFORM))  # fmt: skip
+        return (
+            row and (row.state, row.flow_run_id, row.job_version),
+            derivative and (derivative.storage_key, derivative.job_version),
+        )
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_missing_then_outdated_waveforms_touch_only_their_media(production, tmp_path: Path):
+    production["use"](WARM)
+    production["start_worker"](limit=2)
+    processed = voice_notes(tmp_path / "old", 2)
+    runs = [run for m in processed for run in submit_media(str(m.id))]
+    wait_for_runs(runs, timeout=120)
+    before = {m.id: waveform_row(m.id) for m in processed}
+    bare = voice_notes(tmp_path / "new", 3)  # registered, never processed
+
+    started = start_backfill("generate-waveform", "missing")
+    assert started["estimate"]["count"] == 3
+    done = wait_for_backfill(started["id"])
+
+    assert done["status"] == "DONE", done
+    assert done["counts"] | {"estimated_cost": 0} == {"selected": 3, "submitted": 0, "done": 3,
+        "failed": 0, "skipped": 0, "estimated_cost": 0}  # fmt: skip
+    assert {m.id: waveform_row(m.id) for m in processed} == before  # untouched
+    root = get_settings().media_root
+    for media in bare:
+        (state, run, version), (key, made_by) = waveform_row(media.id)
+        assert state is JobState.SUCCEEDED and version == made_by == WAVEFORM.version
+        assert (root / key).stat().st_size > 100
+        with session_scope() as session:  # only the job asked for: no transcription row
+            jobs = session.scalars(select(ProcessingJob.job).where(
+                ProcessingJob.media_id == media.id)).all()  # fmt: skip
+        assert jobs == [WAVEFORM.name]
+    assert len(backfill_runs(started["id"])) == 3
+
+    # An older version made one of the first two: --outdated re-runs it alone, in place.
+    stale = processed[0]
+    with session_scope() as session:
+        session.execute(update(ProcessingJob).where(ProcessingJob.media_id == stale.id,
+                        ProcessingJob.job == WAVEFORM.name).values(job_version=0))  # fmt: skip
+    key = before[stale.id][1][0]
+    written = (root / key).stat().st_mtime_ns
+    again = wait_for_backfill(start_backfill("generate-waveform", "outdated")["id"])
+
+    assert again["counts"]["selected"] == again["counts"]["done"] == 1
+    (state, run, version), (same_key, _) = waveform_row(stale.id)
+    assert state is JobState.SUCCEEDED and version == WAVEFORM.version
+    assert same_key == key and (root / key).stat().st_mtime_ns > written
+    assert run != before[stale.id][0][1]  # the backfill's run made it
+    assert waveform_row(processed[1].id) == before[processed[1].id]
+
+
+@pytest.mark.usefixtures("prefect_server", "fast_recovery")
+def test_a_backfill_whose_worker_is_killed_goes_on_with_no_media_done_twice(
+    production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_IN_FLIGHT", "2")
+    get_settings.cache_clear()
+    production["use"](WARM)
+    media = photos(tmp_path, 8)
+    victim = production["start_worker"](limit=2)
+    started = start_backfill("generate-thumbnails", "missing")
+
+    wait_until(lambda: get_backfill(started["id"])["counts"]["done"] >= 2, 90,
+               "two photos done")  # fmt: skip
+    os.killpg(victim.pid, signal.SIGKILL)  # the worker, its backfill run and its media runs
+    time.sleep(1)
+    production["start_worker"](limit=2)
+    done = wait_for_backfill(started["id"], timeout=240)
+
+    assert done["status"] == "DONE", done
+    assert done["counts"]["done"] == 8 and done["counts"]["failed"] == 0
+    runs = backfill_runs(started["id"])
+    assert sorted(r.parameters["media_id"] for r in runs) == sorted(str(m.id) for m in media)
+    with session_scope() as session:
+        for item in media:
+            kinds = session.scalars(select(MediaDerivative.type).where(
+                MediaDerivative.media_id == item.id)).all()  # fmt: skip
+            assert sorted(kinds) == ["LARGE", "MEDIUM", "THUMBNAIL"]
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_cancelled_backfill_starts_no_more_runs(
+    production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_IN_FLIGHT", "1")
+    get_settings.cache_clear()
+    production["use"](WARM)
+    photos(tmp_path, 8)
+    production["start_worker"](limit=2)
+    started = start_backfill("generate-thumbnails", "missing")
+    wait_until(lambda: get_backfill(started["id"])["counts"]["done"] >= 1, 90, "a photo done")
+
+    assert cancel_backfill(started["id"])["status"] in ("CANCELLING", "CANCELLED")
+    ended = wait_for_backfill(started["id"])
+
+    counts = ended["counts"]
+    assert ended["status"] == "CANCELLED"
+    assert counts["done"] in (1, 2) and counts["skipped"] == 8 - counts["done"]
+    time.sleep(2)
+    assert len(backfill_runs(started["id"])) == counts["done"]  # none started afterwards
+    assert get_backfill(started["id"])["status"] == BackfillStatus.CANCELLED.value
+
+
+def test_a_backfill_of_media_of_another_type_is_refused(app_db):
+    with pytest.raises(PermanentError, match="IMAGE"):
+        Criteria(WAVEFORM, "missing", (), media_type=MediaType.IMAGE)
