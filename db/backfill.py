@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import ColumnElement, and_, func, insert, not_, or_, select, update
 from sqlalchemy.orm import Session
@@ -35,7 +35,6 @@ from db.models import (
 from db.repository import lock_media
 from media_pipeline.enums import MediaType
 from media_pipeline.errors import BackfillNotFound, PermanentError
-from tasks.table import Job
 
 Selection = Literal["missing", "outdated", "failed", "all"]
 SELECTIONS: tuple[Selection, ...] = ("missing", "outdated", "failed", "all")
@@ -43,11 +42,24 @@ IN_PROGRESS = (JobState.PENDING, JobState.RUNNING)
 UNFINISHED = (BackfillStatus.PENDING, BackfillStatus.RUNNING, BackfillStatus.CANCELLING)
 
 
+class JobFacts(Protocol):
+    """What a selection reads of a job of the table (``tasks.table.Job`` has these)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def media_type(self) -> MediaType: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def enhancement(self) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Criteria:
     """Which media a backfill of ``job`` takes."""
 
-    job: Job
+    job: JobFacts
     selection: Selection
     enhancement_categories: Collection[str]
     media_type: MediaType | None = None
@@ -158,7 +170,7 @@ def load_backfill(session: Session, backfill_id: uuid.UUID) -> Backfill:
     return backfill
 
 
-def criteria_of(backfill: Backfill, job: Job, categories: Collection[str]) -> Criteria:
+def criteria_of(backfill: Backfill, job: JobFacts, categories: Collection[str]) -> Criteria:
     filters = backfill.filters
     return Criteria(
         job=job,
