@@ -125,8 +125,9 @@ def metrics(
 def stats(as_json: JsonOption = False) -> None:
     """The queue board, as the UI's ``queue-board`` artifact shows it: per queue (waiting,
     active, completed, failed, delayed, total, paused, oldest waiting) in the last hour and
-    day, per job and media type, and the newest failures with their reason."""
-    from deployments.queue_board import COUNTS, board
+    day, per job and media type, the newest backfills, and the newest failures with their
+    reason."""
+    from deployments.queue_board import BACKFILL_COUNTS, COUNTS, board
 
     content = board()
     if as_json:
@@ -142,6 +143,11 @@ def stats(as_json: JsonOption = False) -> None:
     rows = [(name, *(row[c] for c in COUNTS))
             for name, row in content["by_job_and_type_last_day"].items()]  # fmt: skip
     print_table(("", *COUNTS), rows)
+    typer.echo("backfills:")
+    rows = [tuple(b[c] for c in ("id", "job", "selection", "status", *BACKFILL_COUNTS))
+            for b in content["backfills"]]  # fmt: skip
+    print_table(("backfill", "job", "selection", "status", *BACKFILL_COUNTS), rows,
+                keep=("backfill",))  # fmt: skip
     typer.echo("newest failures:")
     failures = [(f["reason"], f["media"], f["type"], f["tier"], f["when"])
                 for f in content["newest_failures"]]  # fmt: skip

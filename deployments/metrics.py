@@ -1,7 +1,8 @@
 """``media-pipeline metrics``: Prometheus metrics of the pipeline, read at each scrape.
 
 Flow runs per queue and state and the age of the oldest waiting run come from the Prefect
-API; jobs, attempts, durations, estimated cost and provider calls from the app database.
+API; jobs, attempts, durations, estimated cost, provider calls and the media of unfinished
+backfills from the app database.
 Nothing personal is exported: no file names, no alert ids, no transcript text, only
 queue, job, state and provider names. ``grafana/media-pipeline.json`` charts exactly these
 names (tests/test_metrics.py checks it).
@@ -37,10 +38,11 @@ from sqlalchemy import func, select
 
 from db.models import ProcessingJob, ProviderCall
 from db.session import session_scope
+from deployments.backfill import list_backfills
 from flows.submission import FLOW_NAME
 from media_pipeline.enums import JobState
 from media_pipeline.settings import get_settings
-from tasks.table import tiers
+from tasks.table import BACKFILL_QUEUE, tiers
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 RUN_STATES = (StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.COMPLETED,
@@ -51,6 +53,23 @@ class PipelineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self.runs()
         yield from self.jobs()
+        yield from self.backfills()
+
+    def backfills(self) -> Iterator[Metric]:
+        media = GaugeMetricFamily("media_pipeline_backfill_media",
+                                  "Media of unfinished backfills, by state",
+                                  labels=["backfill", "job", "state"])  # fmt: skip
+        cost = GaugeMetricFamily("media_pipeline_backfill_estimated_cost_usd",
+                                 "Estimated provider cost of an unfinished backfill so far",
+                                 labels=["backfill", "job"])  # fmt: skip
+        for backfill in list_backfills(limit=50):
+            if backfill["status"] in ("DONE", "CANCELLED", "FAILED"):
+                continue
+            counts = backfill["counts"]
+            for state in ("selected", "submitted", "done", "failed", "skipped"):
+                media.add_metric([backfill["id"], backfill["job"], state], counts[state])
+            cost.add_metric([backfill["id"], backfill["job"]], counts["estimated_cost"])
+        yield from (media, cost)
 
     def runs(self) -> Iterator[Metric]:
         runs = GaugeMetricFamily("media_pipeline_flow_runs", "Flow runs of the pipeline",
@@ -62,7 +81,7 @@ class PipelineCollector(Collector):
         )
         moment = datetime.now(UTC)
         with get_client(sync_client=True) as client:
-            for queue in tiers():
+            for queue in [*tiers(), BACKFILL_QUEUE]:
                 for state in RUN_STATES:
                     count = client.count_flow_runs(
                         flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),

@@ -1,11 +1,12 @@
 """The queue board: Bull Board's counts for operators, in the Prefect UI and from ``stats``.
 
-Per priority queue: waiting (due, or claimed and not started), active, completed and failed
-(in a window), delayed (scheduled later), total, whether the queue is paused, and the age
-of its oldest waiting run; the same per job and per media type (runs are tagged with both
-at creation); and the newest failures with their reason. ``all`` is the sum of the
-queues. Warm workers publish it as the Markdown artifact ``queue-board`` every
-``MEDIA_PIPELINE_BOARD_SECONDS``; ``media-pipeline stats`` prints the same numbers.
+Per priority queue (and the backfill queue below them): waiting (due, or claimed and not
+started), active, completed and failed (in a window), delayed (scheduled later), total,
+whether the queue is paused, and the age of its oldest waiting run; the same per job and per
+media type (runs are tagged with both at creation); the newest backfills and their counts;
+and the newest failures with their reason. ``all`` is the sum of the queues. Warm workers
+publish it as the Markdown artifact ``queue-board`` every ``MEDIA_PIPELINE_BOARD_SECONDS``;
+``media-pipeline stats`` prints the same numbers.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from prefect.client.schemas.sorting import FlowRunSort
 from flows.submission import FLOW_NAME
 from media_pipeline.enums import MediaType
 from media_pipeline.settings import get_settings
-from tasks.table import JOB_TABLE, tiers
+from tasks.table import BACKFILL_QUEUE, JOB_TABLE, tiers
 
 COUNTS = ("waiting", "active", "completed", "failed", "delayed", "total")
+BACKFILL_COUNTS = ("selected", "submitted", "done", "failed", "skipped", "estimated_cost")
 FAILED_STATES = (StateType.FAILED, StateType.CRASHED)
 BOARD_KEY = "queue-board"
 
@@ -89,7 +91,8 @@ def queue_stats(client: SyncPrefectClient, since: datetime | None = None) -> dic
     pool = get_settings().orchestration.work_pool
     paused = {q.name: q.is_paused for q in client.read_work_queues(work_pool_name=pool)}
     stats: dict[str, Any] = {}
-    for queue in tiers():
+    queues = [*tiers(), BACKFILL_QUEUE]
+    for queue in queues:
         scope = {"work_queue_name": FlowRunFilterWorkQueueName(any_=[queue])}
         stats[queue] = {
             **counter.counts(scope, since),
@@ -97,15 +100,16 @@ def queue_stats(client: SyncPrefectClient, since: datetime | None = None) -> dic
             "oldest_waiting_seconds": counter.oldest_waiting_seconds(scope),
         }
     stats["all"] = {
-        **{c: sum(stats[q][c] for q in tiers()) for c in COUNTS},
-        "paused": any(stats[q]["paused"] for q in tiers()),
-        "oldest_waiting_seconds": max(stats[q]["oldest_waiting_seconds"] for q in tiers()),
+        **{c: sum(stats[q][c] for q in queues) for c in COUNTS},
+        "paused": any(stats[q]["paused"] for q in queues),
+        "oldest_waiting_seconds": max(stats[q]["oldest_waiting_seconds"] for q in queues),
     }
     return stats
 
 
 def board() -> dict[str, Any]:
     """Everything the board shows, as plain values."""
+    from deployments.backfill import list_backfills
     from deployments.client_api import failed_runs
 
     moment = datetime.now(UTC)
@@ -122,6 +126,11 @@ def board() -> dict[str, Any]:
                 name: counter.counts({"tags": FlowRunFilterTags(all_=[tag])}, day)
                 for name, tag in tagged.items()
             },
+            "backfills": [
+                {"id": b["id"], "job": b["job"], "selection": b["selection"],
+                 "status": b["status"], **b["counts"]}
+                for b in list_backfills(limit=10)
+            ],
             "newest_failures": [
                 {"when": r.when.isoformat(timespec="seconds") if r.when else None,
                  "media": r.media_id, "type": r.media_type, "tier": r.tier,
@@ -147,6 +156,15 @@ def board_markdown(content: dict[str, Any]) -> str:
               "| | " + " | ".join(COUNTS) + " |", "|---" * (len(COUNTS) + 1) + "|"]  # fmt: skip
     for name, row in content["by_job_and_type_last_day"].items():
         lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in COUNTS) + " |")
+    lines += ["", "## Backfills", ""]
+    if not content["backfills"]:
+        lines.append("None.")
+    else:
+        lines += ["| backfill | job | selection | status | " + " | ".join(BACKFILL_COUNTS) + " |",
+                  "|---" * (4 + len(BACKFILL_COUNTS)) + "|"]  # fmt: skip
+    for backfill in content["backfills"]:
+        cells = [str(backfill[c]) for c in ("id", "job", "selection", "status", *BACKFILL_COUNTS)]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Newest failures", ""]
     if not content["newest_failures"]:
         lines.append("None in the last day.")

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from deployments.api_security import LinkSigner
+from deployments.registration import register_media
 from deployments.warm_worker import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
 from tests.support.api import start_api
@@ -108,7 +109,8 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
     assert run["jobs"] == [{"job": "transcribe-audio", "state": "SUCCEEDED", "attempts": 1,
                             "error": None}]  # fmt: skip
     stats = client.get("/api/queues/stats").json()
-    assert set(stats) == {"high", "normal", "low", "all"} and stats["all"]["completed"] >= 3
+    assert set(stats) == {"high", "normal", "low", "backfill", "all"}
+    assert stats["all"]["completed"] >= 3
 
     # One job again (the seed's enqueueMediaJob): a new transcription version.
     redo = client.post(f"/api/media/{note['mediaId']}/jobs/transcribe-audio")
@@ -309,3 +311,44 @@ def test_a_large_body_is_refused_unread_and_an_aborted_upload_is_one_log_line(ap
     with photo.open("rb") as file:  # nothing kept of the half: the upload works after it
         answer = httpx.put(started["uploadUrl"], files={"file": ("photo.jpg", file)})
     assert answer.status_code == 200 and answer.json()["size"] == photo.stat().st_size
+
+
+def test_backfills_over_http(api, tmp_path: Path):
+    client: httpx.Client = api["client"]
+    api["start_worker"](limit=2)
+    for i in range(3):
+        register_media(make_jpeg(tmp_path / f"old-{i}.jpg", 640, 480, seed=i))
+    body = {"job": "generate-thumbnails", "select": "missing", "type": "IMAGE"}
+
+    estimate = client.post("/api/backfills", json=body | {"dryRun": True})
+    assert estimate.status_code == 200, estimate.text
+    assert estimate.json()["count"] == 3 and estimate.json()["types"] == {"IMAGE": 3}
+
+    started = client.post("/api/backfills", json=body)
+    assert started.status_code == 201, started.text
+    backfill = started.json()
+    assert backfill["status"] == "PENDING" and backfill["estimate"]["count"] == 3
+    assert backfill["counts"]["selected"] == 3 and backfill["flowRunId"]
+
+    def done() -> bool:
+        backfill.update(client.get(f"/api/backfills/{backfill['id']}").json())
+        return backfill["status"] == "DONE"
+
+    wait_until(done, 120, "the backfill to end", interval=0.5)
+    assert backfill["counts"]["done"] == 3 and backfill["counts"]["failed"] == 0
+    assert client.delete(f"/api/backfills/{backfill['id']}").json()["status"] == "DONE"
+    assert [b["id"] for b in client.get("/api/backfills").json()][:1] == [backfill["id"]]
+
+    assert_error(client.get(f"/api/backfills/{uuid.uuid4()}"), 404, "backfill_not_found")
+    assert_error(client.get("/api/backfills/not-an-id"), 422, "invalid_id")
+    assert "unknown job" in assert_error(
+        client.post("/api/backfills", json=body | {"job": "nope"}), 422, "refused"
+    )
+    assert_error(client.post("/api/backfills", json=body | {"select": "newest"}), 422,
+                 "invalid_request")  # fmt: skip
+    assert "works on IMAGE" in assert_error(
+        client.post("/api/backfills", json=body | {"type": "AUDIO"}), 422, "refused"
+    )
+    schemas = httpx.get(f"{api['base']}/openapi.json").json()["components"]["schemas"]
+    assert {"BackfillView", "Estimate", "Counts"} <= set(schemas)
+    assert "jobVersion" in schemas["BackfillView"]["properties"]
