@@ -142,7 +142,8 @@ def still_matches(session: Session, criteria: Criteria, media_id: uuid.UUID) -> 
 def create_backfill(
     session: Session, criteria: Criteria, in_flight: int, backfill_id: uuid.UUID | None = None
 ) -> Backfill:
-    """The backfill and one item per matching media, in one transaction."""
+    """The backfill and one item per matching media, in one transaction (DONE at once when
+    no media match)."""
     backfill = Backfill(
         id=backfill_id or uuid.uuid4(),
         job=criteria.job.name,
@@ -160,6 +161,8 @@ def create_backfill(
     ]  # fmt: skip
     for start in range(0, len(rows), 1000):
         session.execute(insert(BackfillItem), rows[start : start + 1000])
+    if not rows:  # nothing to do: done at once, with no run
+        backfill.status, backfill.finished_at = BackfillStatus.DONE, utcnow()
     return backfill
 
 

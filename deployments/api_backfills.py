@@ -85,7 +85,7 @@ class BackfillView(Camel):
 
 def backfills_router() -> APIRouter:
     router = APIRouter(prefix="/api/backfills", tags=["backfills"])
-    answer: dict[str, Any] = {"response_model_by_alias": True, "response_model_exclude_none": True}
+    answer: dict[str, Any] = {"response_model_by_alias": True}
 
     @router.post("", status_code=201, response_model=BackfillView | Estimate, **answer)
     def create(body: BackfillBody, response: Response, ingest: IngestDep) -> dict[str, Any]:

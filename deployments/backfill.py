@@ -153,8 +153,9 @@ def start_backfill(
     client: SyncPrefectClient | None = None,
     **filters: Any,
 ) -> dict[str, Any]:
-    """Record the backfill and its media, and create its flow run; what it is, with the
-    estimate. Its progress: ``get_backfill``."""
+    """Record the backfill and its media, and create its flow run (none when no media
+    match: it is DONE at once); what it is, with the estimate. Its progress:
+    ``get_backfill``."""
     chosen = criteria(job, selection, **filters)
     in_flight = get_settings().orchestration.backfill_in_flight
 
@@ -163,9 +164,10 @@ def start_backfill(
         return create_backfill(session, chosen, in_flight).id, found
 
     backfill_id, found = transaction(create)
-    with api_client(client) as api:
-        run_id = create_control_run(api, backfill_id)
-    transaction(lambda session: record_run(session, backfill_id, run_id))
+    if found["count"]:
+        with api_client(client) as api:
+            run_id = create_control_run(api, backfill_id)
+        transaction(lambda session: record_run(session, backfill_id, run_id))
     return get_backfill(str(backfill_id)) | {"estimate": found}
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
@@ -46,6 +47,7 @@ def backfill(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     from deployments.backfill import estimate_backfill, start_backfill
+    from deployments.local_service import call_service, embedded_default
 
     chosen = [name for name, on in (("missing", missing), ("outdated", outdated),
                                     ("failed", failed), ("all", every)) if on]  # fmt: skip
@@ -57,11 +59,19 @@ def backfill(
         found = call(estimate_backfill, job=job, selection=chosen[0], **filters)
         typer.echo(json.dumps(found, indent=2) if as_json else describe_estimate(found))
         return
-    started = call(start_backfill, job=job, selection=chosen[0], **filters)
+    if embedded_default():  # the local service's worker runs the backfill
+        body = {"job": job, "select": chosen[0], "type": media_type, "alertId": alert,
+                "since": iso(filters["since"]), "until": iso(filters["until"])}  # fmt: skip
+        started = call(call_service, method="POST", path="/api/backfills", body=body)
+    else:
+        started = call(start_backfill, job=job, selection=chosen[0], **filters)
     if as_json:
         typer.echo(json.dumps(started, indent=2))
         return
     typer.echo(describe_estimate(started["estimate"]))
+    if not started["flow_run_id"]:
+        typer.echo("nothing to backfill")
+        return
     typer.echo(f"backfill {started['id']} started (flow run {started['flow_run_id']}); follow "
                f"it with `media-pipeline backfill-status {started['id']}`")  # fmt: skip
 
@@ -86,14 +96,24 @@ def backfill_status(
 def backfill_cancel(backfill_id: str) -> None:
     """Stop a backfill: its runs in flight finish, its other media are skipped."""
     from deployments.backfill import cancel_backfill
+    from deployments.local_service import call_service, embedded_default
+    from media_pipeline.storage import parse_uuid
 
-    print_backfills([call(cancel_backfill, backfill_id=backfill_id)])
+    if embedded_default():
+        path = f"/api/backfills/{parse_uuid(backfill_id, 'backfill id')}"
+        print_backfills([call(call_service, method="DELETE", path=path)])
+    else:
+        print_backfills([call(cancel_backfill, backfill_id=backfill_id)])
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def describe_estimate(found: dict[str, Any]) -> str:
     types = ", ".join(f"{count} {kind}" for kind, count in found["types"].items()) or "none"
     text = f"{found['count']} media for {found['job']} ({found['selection']}): {types}"
-    if found["provider"]:
+    if found.get("provider"):
         text += (f"\nestimated cost ${found['estimated_cost']:.2f}, {found['provider_calls']} "
                  f"{found['provider']} calls, about {found['provider_minutes']} min at its "
                  "rate limit")  # fmt: skip

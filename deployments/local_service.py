@@ -149,12 +149,36 @@ def local_services(data_dir: Path) -> list[LocalService]:
     return [LocalService(p.parent) for p in sorted(data_dir.glob("local-service/*/settings.json"))]
 
 
+def embedded_default() -> bool:
+    """No Prefect server configured, and the local one allowed: decided without importing
+    Prefect (a second of start-up)."""
+    return not os.environ.get("PREFECT_API_URL") and get_settings().orchestration.local_server
+
+
 def running_service_url() -> str | None:
-    """The local service's URL when it runs and answers. It only ever starts on the
-    embedded default, so this needs no Prefect import (a second of start-up) to decide."""
-    if os.environ.get("PREFECT_API_URL") or not get_settings().orchestration.local_server:
-        return None
-    return local_service().ready_url()
+    """The local service's URL when it runs and answers (it only ever starts on the
+    embedded default)."""
+    return local_service().ready_url() if embedded_default() else None
+
+
+def call_service(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One call of the local service's API (started when it does not run, and waited for
+    until its worker is ready), for the commands whose work the service's worker does on
+    the embedded default (a backfill's runs); the answer's JSON in snake_case."""
+    service = local_service()
+    service.launch()
+    deadline = time.monotonic() + SERVICE_START_SECONDS
+    while (url := service.ready_url()) is None:
+        if service.state() is None or time.monotonic() > deadline:
+            raise PipelineError(f"the local service did not start: see {service.folder}/api.log")
+        time.sleep(0.3)
+    token = kept_secret(token_file(get_settings()))
+    with httpx.Client(base_url=url, timeout=120,
+                      headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
+        return snake(answer(client.request(method, path, json=body)))
+
+
+SERVICE_START_SECONDS = 180  # a first start on a loaded machine, Prefect server included
 
 
 def launch_after_first_process() -> None:

@@ -6,8 +6,10 @@ death with no media done twice, and stops when cancelled."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -35,7 +37,8 @@ from media_pipeline.enums import DerivativeType, MediaType
 from media_pipeline.errors import PermanentError
 from media_pipeline.settings import get_settings
 from tasks.table import BACKFILL_TAG, JOB_TABLE
-from tests.support.media import make_jpeg, make_tone
+from tests.support.embedded import cli, embedded_env
+from tests.support.media import make_jpeg, make_tone, make_voice_note
 from tests.support.processes import wait_until
 from tests.support.production import wait_for_runs
 
@@ -252,3 +255,47 @@ def test_a_cancelled_backfill_starts_no_more_runs(
 def test_a_backfill_of_media_of_another_type_is_refused(app_db):
     with pytest.raises(PermanentError, match="IMAGE"):
         Criteria(WAVEFORM, "missing", (), media_type=MediaType.IMAGE)
+
+
+def test_on_the_embedded_default_a_key_set_later_transcribes_the_old_voice_notes(
+    tmp_path: Path, fake_providers
+):
+    """The demo's SKIPPED transcription says to set OPENAI_API_KEY; once it is set, one
+    command transcribes the voice notes processed before, through the local service."""
+    data = tmp_path / "data"
+    keys = embedded_env(data)
+    without_keys = {k: v for k, v in keys.items() if not k.startswith(("OPENAI_", "GEMINI_"))}
+    note = make_voice_note(tmp_path / "voice.m4a", 4, codec_args=("-c:a", "aac"))
+    try:
+        first = cli(without_keys, "process", str(note), "--json")
+        assert first.returncode == 0, first.stderr[-2000:]
+        assert job_state(json.loads(first.stdout), "transcribe-audio") == "SKIPPED"
+
+        dry = cli(keys, "backfill", "--job", "transcribe-audio", "--missing", "--dry-run")
+        assert dry.returncode == 0 and "1 media" in dry.stdout and "openai" in dry.stdout
+        started = cli(keys, "backfill", "--job", "transcribe-audio", "--missing", "--json")
+        assert started.returncode == 0, started.stderr[-2000:]
+        backfill_id = json.loads(started.stdout)["id"]
+        status: dict = {}
+
+        def ended() -> bool:
+            shown = cli(keys, "backfill-status", backfill_id, "--json")
+            status.update(json.loads(shown.stdout))
+            return status["status"] == "DONE"
+
+        wait_until(ended, 240, "the backfill to end", interval=1)
+        assert status["counts"]["done"] == 1 and status["counts"]["estimated_cost"] > 0
+        assert len(fake_providers.calls("openai")) == 1
+        media_id = json.loads(first.stdout)["media_id"]
+        with sqlite3.connect(data / "media-pipeline.db") as db:
+            query = "SELECT version, is_active, job_version FROM transcription WHERE media_id = ?"
+            rows = db.execute(query, (media_id.replace("-", ""),)).fetchall()
+        assert rows == [(1, 1, 1)]
+        refused = cli(keys, "backfill", "--job", "transcribe-audio")
+        assert refused.returncode == 2 and "choose one of" in refused.stderr
+    finally:
+        cli(keys, "server", "stop")
+
+
+def job_state(summary: dict, name: str) -> str:
+    return next(j["state"] for j in summary["jobs"] if j["job"] == name)
