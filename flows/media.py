@@ -157,9 +157,11 @@ def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:
 
     def process_follow_up(created_media_id: str) -> object:
         """A deployment run hands new media to the deployments (their own runs, on their
-        own queues, recovered like any other); an in-process run processes them here."""
+        own queues, recovered like any other); an in-process run processes them here. A
+        copy made again (an enhancement run again) gets its jobs again: new runs, the same
+        ones for every try of this run."""
         if runtime.deployment.id:
-            return submit_media(created_media_id)
+            return submit_media(created_media_id, generation=f"after-{runtime.flow_run.id}")
         return process_media(created_media_id, return_state=True)
 
     return process_media

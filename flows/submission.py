@@ -59,9 +59,14 @@ class Submission:
 
 
 def plan_submission(
-    session: Session, media_id: object, reprocess: bool = False, jobs: list[str] | None = None
+    session: Session,
+    media_id: object,
+    reprocess: bool = False,
+    jobs: list[str] | None = None,
+    generation: str | None = None,
 ) -> Submission:
-    """Plan the media's jobs (PENDING rows) in the caller's transaction."""
+    """Plan the media's jobs (PENDING rows) in the caller's transaction; ``generation``
+    reprocesses under that key (the same runs whoever asks with it)."""
     source = read_source(session, media_id)
     wanted = JOB_TABLE.select(source, get_settings().gemini.enhancement_categories, jobs)
     if jobs is not None:
@@ -71,8 +76,9 @@ def plan_submission(
                 f"{source.media_id} (alert category {source.category})"
             )
         reprocess = True
+    reprocess = reprocess or generation is not None
     plan_jobs(session, source.media_id, [job.name for job in wanted], reset=reprocess)
-    generation = uuid.uuid4().hex[:8] if reprocess else "first"
+    generation = generation or (uuid.uuid4().hex[:8] if reprocess else "first")
     return Submission(source, wanted, generation, named=jobs is not None)
 
 
@@ -151,14 +157,18 @@ def submit_media(
     reprocess: bool = False,
     jobs: list[str] | None = None,
     create: RunCreator | None = None,
+    generation: str | None = None,
 ) -> list[str]:
     """Create the media's flow runs (one per priority tier) and return their ids at once.
 
-    Calling it again returns the same runs, unless ``reprocess`` asks for new ones.
-    ``jobs`` runs only those jobs again (new runs; a new transcription version, say). A
-    long-lived caller (the HTTP API) passes its ``RunBatcher``.
+    Calling it again returns the same runs, unless ``reprocess`` asks for new ones (or a
+    new ``generation``: the same runs for the same one). ``jobs`` runs only those jobs
+    again (new runs; a new transcription version, say). A long-lived caller (the HTTP API)
+    passes its ``RunBatcher``.
     """
-    submission = transaction(lambda session: plan_submission(session, media_id, reprocess, jobs))
+    submission = transaction(
+        lambda session: plan_submission(session, media_id, reprocess, jobs, generation)
+    )
     if create is None:
         with get_client(sync_client=True) as client:
             runs = create_runs(submission, lambda requests: create_flow_runs(client, requests))

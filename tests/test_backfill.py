@@ -26,7 +26,9 @@ from db.models import (
     JobState,
     Media,
     MediaDerivative,
+    MediaStatus,
     ProcessingJob,
+    Transcription,
 )
 from db.session import session_scope, transaction
 from deployments.backfill import cancel_backfill, estimate_backfill, get_backfill, start_backfill
@@ -299,3 +301,51 @@ def test_on_the_embedded_default_a_key_set_later_transcribes_the_old_voice_notes
 
 def job_state(summary: dict, name: str) -> str:
     return next(j["state"] for j in summary["jobs"] if j["job"] == name)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_running_a_job_again_replaces_its_outputs_in_place(production, tmp_path: Path):
+    """A new transcription version (the old one kept, inactive); the enhanced copy's file and
+    its thumbnails replaced under the same media and keys."""
+    production["use"](WARM)
+    production["start_worker"](limit=2)
+    photo = register_media(make_jpeg(tmp_path / "portrait.jpg", 900, 1200, seed=3),
+                           category="DISP")  # fmt: skip
+    note = register_media(make_voice_note(tmp_path / "note.m4a", 3, codec_args=("-c:a", "aac")))
+    wait_for_runs([run for m in (photo, note) for run in submit_media(str(m.id))], timeout=120)
+    copy, copy_files = wait_for_enhanced_copy(photo.id, after=None)
+
+    for job_name in ("ai-enhancement", "transcribe-audio"):
+        ended = wait_for_backfill(start_backfill(job_name, "all")["id"])
+        assert ended["counts"]["done"] == 1, ended
+
+    again, again_files = wait_for_enhanced_copy(photo.id, after=copy_files)
+    assert again == copy  # the same media, the same keys, new files
+    assert set(again_files) == set(copy_files)
+    with session_scope() as session:
+        versions = session.execute(select(Transcription.version, Transcription.is_active)
+                                   .where(Transcription.media_id == note.id)
+                                   .order_by(Transcription.version)).all()  # fmt: skip
+    assert versions == [(1, False), (2, True)]
+
+
+def wait_for_enhanced_copy(
+    source_id: uuid.UUID, after: dict[str, int] | None
+) -> tuple[tuple[uuid.UUID, str], dict[str, int]]:
+    """The enhanced copy (id, key) once it is READY with its thumbnails, all of its files
+    written after ``after`` (their mtimes) when given; its files' mtimes."""
+    root = get_settings().media_root
+    found: dict = {}
+
+    def ready() -> bool:
+        with session_scope() as session:
+            copy = session.scalar(select(Media).where(Media.source_media_id == source_id))
+            if copy is None or copy.status is not MediaStatus.READY or len(copy.derivatives) != 3:
+                return False
+            keys = [copy.storage_key, *(d.storage_key for d in copy.derivatives)]
+            found["copy"] = (copy.id, copy.storage_key)
+        found["files"] = {key: (root / key).stat().st_mtime_ns for key in keys}
+        return after is None or all(found["files"][k] > after.get(k, 0) for k in found["files"])
+
+    wait_until(ready, 120, "the enhanced copy and its thumbnails", interval=0.5)
+    return found["copy"], found["files"]
