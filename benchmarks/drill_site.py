@@ -54,12 +54,13 @@ def percentile(values: list[float], q: float) -> float:
 class Site:
     """The services, the workers, and the sample files of a drill run."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, server_workers: int = 1) -> None:
         from tests.support.fake_providers import FakeProviders
         from tests.support.processes import free_port
         from tests.support.services import PrivatePostgres, PrivateRedis
 
         self.work = work
+        self.server_workers = server_workers  # API processes of the Prefect server
         self.workers: dict[int, Any] = {}
         self.logs: dict[int, Path] = {}
         self.started = 0
@@ -96,7 +97,8 @@ class Site:
         from tests.support.services import start_prefect_server
 
         url = self.prefect_db.url("prefect", driver="asyncpg")
-        return start_prefect_server(url, self.redis.url, self.work / "server.log", self.port)
+        return start_prefect_server(url, self.redis.url, self.work / "server.log", self.port,
+                                    workers=self.server_workers)  # fmt: skip
 
     def restart_server(self) -> None:
         from tests.support.processes import stop_process

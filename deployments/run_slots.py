@@ -35,10 +35,6 @@ def waits_on_providers(run: FlowRun) -> bool:
     return bool(jobs) and jobs <= PROVIDER_JOBS
 
 
-def reserve_for_uploads(run: FlowRun, limiter: anyio.CapacityLimiter) -> int:
-    """Slots a backfill's run leaves free for uploads: one, when the worker has more."""
-    return int(BACKFILL_TAG in run.tags and limiter.total_tokens > 1)
-
 
 class RunSlots:
     """What Prefect's worker uses of its ``CapacityLimiter`` (take and free a slot for a
@@ -49,22 +45,35 @@ class RunSlots:
         self.cpu = anyio.CapacityLimiter(cpu)
         self.provider = anyio.CapacityLimiter(provider)
         self._holder: dict[uuid.UUID, anyio.CapacityLimiter] = {}
+        self._backfill: set[uuid.UUID] = set()  # held runs of backfills, their own included
 
     def choose(self, offered: Sequence[WorkerFlowRunResponse]) -> list[WorkerFlowRunResponse]:
-        """The first run, in the order offered (priority), whose kind of slot is free; a
-        backfill's run (offered last: its queue is the lowest) only while a slot of its
-        kind stays free for an upload that comes meanwhile."""
+        """The first run, in the order offered (priority), whose kind of slot is free. A
+        backfill's run (offered last: its queue is the lowest) only while no upload's run
+        of its kind runs here, and a slot of its kind stays free for one that comes."""
         for entry in offered:
-            limiter = self.provider if waits_on_providers(entry.flow_run) else self.cpu
-            if limiter.available_tokens >= 1 + reserve_for_uploads(entry.flow_run, limiter):
-                self._holder[entry.flow_run.id] = limiter
+            run = entry.flow_run
+            limiter = self.provider if waits_on_providers(run) else self.cpu
+            free = limiter.available_tokens >= 1
+            if free and not (BACKFILL_TAG in run.tags and self.kept_for_uploads(limiter)):
+                self._holder[run.id] = limiter
+                if {BACKFILL_TAG, BACKFILL_CONTROL_TAG} & set(run.tags):
+                    self._backfill.add(run.id)
                 return [entry]
         return []
+
+    def kept_for_uploads(self, limiter: anyio.CapacityLimiter) -> bool:
+        """Whether a backfill's run must leave this kind of slot alone: an upload's run
+        holds one, or a single one is left of several (kept for an upload that comes)."""
+        uploads = [r for r, held in self._holder.items()
+                   if held is limiter and r not in self._backfill]  # fmt: skip
+        return bool(uploads) or (limiter.total_tokens > 1 and limiter.available_tokens < 2)
 
     def acquire_on_behalf_of_nowait(self, run_id: uuid.UUID) -> None:
         self._holder.get(run_id, self.cpu).acquire_on_behalf_of_nowait(run_id)
 
     def release_on_behalf_of(self, run_id: uuid.UUID) -> None:
+        self._backfill.discard(run_id)
         self._holder.pop(run_id, self.cpu).release_on_behalf_of(run_id)
 
     @property

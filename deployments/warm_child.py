@@ -28,6 +28,7 @@ from deployments.prefect_private import (
     drive_run_flow_result,
     end_runs_without_waiting_for_heartbeats,
 )
+from flows.backfill import yield_cpu_to_uploads
 
 # The calls of prefect.engine's ``__main__`` block (Prefect 3.9.1) that ``run_flow_run``
 # mirrors, in order; tests/test_prefect_private.py compares them with the installed engine.
@@ -42,10 +43,11 @@ def run_flow_run(flow_run_json: dict[str, Any], env: dict[str, str], cwd: str) -
     """Run one flow run to its final state. The exit code tells the worker how it ended:
     0 when the engine reported the outcome, anything else is a crash."""
     os.environ.update(env)
+    flow_run = FlowRun.model_validate(flow_run_json)
+    yield_cpu_to_uploads(flow_run.tags)  # before any thread starts: they inherit it
     configure_from_env()  # the control channel used for cancellation, before any flow code
     end_runs_without_waiting_for_heartbeats()
     os.chdir(cwd)
-    flow_run = FlowRun.model_validate(flow_run_json)
     try:
         _run(flow_run)
     finally:

@@ -10,8 +10,10 @@ idempotency key names the backfill), and its outcome is read from its job row.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime
@@ -21,6 +23,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import StateType
 from sqlalchemy.orm import Session
 
 from db.backfill import (
@@ -41,9 +50,19 @@ from flows.sources import read_source
 from flows.submission import Submission, create_flow_runs, create_runs
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
-from tasks.table import JOB_TABLE
+from tasks.table import BACKFILL_TAG, JOB_TABLE
 
 FLOW_NAME = "backfill"
+
+
+def yield_cpu_to_uploads(tags: Iterable[str]) -> None:
+    """A backfill's media run lowers its process's CPU priority (``backfill_niceness``),
+    once: uploads' runs, the server and the API go first. Called as early as the run's
+    process allows (the warm worker's child, before Prefect's engine and its threads
+    start), and again by the flow for workers that start the engine themselves."""
+    wanted = get_settings().orchestration.backfill_niceness
+    if BACKFILL_TAG in tags and (current := os.nice(0)) < wanted:
+        os.nice(wanted - current)
 
 
 def backfill_run_name() -> str:
@@ -62,15 +81,20 @@ def run_backfill(backfill_id: str) -> dict[str, Any]:
                 backfill.selection, backfill.in_flight)  # fmt: skip
     progress = Progress(backfill_uuid)
     poll = get_settings().orchestration.backfill_poll_seconds
+    batch = max(1, backfill.in_flight // 2)
     while True:
         status, room = transaction(lambda session: step(session, backfill_uuid))
-        if room:
-            submit_next(backfill_uuid, room)
+        if room >= batch or room == backfill.in_flight:  # in batches: fewer calls to Prefect
+            # Runs that recorded their job may still be ending in Prefect.
+            room = min(room, backfill.in_flight - live_runs(backfill_uuid))
+            if room > 0:
+                submit_next(backfill_uuid, room)
         final = status not in UNFINISHED
-        counts = progress.update(final)
         if final:
+            counts = progress.update(final=True)
             logger.info("backfill %s %s: %s", backfill_uuid, status.value.lower(), counts)
             return counts
+        progress.update()
         time.sleep(poll)
 
 
@@ -91,6 +115,18 @@ def step(session: Session, backfill_id: uuid.UUID) -> tuple[BackfillStatus, int]
         final = BackfillStatus.CANCELLED if cancelling else BackfillStatus.DONE
         return set_status(session, backfill_id, final).status, 0
     return backfill.status, 0 if cancelling else max(0, backfill.in_flight - in_flight)
+
+
+def live_runs(backfill_id: uuid.UUID) -> int:
+    """The backfill's media runs that exist in Prefect now: waiting, claimed or running."""
+    live = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+    with get_client(sync_client=True) as client:
+        return client.count_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[BACKFILL_TAG, f"backfill-{backfill_id}"]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=live)),
+            )
+        )
 
 
 def submit_next(backfill_id: uuid.UUID, room: int) -> None:
@@ -127,18 +163,24 @@ def submit_next(backfill_id: uuid.UUID, room: int) -> None:
 
 
 class Progress:
-    """The backfill's progress artifact, updated when its counts change, and its table of
-    counts, every ``TABLE_SECONDS`` and at the end (each is a new version of the table)."""
+    """The backfill's progress artifact, updated when its counts have changed (at most
+    every ``PROGRESS_SECONDS``), and its table of counts, every ``TABLE_SECONDS`` (each is
+    a new version of the table); both at the end."""
 
+    PROGRESS_SECONDS = 2.0
     TABLE_SECONDS = 15.0
 
     def __init__(self, backfill_id: uuid.UUID) -> None:
         self.backfill_id = backfill_id
         self.artifact_id: uuid.UUID | None = None
         self.last: dict[str, Any] | None = None
-        self.table_due = 0.0
+        self.progress_due = self.table_due = 0.0
 
     def update(self, final: bool = False) -> dict[str, Any]:
+        """The counts as last read (at the end, as they are)."""
+        if not final and time.monotonic() < self.progress_due:
+            return self.last or {}
+        self.progress_due = time.monotonic() + self.PROGRESS_SECONDS
         counts = transaction(lambda session: item_counts(session, self.backfill_id))
         if counts == self.last and not final:
             return counts

@@ -20,6 +20,7 @@ from db.models import JobState
 from db.repository import media_summary
 from db.session import transaction
 from flows.artifacts import publish_media_artifacts
+from flows.backfill import yield_cpu_to_uploads
 from flows.execution import job_task
 from flows.faults import InfrastructureFault, is_infrastructure_fault
 from flows.notifications import notify_media_processed
@@ -48,6 +49,8 @@ def run_media_jobs(
     in a deployment's run leaves them owed, and the reconciler schedules the run again.
     """
     flow_run_id = str(runtime.flow_run.id or "") or None
+    if runtime.deployment.id:  # in a process of its own
+        yield_cpu_to_uploads(runtime.flow_run.tags)
     try:
         return _run_media_jobs(media_id, jobs, table, follow_up, tier, flow_run_id)
     except Exception as error:
@@ -110,7 +113,8 @@ def _run_media_jobs(
         return media_summary(session, source.media_id)
 
     summary = transaction(record)
-    publish_media_artifacts(summary)
+    if BACKFILL_TAG not in runtime.flow_run.tags:  # a backfill's own artifacts tell its story
+        publish_media_artifacts(summary)
     notify_media_processed(summary, flow_run_id)
     if follow_up is not None:
         for output in results.values():

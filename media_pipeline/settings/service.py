@@ -113,6 +113,13 @@ class OrchestrationSettings(Group):
         description="Runs of one backfill that exist at once (waiting or running); it "
         "submits the next media as each finishes, on the backfill queue below `low`",
     )
+    backfill_niceness: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="A backfill's media runs run this much nicer (lower CPU priority) than "
+        "uploads' runs, in processes of their own",
+    )
     backfill_poll_seconds: float = Field(
         0.5, gt=0, description="How often a backfill looks for finished runs to replace"
     )
