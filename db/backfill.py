@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import ColumnElement, and_, func, insert, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.jobs import plan_jobs
@@ -368,7 +368,7 @@ def known_durations(session: Session, media_ids: Sequence[uuid.UUID]) -> dict[uu
             found[media_id] = duration
         for media_id, duration in session.execute(
             select(Transcription.media_id, func.max(Transcription.duration))
-            .where(Transcription.media_id.in_(chunk), not_(Transcription.duration.is_(None)))
+            .where(Transcription.media_id.in_(chunk), Transcription.duration.is_not(None))
             .group_by(Transcription.media_id)
         ):
             found.setdefault(media_id, duration)

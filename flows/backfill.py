@@ -44,7 +44,7 @@ from db.backfill import (
     set_status,
     settle_submitted,
 )
-from db.models import BackfillItemState, BackfillStatus
+from db.models import Backfill, BackfillItemState, BackfillStatus
 from db.session import transaction
 from flows.sources import read_source
 from flows.submission import Submission, create_flow_runs, create_runs
@@ -98,7 +98,7 @@ def run_backfill(backfill_id: str) -> dict[str, Any]:
         time.sleep(poll)
 
 
-def start(session: Session, backfill_id: uuid.UUID, run_id: str | None) -> Any:
+def start(session: Session, backfill_id: uuid.UUID, run_id: str | None) -> Backfill:
     backfill = set_status(session, backfill_id, BackfillStatus.RUNNING)
     backfill.flow_run_id = run_id or backfill.flow_run_id
     return backfill
