@@ -43,7 +43,7 @@ SAMPLE_SECONDS = 3.0  # how often the runs of each backfill are counted
 
 
 def register(site: Site, kind: str, count: int, alert: uuid.UUID) -> list[uuid.UUID]:
-    from deployments.registration import register_media
+    from deployments.operations.registration import register_media
 
     return [register_media(site.samples[kind], alert, "AUTRE").id for _ in range(count)]
 
@@ -123,7 +123,7 @@ def queued_runs(backfill_ids: list[str]) -> dict[str, int]:
 def run_backfills(alert: uuid.UUID, media: int) -> tuple[float, dict[str, int], list[dict]]:  # type: ignore[type-arg]
     """Backfill the alert's photos and voice notes; media a minute, the most runs of each
     found at once, and the backfills as they ended."""
-    from deployments.backfill import get_backfill, start_backfill
+    from deployments.operations.backfill import get_backfill, start_backfill
 
     began = time.monotonic()
     ids = [start_backfill(job, "missing", alert_id=str(alert))["id"]
@@ -169,7 +169,7 @@ def main() -> None:
     site = Site(work, args.server_workers)
     try:
         from db.migrate import upgrade
-        from deployments.setup import setup
+        from deployments.operations.setup import setup
         from media_pipeline.settings import get_settings
 
         upgrade()

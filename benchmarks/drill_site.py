@@ -181,7 +181,7 @@ class Site:
 
 
 def register(site: Site, kinds: list[str]) -> list[uuid.UUID]:
-    from deployments.registration import register_media
+    from deployments.operations.registration import register_media
 
     return [register_media(site.samples[kind], category="AUTRE").id for kind in kinds]
 
@@ -257,7 +257,7 @@ def count_recoveries(run_ids: list[str], row: Row, faults: int = 1) -> None:
     that run met (one per drill trial)."""
     from prefect.client.orchestration import get_client
 
-    from deployments.run_health import MARK
+    from deployments.operations.run_health import MARK
 
     with get_client(sync_client=True) as client:
         most = max((sum((s.message or "").startswith(MARK)

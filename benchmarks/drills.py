@@ -280,7 +280,7 @@ def main() -> None:
     rows: list[Row] = []
     try:
         from db.migrate import upgrade
-        from deployments.setup import setup
+        from deployments.operations.setup import setup
 
         upgrade()
         setup()

@@ -95,7 +95,7 @@ def main() -> None:
                                "DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}",
                                "MEDIA_PIPELINE_API_TOKENS": TOKEN})  # fmt: skip
             from db.migrate import upgrade
-            from deployments.setup import setup
+            from deployments.operations.setup import setup
 
             upgrade()
             setup()

@@ -199,7 +199,7 @@ def run_round(storage: str, report: dict[str, Any], args: Any, photo: bytes, wor
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from db.migrate import upgrade
-    from deployments.setup import setup
+    from deployments.operations.setup import setup
     from media_pipeline.settings import get_settings
     from tests.support.api import start_api
     from tests.support.processes import stop_process

@@ -118,9 +118,9 @@ def all_jobs_done(media_ids: list[uuid.UUID]) -> bool:
 def run_phase(
     worker_type: str, args: argparse.Namespace, photo: Path, work: Path, server_pid: int
 ) -> dict[str, Any]:
-    from deployments.client_api import submit_media
-    from deployments.registration import register_media
-    from deployments.setup import setup
+    from deployments.operations.client_api import submit_media
+    from deployments.operations.registration import register_media
+    from deployments.operations.setup import setup
     from media_pipeline.settings import get_settings
     from tests.support.processes import start_process, stop_process, wait_until
 

@@ -29,7 +29,7 @@ from db.repository import load_media, lock_media
 from media_pipeline.errors import MediaErased, MediaNotFound
 from media_pipeline.storage import media_key, parse_uuid
 
-STORES = ("store", "prefect")  # cleared after the rows (deployments/erasure.py)
+STORES = ("store", "prefect")  # cleared after the rows (deployments/operations/erasure.py)
 
 
 def erase_rows(session: Session, media_id: object) -> list[MediaErasure]:

@@ -2,7 +2,7 @@
 publish. Prefect is pinned exactly (``pyproject.toml``, ``requirements.lock``) because of
 this module; ``benchmarks/prefect_canary.py`` tries the newest Prefect 3.x in a scratch
 environment, and ``tests/test_prefect_private.py`` fails loudly when the installed
-engine's entry differs from the one ``deployments/warm_child.py`` mirrors.
+engine's entry differs from the one ``deployments/worker/child.py`` mirrors.
 
 - The runner's flow-run executor, process handle and control channel (Prefect's own
   process worker runs flow runs through them): starting a child, reporting its exit,
@@ -10,7 +10,7 @@ engine's entry differs from the one ``deployments/warm_child.py`` mirrors.
 - The engine's entry (``python -m prefect.engine``): the control listener, run metrics
   and how a flow's result is driven to its final state.
 - The server's SQLite configuration, whose transactions the local server begins
-  IMMEDIATE (``deployments/local_prefect_server.py``).
+  IMMEDIATE (``deployments/local/prefect_server.py``).
 - The sync flow engine's heartbeat context (``end_runs_without_waiting_for_heartbeats``).
 """
 

@@ -62,7 +62,8 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
         header = (f"# Transcript v{transcription.version} ({transcription.model}, "
                   f"{transcription.language or 'language unknown'})\n\n")  # fmt: skip
         # No key: the server keeps an event of every keyed artifact, its data included,
-        # and no API deletes events; a transcript must be erasable (deployments/erasure.py).
+        # and no API deletes events; a transcript must be erasable
+        # (deployments/operations/erasure.py).
         create_markdown_artifact(
             markdown=header + "\n\n".join(lines),
             description=f"transcript-{summary.media_id}: transcript of media {summary.media_id}",

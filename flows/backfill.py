@@ -2,7 +2,7 @@
 
 At most ``in_flight`` of its runs exist at once (waiting or running), on the backfill queue
 below ``low``: queues never hold thousands of its runs, and workers take them only when no
-upload's run of that kind waits (``deployments/run_slots.py``). Everything it knows is in
+upload's run of that kind waits (``deployments/worker/slots.py``). Everything it knows is in
 the app database (``db/backfill.py``), so a run killed at any moment, and scheduled again by
 the reconciler, goes on where it was: a media is submitted once per backfill (the run's
 idempotency key names the backfill), and its outcome is read from its job row.

@@ -3,7 +3,7 @@
 Idempotent, also under concurrency: the job rows are planned under the media's row lock,
 and each tier's run has an idempotency key, so every caller gets the same run ids. The
 planned rows record their run, so a run lost before it starts is found from the media's
-side too (see ``deployments/reconciler.py``).
+side too (see ``deployments/operations/reconciler.py``).
 """
 
 from __future__ import annotations

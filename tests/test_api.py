@@ -14,9 +14,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from deployments.api_security import LinkSigner
-from deployments.registration import register_media
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.api.security import LinkSigner
+from deployments.operations.registration import register_media
+from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
 from tests.support.api import start_api
 from tests.support.media import make_jpeg, make_tone
@@ -247,7 +247,7 @@ def test_every_refusal_is_a_clear_json_error(api, tmp_path: Path):
 def test_with_a_prefect_server_the_api_needs_its_tokens_from_the_environment():
     from typer.testing import CliRunner
 
-    from deployments.cli import app
+    from deployments.cli.app import app
 
     result = CliRunner().invoke(app, ["api", "--port", "9"])
     assert result.exit_code == 2

@@ -31,9 +31,14 @@ from db.models import (
     Transcription,
 )
 from db.session import session_scope, transaction
-from deployments.backfill import cancel_backfill, estimate_backfill, get_backfill, start_backfill
-from deployments.registration import register_media
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.operations.backfill import (
+    cancel_backfill,
+    estimate_backfill,
+    get_backfill,
+    start_backfill,
+)
+from deployments.operations.registration import register_media
+from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.enums import DerivativeType, MediaType
 from media_pipeline.errors import PermanentError

@@ -17,8 +17,8 @@ from prefect.states import Completed, Failed
 from db.models import Media
 from db.repository import create_media, ensure_alert
 from db.session import session_scope
-from deployments.retention import prune_flow_runs
-from deployments.setup import DEFAULT_QUEUE_PRIORITY, ZOMBIE_AUTOMATION, setup
+from deployments.operations.retention import prune_flow_runs
+from deployments.operations.setup import DEFAULT_QUEUE_PRIORITY, ZOMBIE_AUTOMATION, setup
 from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.object_store import get_store
 from media_pipeline.storage import media_key
@@ -128,7 +128,7 @@ def test_setup_refuses_to_change_a_pools_worker_type(monkeypatch):
 def test_failed_media_runs_are_posted_to_the_failure_webhook(
     sqlite_db, fake_providers, monkeypatch, tmp_path: Path
 ):
-    from deployments.registration import register_media
+    from deployments.operations.registration import register_media
     from flows.media import process_media
     from media_pipeline.settings import get_settings
     from tests.support.fake_providers import Fault

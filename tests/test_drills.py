@@ -25,10 +25,10 @@ from db.migrate import upgrade
 from db.models import JobState, Media, MediaStatus, ProcessingJob, Transcription
 from db.repository import load_media
 from db.session import get_engine, session_scope
-from deployments.reconciler import Reconciler
-from deployments.registration import register_media
-from deployments.run_health import MARK
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.operations.reconciler import Reconciler
+from deployments.operations.registration import register_media
+from deployments.operations.run_health import MARK
+from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.settings import get_settings
 from tests.support.media import make_jpeg, make_tone, make_video
@@ -241,7 +241,7 @@ def test_concurrent_submissions_get_the_same_runs(production, tmp_path: Path):
 
 
 def test_the_queue_board_counts_queues_jobs_and_paused_queues(production, tmp_path: Path):
-    from deployments.queue_board import BOARD_KEY, publish_queue_board
+    from deployments.operations.queue_board import BOARD_KEY, publish_queue_board
 
     production["use"](WARM)
     with get_client(sync_client=True) as client:

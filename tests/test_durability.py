@@ -20,11 +20,11 @@ from db.jobs import finish_job, start_jobs
 from db.models import JobState, MediaStatus, ProcessingJob, ProviderCall
 from db.repository import load_media, lock_media
 from db.session import get_engine, session_scope, transaction
-from deployments.cli import app
-from deployments.reconciler import Reconciler
-from deployments.registration import register_media
-from deployments.run_health import MARK, diagnose, fault_in_a_row
-from deployments.setup import setup
+from deployments.cli.app import app
+from deployments.operations.reconciler import Reconciler
+from deployments.operations.registration import register_media
+from deployments.operations.run_health import MARK, diagnose, fault_in_a_row
+from deployments.operations.setup import setup
 from flows.runner import run_job
 from media_pipeline.settings import get_settings
 from tasks.table import JOB_TABLE

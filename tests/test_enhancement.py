@@ -13,7 +13,7 @@ from PIL import Image
 from db.models import JobState, Media, MediaStatus
 from db.repository import load_media
 from db.session import session_scope
-from deployments.registration import register_media
+from deployments.operations.registration import register_media
 from flows.media import process_media
 from media_pipeline.errors import PermanentError, TransientError
 from media_pipeline.settings import get_settings

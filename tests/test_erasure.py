@@ -24,7 +24,7 @@ from psycopg import sql
 from db.erasure import tombstones_of
 from db.models import Media, MediaDerivative, MediaStatus, ProcessingJob, Transcription
 from db.session import session_scope
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.object_store import S3Store, get_store
 from media_pipeline.settings import get_settings
 from tests.support.api import complete, start_api, upload
@@ -281,7 +281,7 @@ def test_erase_on_the_command_line_asks_then_removes_a_processed_voice_note(
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from typer.testing import CliRunner
 
-    from deployments.cli import app
+    from deployments.cli.app import app
 
     cli = CliRunner()
     fake_providers.phrase = ", marker-cli lighthouse"
@@ -320,8 +320,8 @@ def test_the_retention_erases_the_media_of_alerts_closed_long_enough(monkeypatch
 
     from db.erasure import set_alert_closed
     from db.session import transaction
-    from deployments.registration import register_media
-    from deployments.retention import prune_flow_runs
+    from deployments.operations.registration import register_media
+    from deployments.operations.retention import prune_flow_runs
 
     monkeypatch.setenv("MEDIA_PIPELINE_ERASE_CLOSED_AFTER_DAYS", "30")
     get_settings.cache_clear()

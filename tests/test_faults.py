@@ -23,9 +23,9 @@ from sqlalchemy import select
 
 from db.models import Media, MediaStatus, ProcessingJob
 from db.session import session_scope
-from deployments.registration import register_media
-from deployments.run_health import MARK
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.operations.registration import register_media
+from deployments.operations.run_health import MARK
+from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.settings import get_settings
 from tests.support.api import start_api, upload

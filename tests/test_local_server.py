@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from deployments.local_server import prepare_database_template, seed_database
+from deployments.local.server import prepare_database_template, seed_database
 from tests.support.embedded import (
     alive,
     cli,
@@ -108,7 +108,7 @@ def test_the_local_server_takes_concurrent_writers_without_refusing_any(tmp_path
            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
            "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}  # fmt: skip
     port = free_port()
-    server = start_process([sys.executable, "-m", "deployments.local_prefect_server",
+    server = start_process([sys.executable, "-m", "deployments.local.prefect_server",
                             "127.0.0.1", str(port)], env, tmp_path / "server.log")  # fmt: skip
     url = f"http://127.0.0.1:{port}/api"
     try:

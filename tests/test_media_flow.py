@@ -16,7 +16,7 @@ from sqlalchemy import text
 from db.models import JobState, MediaDerivative, MediaStatus, MediaType, ProcessingJob
 from db.repository import create_media, ensure_alert, load_media
 from db.session import session_scope, transaction
-from deployments.registration import register_media
+from deployments.operations.registration import register_media
 from flows.media import make_media_flow, process_media
 from media_pipeline.errors import InvalidId, InvalidMedia, TransientError
 from media_pipeline.settings import get_settings

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from deployments.registration import register_media
+from deployments.operations.registration import register_media
 from flows.media import process_media
 from tests.support.media import make_jpeg
 from tests.support.processes import free_port, http_ok, start_process, stop_process, wait_until

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.errors import InvalidMedia
 from media_pipeline.object_store import S3Store, StorageError, get_store, open_store
 from media_pipeline.settings import get_settings

@@ -9,7 +9,7 @@ import inspect
 import prefect.engine
 
 from deployments import prefect_private
-from deployments.warm_child import ENGINE_ENTRY_CALLS
+from deployments.worker.child import ENGINE_ENTRY_CALLS
 
 
 def call_name(node: ast.Call) -> str:
@@ -24,7 +24,7 @@ def test_the_engine_entry_the_warm_child_mirrors_is_the_installed_one():
                      key=lambda n: (n.lineno, n.col_offset))  # fmt: skip
     calls = [call_name(n) for n in ordered]
     assert tuple(calls) == ENGINE_ENTRY_CALLS, (
-        "prefect.engine's entry changed: compare deployments/warm_child.py:run_flow_run with "
+        "prefect.engine's entry changed: compare deployments/worker/child.py:run_flow_run with "
         f"the installed prefect/engine.py. Installed calls: {calls}"
     )
 
@@ -35,7 +35,7 @@ def test_every_private_name_the_worker_uses_still_exists():
 
 
 def test_the_sqlite_transactions_the_local_server_begins_immediately_still_choose_so():
-    """deployments/local_prefect_server.py passes with_for_update=True to make Prefect
+    """deployments/local/prefect_server.py passes with_for_update=True to make Prefect
     begin every SQLite transaction IMMEDIATE: that must stay what the flag does."""
     begin = prefect_private.sqlite_configuration().begin_transaction
     assert list(inspect.signature(begin).parameters) == ["self", "session", "with_for_update"]

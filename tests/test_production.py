@@ -19,17 +19,17 @@ from typer.testing import CliRunner
 from db.models import JobState, MediaStatus
 from db.repository import load_media
 from db.session import session_scope
-from deployments.cli import app
-from deployments.client_api import (
+from deployments.cli.app import app
+from deployments.operations.client_api import (
     failed_runs,
     get_job_status,
     get_media,
     get_queue_stats,
     submit_media,
 )
-from deployments.registration import register_media
-from deployments.warm_starter import local_working_directory
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.operations.registration import register_media
+from deployments.worker.starter import local_working_directory
+from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
 from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import wait_until

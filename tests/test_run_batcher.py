@@ -12,7 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 import flows.submission as submission
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.submission import RunBatcher, RunRefused, deployment_name, run_request
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 
-from deployments.run_slots import RunSlots
+from deployments.worker.slots import RunSlots
 from tasks.table import BACKFILL_CONTROL_TAG, BACKFILL_TAG
 
 

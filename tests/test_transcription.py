@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import (
 from db.models import JobState, MediaStatus, Transcription
 from db.repository import load_media
 from db.session import session_scope
-from deployments.registration import register_media
+from deployments.operations.registration import register_media
 from flows.media import process_media
 from flows.runner import run_job
 from media_pipeline.errors import PermanentError, TransientError

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from deployments.client_api import submit_media
-from deployments.registration import register_media
-from deployments.warm_worker import WORKER_TYPE
+from deployments.operations.client_api import submit_media
+from deployments.operations.registration import register_media
+from deployments.worker.warm import WORKER_TYPE
 from tests.support.media import make_jpeg, make_voice_note
 from tests.support.processes import wait_until
 from tests.support.production import wait_for_runs
@@ -172,7 +172,7 @@ def test_flow_run_pages_show_derivatives_and_transcript(
 def test_operators_see_a_failure_retry_it_and_read_the_queues(
     production, prefect_server: str, prefect_auth: str, browser, tmp_path: Path
 ):
-    from deployments.queue_board import publish_queue_board
+    from deployments.operations.queue_board import publish_queue_board
     from tests.support.media import make_video
 
     production["use"](WORKER_TYPE)

@@ -13,7 +13,7 @@ from PIL import Image
 from db.models import JobState, MediaStatus
 from db.repository import load_media
 from db.session import session_scope
-from deployments.registration import register_media
+from deployments.operations.registration import register_media
 from flows.media import process_media
 from media_pipeline.errors import InvalidMedia
 from tasks.video_preview import make_preview

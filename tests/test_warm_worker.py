@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deployments.warm_interpreter import WarmInterpreter, main_script_imports
-from deployments.warm_starter import local_working_directory
+from deployments.worker.interpreter import WarmInterpreter, main_script_imports
+from deployments.worker.starter import local_working_directory
 
 STEP = "prefect.deployments.steps.set_working_directory"
 

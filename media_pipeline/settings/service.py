@@ -33,7 +33,7 @@ class OrchestrationSettings(Group):
         "from a warm interpreter) or process (Prefect's stock worker)",
     )
     warm_preload: list[str] = Field(
-        ["flows.media", "deployments.retention", "psycopg"],
+        ["flows.media", "deployments.operations.retention", "psycopg"],
         description="Modules the warm worker imports once, before forking flow runs (the "
         "pipeline and the database driver, which SQLAlchemy imports only on first use)",
     )

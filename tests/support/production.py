@@ -18,8 +18,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from deployments.setup import setup
-from deployments.warm_worker import WORKER_TYPE as WARM
+from deployments.operations.setup import setup
+from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
 from tests.support.processes import start_process, stop_process, wait_until
 

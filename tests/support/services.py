@@ -24,7 +24,7 @@ import httpx
 import psycopg
 import redis
 
-from deployments.local_server import REGISTER_BLOCKS
+from deployments.local.server import REGISTER_BLOCKS
 from tests.support.processes import (
     free_port,
     http_ok,

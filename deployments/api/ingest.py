@@ -1,0 +1,211 @@
+"""The seed's upload workflow: initiate (a media row and an upload URL), the bytes (to the
+object store's presigned URL, or streamed to the API on local storage), complete (the
+stored object checked, then the media's flow runs submitted).
+
+Stateless: everything lives in the app database, the store and Prefect, so any number of
+API replicas can serve one client's three calls.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect.client.orchestration import SyncPrefectClient
+from sqlalchemy.orm import Session
+
+from db.jobs import assign_runs
+from db.models import Alert, Media
+from db.repository import create_media, ensure_alert, load_media, mark_uploaded
+from db.session import transaction
+from deployments.api.errors import ApiError
+from deployments.api.security import LinkSigner
+from flows.faults import is_infrastructure_fault
+from flows.submission import RunBatcher, RunRequest, Submission, create_runs, plan_submission
+from media_pipeline.detect import DetectedMedia
+from media_pipeline.enums import MediaStatus, MediaType
+from media_pipeline.errors import InvalidMedia, PermanentError
+from media_pipeline.object_store import LocalStore, Store
+from media_pipeline.settings import Settings
+from media_pipeline.storage import atomic_outputs, media_key, parse_uuid
+from media_pipeline.upload_check import HEAD_BYTES, declared_kind, inspect_upload
+
+UPLOAD = "upload"
+
+
+@dataclass(frozen=True)
+class Initiated:
+    media_id: str
+    upload_url: str
+    headers: dict[str, str]
+    expires_at: int
+
+
+@dataclass
+class Ingest:
+    settings: Settings
+    store: Store
+    signer: LinkSigner
+    prefect: SyncPrefectClient
+    batcher: RunBatcher  # creates the flow runs (together with other callers')
+
+    def max_bytes(self, media_type: MediaType) -> int:
+        api = self.settings.api
+        return {MediaType.IMAGE: api.max_image_bytes, MediaType.AUDIO: api.max_audio_bytes,
+                MediaType.VIDEO: api.max_video_bytes}[media_type]  # fmt: skip
+
+    def initiate(
+        self,
+        alert_id: str,
+        *,
+        media_type: str,
+        mime_type: str,
+        filename: str,
+        size: int,
+        position: int,
+        category_code: str | None,
+        api_base: str,
+    ) -> Initiated:
+        alert = parse_uuid(alert_id, "alert id")
+        try:
+            declared, extension = declared_kind(media_type, mime_type)
+        except InvalidMedia as error:
+            raise ApiError(422, "unsupported_media", str(error)) from None
+        mime = mime_type.split(";")[0].strip().lower()
+        if size > (limit := self.max_bytes(declared)):
+            message = f"{size} bytes is over the {declared.value} limit of {limit}"
+            raise ApiError(413, "too_large", message)
+        media_id = uuid.uuid4()
+        key = f"{media_key(alert, media_id)}/original.{extension}"
+
+        def create(session: Session) -> None:
+            if category_code:
+                try:
+                    ensure_alert(session, alert, category_code)
+                except PermanentError as error:
+                    message = f"{error}; change it with PUT /api/alerts/{alert}"
+                    raise ApiError(409, "category_conflict", message) from None
+            elif session.get(Alert, alert) is None:
+                message = (f"alert {alert} is unknown: send its categoryCode in this body, "
+                           f"or PUT /api/alerts/{alert} first")  # fmt: skip
+                raise ApiError(404, "alert_not_found", message)
+            create_media(session, media_id=media_id, alert_id=alert, media_type=declared,
+                         filename=filename, mime_type=mime, size=size, storage_key=key,
+                         position=position, status=MediaStatus.AWAITING_UPLOAD)  # fmt: skip
+
+        transaction(create)
+        ttl = self.settings.api.upload_url_ttl_seconds
+        expires = self.signer.expiry(ttl)
+        url = self.store.upload_url(key, size, mime, ttl)
+        headers = {"Content-Type": mime}
+        if url is None:  # local storage: the API takes the bytes itself
+            signature = self.signer.sign(UPLOAD, media_id, size, mime, expires=expires)
+            url = (f"{api_base}/api/uploads/presigned/{media_id}"
+                   f"?expires={expires}&signature={signature}")  # fmt: skip
+        else:
+            headers["Content-Length"] = str(size)
+        return Initiated(str(media_id), url, headers, expires)
+
+    def upload_target(self, media_id: str, expires: int, signature: str) -> tuple[Path, Media]:
+        """Where the bytes of an initiated media go (local storage), once the URL is checked."""
+        if not isinstance(self.store, LocalStore):
+            raise ApiError(404, "not_found", "uploads go to the object store's presigned URL")
+        media = transaction(lambda session: load_media(session, media_id))
+        why = self.signer.check(signature, UPLOAD, media.id, media.size, media.mime_type,
+                                expires=expires)  # fmt: skip
+        if why == "invalid":
+            raise ApiError(403, "upload_url_invalid",
+                           "this upload URL was not issued for this media")  # fmt: skip
+        if why == "expired":
+            raise ApiError(403, "upload_url_expired",
+                           "this upload URL has expired: initiate again")  # fmt: skip
+        if media.status is not MediaStatus.AWAITING_UPLOAD:
+            raise ApiError(409, "already_completed", f"media {media.id} is already uploaded")
+        return self.store.path(media.storage_key), media
+
+    async def receive(self, target: Path, declared_size: int, chunks: AsyncIterator[bytes]) -> int:
+        """Stream ``chunks`` to ``target`` (whole or not at all); exactly the declared size."""
+        received = 0
+        with atomic_outputs(target) as (temp,), temp.open("wb") as file:
+            async for chunk in chunks:
+                received += len(chunk)
+                if received > declared_size:
+                    raise ApiError(413, "size_mismatch",
+                                   f"more than the {declared_size} bytes declared")  # fmt: skip
+                file.write(chunk)
+            if received != declared_size:
+                raise ApiError(400, "size_mismatch",
+                               f"{received} bytes sent, {declared_size} declared")  # fmt: skip
+        return received
+
+    def complete(self, alert_id: str, media_id: str) -> tuple[MediaType, MediaStatus, list[str]]:
+        """Check the stored object of an initiated media, then submit its runs (the same
+        runs on every call). Three transactions: read, accept and plan, record the runs."""
+        alert = parse_uuid(alert_id, "alert id")
+        media = transaction(lambda session: load_media(session, media_id))
+        if media.alert_id != alert:
+            raise ApiError(404, "media_not_found", f"media {media.id} is not of alert {alert}")
+        found = None
+        if media.status is MediaStatus.AWAITING_UPLOAD:
+            found = self.check_object(media)
+
+        def accept(session: Session) -> tuple[Submission, MediaType, MediaStatus]:
+            if found is not None:
+                mark_uploaded(session, media.id, *found)
+            submission = plan_submission(session, media.id)
+            stored = load_media(session, media.id)  # read by planning: no query
+            return submission, stored.type, stored.status
+
+        submission, media_type, status = transaction(accept)
+        runs = create_runs(submission, self.create_runs)
+        transaction(lambda session: assign_runs(session, media.id, runs))
+        return media_type, status, list(dict.fromkeys(runs.values()))
+
+    def create_runs(self, requests: Sequence[RunRequest]) -> list[str]:
+        """The runs, or within ``submit_wait_seconds`` a 503 while Prefect is away: the
+        upload stays accepted and its jobs planned; the client's retry (or else the
+        reconciler) gets the same runs, by their idempotency keys."""
+        wait = self.settings.api.submit_wait_seconds
+        try:
+            return self.batcher(requests, timeout=wait)
+        except Exception as error:
+            if not isinstance(error, TimeoutError) and not is_infrastructure_fault(error):
+                raise
+            raise ApiError(
+                503, "prefect_unavailable",
+                f"Prefect did not take the media's runs within {wait:.0f} s; the upload is "
+                "accepted: call complete again to get its runs",
+                retry_after=max(1, round(wait)),
+            ) from None  # fmt: skip
+
+    def check_object(self, media: Media) -> tuple[MediaType, str]:
+        key = media.storage_key
+        size = self.store.size(key)
+        if size is None:
+            raise ApiError(409, "upload_missing",
+                           f"nothing was uploaded for media {media.id}: PUT it to the upload "
+                           "URL first")  # fmt: skip
+        if size != media.size:
+            raise ApiError(409, "size_mismatch",
+                           f"{size} bytes stored, {media.size} declared")  # fmt: skip
+        try:
+            detected = self.inspect(media, key)
+        except InvalidMedia as error:
+            self.store.delete(key)  # refused: the client initiates again
+            raise ApiError(422, "content_mismatch", f"{error}; upload refused") from None
+        return detected.type, detected.mime_type
+
+    def inspect(self, media: Media, key: str) -> DetectedMedia:
+        """What the stored bytes are: the whole file on local storage, else its head."""
+        limit = self.settings.images.max_pixels
+        if isinstance(self.store, LocalStore):
+            return inspect_upload(self.store.path(key), media.type, media.mime_type, limit, True)
+        with tempfile.TemporaryDirectory(prefix="media-pipeline-check-") as folder:
+            head = self.store.read_head(key, HEAD_BYTES)
+            sample = Path(folder) / "upload"
+            sample.write_bytes(head)
+            whole = len(head) >= media.size
+            return inspect_upload(sample, media.type, media.mime_type, limit, whole)

@@ -1,0 +1,130 @@
+"""``media-pipeline backfill``: run a job again over existing media, at the backfill's pace;
+``backfill-status`` and ``backfill-cancel`` follow one."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from deployments.cli.common import call, fail, parse_moment, print_table
+
+backfills = typer.Typer()
+
+BACKFILL_HELP = """Run one job again over existing media, a few at a time on the backfill
+queue (below every tier: uploads go first). Choose the media with one of --missing (no
+output yet), --outdated (made by an older version of the job), --failed (its last run
+failed) or --all; narrow them with --type, --alert, --since, --until (media created in
+that span). --dry-run prints how many, which types, and for a provider's job the
+estimated cost and how long its rate limit makes it take.
+
+Examples:
+
+  media-pipeline backfill --job generate-waveform --missing --dry-run
+
+  media-pipeline backfill --job transcribe-audio --failed --since 1d
+
+  media-pipeline backfill --job generate-thumbnails --outdated --alert 0b1c...
+"""
+
+
+@backfills.command("backfill", help=BACKFILL_HELP)
+def backfill(
+    job: Annotated[str, typer.Option(help="The job to run: generate-thumbnails, ...")],
+    missing: Annotated[bool, typer.Option("--missing", help="Media without its output")] = False,
+    outdated: Annotated[
+        bool, typer.Option("--outdated", help="Outputs of an older job version")
+    ] = False,
+    failed: Annotated[bool, typer.Option("--failed", help="Its last run failed")] = False,
+    every: Annotated[bool, typer.Option("--all", help="Every media it applies to")] = False,
+    media_type: Annotated[str | None, typer.Option("--type", help="IMAGE, AUDIO or VIDEO")] = None,
+    alert: Annotated[str | None, typer.Option(help="Only this alert's media")] = None,
+    since: Annotated[str | None, typer.Option(help="Media created since: 2026-12-01, 2d")] = None,
+    until: Annotated[str | None, typer.Option(help="Media created before: 2026-12-05, 6h")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only count and estimate")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    from deployments.local.service import call_service, embedded_default
+    from deployments.operations.backfill import estimate_backfill, start_backfill
+
+    chosen = [name for name, on in (("missing", missing), ("outdated", outdated),
+                                    ("failed", failed), ("all", every)) if on]  # fmt: skip
+    if len(chosen) != 1:
+        raise fail("choose one of --missing, --outdated, --failed, --all")
+    filters = {"media_type": media_type, "alert_id": alert, "since": parse_moment(since),
+               "until": parse_moment(until)}  # fmt: skip
+    if dry_run:
+        found = call(estimate_backfill, job=job, selection=chosen[0], **filters)
+        typer.echo(json.dumps(found, indent=2) if as_json else describe_estimate(found))
+        return
+    if embedded_default():  # the local service's worker runs the backfill
+        body = {"job": job, "select": chosen[0], "type": media_type, "alertId": alert,
+                "since": iso(filters["since"]), "until": iso(filters["until"])}  # fmt: skip
+        started = call(call_service, method="POST", path="/api/backfills", body=body)
+    else:
+        started = call(start_backfill, job=job, selection=chosen[0], **filters)
+    if as_json:
+        typer.echo(json.dumps(started, indent=2))
+        return
+    typer.echo(describe_estimate(started["estimate"]))
+    if not started["flow_run_id"]:
+        typer.echo("nothing to backfill")
+        return
+    typer.echo(f"backfill {started['id']} started (flow run {started['flow_run_id']}); follow "
+               f"it with `media-pipeline backfill-status {started['id']}`")  # fmt: skip
+
+
+@backfills.command("backfill-status")
+def backfill_status(
+    backfill_id: Annotated[str | None, typer.Argument(help="A backfill; none: the newest")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """A backfill's status and counts (selected, submitted, done, failed, skipped,
+    estimated cost so far), or the newest backfills."""
+    from deployments.operations.backfill import get_backfill, list_backfills
+
+    found = [call(get_backfill, backfill_id=backfill_id)] if backfill_id else list_backfills()
+    if as_json:
+        typer.echo(json.dumps(found[0] if backfill_id else found, indent=2))
+        return
+    print_backfills(found)
+
+
+@backfills.command("backfill-cancel")
+def backfill_cancel(backfill_id: str) -> None:
+    """Stop a backfill: its runs in flight finish, its other media are skipped."""
+    from deployments.local.service import call_service, embedded_default
+    from deployments.operations.backfill import cancel_backfill
+    from media_pipeline.storage import parse_uuid
+
+    if embedded_default():
+        path = f"/api/backfills/{parse_uuid(backfill_id, 'backfill id')}"
+        print_backfills([call(call_service, method="DELETE", path=path)])
+    else:
+        print_backfills([call(cancel_backfill, backfill_id=backfill_id)])
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def describe_estimate(found: dict[str, Any]) -> str:
+    types = ", ".join(f"{count} {kind.upper()}" for kind, count in found["types"].items()) or "none"
+    text = f"{found['count']} media for {found['job']} ({found['selection']}): {types}"
+    if found.get("provider"):
+        text += (f"\nestimated cost ${found['estimated_cost']:.2f}, {found['provider_calls']} "
+                 f"{found['provider']} calls, about {found['provider_minutes']} min at its "
+                 "rate limit")  # fmt: skip
+    return text
+
+
+def print_backfills(found: list[dict[str, Any]]) -> None:
+    counts = ("selected", "submitted", "done", "failed", "skipped")
+    rows = [(b["id"], b["job"], b["selection"], b["status"],
+             *(b["counts"][c] for c in counts), f"${b['counts']['estimated_cost']:.2f}",
+             b["message"] or "")
+            for b in found]  # fmt: skip
+    print_table(("backfill", "job", "selection", "status", *counts, "cost", "message"), rows,
+                keep=("backfill",))  # fmt: skip
