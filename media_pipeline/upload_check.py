@@ -46,6 +46,19 @@ MIME_TYPES: dict[str, tuple[MediaType, str]] = {
     "video/x-matroska": (MediaType.VIDEO, "mkv"),
 }
 
+# The container each audio or video MIME type names (``sniff``'s names): a WAV declared
+# audio/mpeg would be stored as original.mp3, so it is refused.
+MP4, MATROSKA = "MP4/QuickTime container", "Matroska/WebM container"
+CONTAINERS: dict[str, str] = {
+    "audio/mpeg": "MPEG/AAC audio", "audio/aac": "MPEG/AAC audio",
+    "audio/mp4": MP4, "audio/x-m4a": MP4, "audio/3gpp": MP4,
+    "video/mp4": MP4, "video/quicktime": MP4, "video/3gpp": MP4,
+    "audio/wav": "WAV audio", "audio/x-wav": "WAV audio",
+    "audio/ogg": "Ogg container",
+    "audio/webm": MATROSKA, "video/webm": MATROSKA, "video/x-matroska": MATROSKA,
+    "audio/flac": "FLAC audio", "audio/amr": "AMR audio",
+}  # fmt: skip
+
 # Containers by their first bytes: what each may hold. ISO BMFF, Matroska and Ogg carry
 # audio alone (a voice note) as well as video.
 _AUDIO_OR_VIDEO = {MediaType.AUDIO, MediaType.VIDEO}
@@ -88,15 +101,18 @@ def sniff(head: bytes) -> Sniffed:
     if head[4:8] == b"ftyp":
         if head[8:12] in (b"heic", b"heix", b"mif1", b"msf1", b"hevc", b"heim", b"heis"):
             return Sniffed("HEIF image", image)
-        return Sniffed("MP4/QuickTime container", frozenset(_AUDIO_OR_VIDEO))
+        return Sniffed(MP4, frozenset(_AUDIO_OR_VIDEO))
     if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return Sniffed("Matroska/WebM container", frozenset(_AUDIO_OR_VIDEO))
+        return Sniffed(MATROSKA, frozenset(_AUDIO_OR_VIDEO))
     if head.startswith(b"OggS"):
         return Sniffed("Ogg container", frozenset(_AUDIO_OR_VIDEO))
-    if head.startswith((b"ID3", b"fLaC", b"#!AMR")) or (
-        len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0
-    ):
-        return Sniffed("MPEG/FLAC/AMR audio", frozenset({MediaType.AUDIO}))
+    audio = frozenset({MediaType.AUDIO})
+    if head.startswith(b"fLaC"):
+        return Sniffed("FLAC audio", audio)
+    if head.startswith(b"#!AMR"):
+        return Sniffed("AMR audio", audio)
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return Sniffed("MPEG/AAC audio", audio)  # MP3 frames and ADTS share a sync word
     raise InvalidMedia("the bytes are not a recognised image, audio or video file")
 
 
@@ -112,11 +128,18 @@ def inspect_upload(
                            f"a {found.name}")  # fmt: skip
     if declared is MediaType.IMAGE:
         return _inspect_image(sample, mime_type, max_pixels)
+    if CONTAINERS.get(mime_type) != found.name:
+        raise InvalidMedia(f"declared {mime_type}, but the bytes are a {found.name}")
     try:
-        return detect_media(sample)  # the whole file, or a head that holds the index
+        detected = detect_media(sample)  # the whole file, or a head that holds the index
     except InvalidMedia:
         if whole:
             raise
+    else:
+        if declared is MediaType.AUDIO and detected.type is MediaType.VIDEO:
+            raise InvalidMedia(f"declared AUDIO ({mime_type}), but the file holds a video "
+                               "stream: declare it VIDEO")  # fmt: skip
+        return detected
     # A container whose index comes last: its streams are only known to the worker.
     return DetectedMedia(declared, mime_type, MIME_TYPES[mime_type][1])
 

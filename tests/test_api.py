@@ -19,7 +19,7 @@ from deployments.operations.registration import register_media
 from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
 from tests.support.api import start_api
-from tests.support.media import make_jpeg, make_tone
+from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import stop_process, wait_until
 from tests.support.production import wait_for_runs
 
@@ -221,6 +221,16 @@ def test_every_refusal_is_a_clear_json_error(api, tmp_path: Path):
         client.post(f"/api/alerts/{alert}/media/{bombed['mediaId']}/complete"), 422,
         "content_mismatch")  # fmt: skip
     assert "decompression bomb" in message
+
+    # Audio and video hold to their declaration too: a video declared as a voice note, a
+    # WAV declared audio/mpeg (it would have been kept as original.mp3).
+    clip, wav = make_video(tmp_path / "clip.mp4", 2), make_tone(tmp_path / "note.wav", 1.0)
+    for path, mime, kind, said in ((clip, "audio/mp4", "AUDIO", "video stream"),
+                                   (wav, "audio/mpeg", "AUDIO", "WAV audio")):  # fmt: skip
+        started = initiate(client, alert, path, mime, kind, None)
+        httpx.put(started["uploadUrl"], content=path.read_bytes(), headers={"Content-Type": mime})
+        done = client.post(f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
+        assert said in assert_error(done, 422, "content_mismatch")
 
     # The right upload, completed under another alert, then its own.
     assert httpx.put(first["uploadUrl"], content=photo.read_bytes(),

@@ -61,3 +61,19 @@ def test_refusals(tmp_path: Path):
         inspect_upload(bomb, MediaType.IMAGE, "image/png", LIMIT, True)
     assert sniff(b"OggS\x00\x02").types == {MediaType.AUDIO, MediaType.VIDEO}
     assert sniff(b"RIFF\x00\x00\x00\x00WAVEfmt ").types == {MediaType.AUDIO}
+
+
+def test_audio_and_video_must_be_the_container_and_kind_they_declare(tmp_path: Path):
+    wav = make_tone(tmp_path / "n.wav", 1.0)
+    mp3 = make_tone(tmp_path / "n.mp3", 1.0)
+    clip = make_video(tmp_path / "v.mp4", 2)
+    assert inspect_upload(wav, MediaType.AUDIO, "audio/wav", LIMIT, True).extension == "wav"
+    assert inspect_upload(mp3, MediaType.AUDIO, "audio/mpeg", LIMIT, True).type is MediaType.AUDIO
+    # A WAV declared audio/mpeg would have been kept as original.mp3.
+    with pytest.raises(InvalidMedia, match="declared audio/mpeg, but the bytes are a WAV"):
+        inspect_upload(wav, MediaType.AUDIO, "audio/mpeg", LIMIT, True)
+    with pytest.raises(InvalidMedia, match="bytes are a MPEG/AAC audio"):
+        inspect_upload(mp3, MediaType.AUDIO, "audio/mp4", LIMIT, True)
+    # A video declared as a voice note would have become a VIDEO stored as original.m4a.
+    with pytest.raises(InvalidMedia, match="holds a video stream: declare it VIDEO"):
+        inspect_upload(clip, MediaType.AUDIO, "audio/mp4", LIMIT, True)
