@@ -57,10 +57,10 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
         transcription = transaction(lambda s: active_transcription(s, summary.media_id))
         if transcription is None:
             return
-        lines = [f"**[{s['start']:7.2f} - {s['end']:7.2f}]** {s['text']}"
-                 for s in transcription.segments] or [transcription.text]  # fmt: skip
-        header = (f"# Transcript v{transcription.version} ({transcription.model}, "
-                  f"{transcription.language or 'language unknown'})\n\n")  # fmt: skip
+        lines = [f"**[{s['start']:7.2f} - {s['end']:7.2f}]** {inert(s['text'])}"
+                 for s in transcription.segments] or [inert(transcription.text)]  # fmt: skip
+        header = (f"# Transcript v{transcription.version} ({inert(transcription.model or '')}, "
+                  f"{inert(transcription.language or 'language unknown')})\n\n")  # fmt: skip
         # No key: the server keeps an event of every keyed artifact, its data included,
         # and no API deletes events; a transcript must be erasable
         # (deployments/operations/erasure.py).
@@ -68,6 +68,16 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
             markdown=header + "\n\n".join(lines),
             description=f"transcript-{summary.media_id}: transcript of media {summary.media_id}",
         )
+
+
+MARKUP = str.maketrans({c: "\\" + c for c in "\\`*_[]#!|~{}"} | {
+    "&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "})  # fmt: skip
+
+
+def inert(text: str) -> str:
+    """``text`` (what a voice note said, a provider's word) as plain text in Markdown: no
+    link, picture, HTML tag, heading or emphasis of its own survives."""
+    return text.translate(MARKUP)
 
 
 def files_markdown(summary: MediaSummary) -> str:

@@ -237,3 +237,32 @@ def test_413_fails_at_once_and_keys_never_leak(app_db, fake_providers, tmp_path:
     assert key not in (state.message or "")
     with session_scope() as session:
         assert load_media(session, media.id).status is MediaStatus.PARTIAL
+
+
+HOSTILE = (
+    " <img src=x onerror=alert(1)> [click](javascript:alert(1)) ![p](http://x/p.png)\n# Heading"
+)
+
+
+@pytestmark_flow
+def test_what_a_voice_note_says_stays_plain_text_in_its_transcript_artifact(
+    sqlite_db, fake_providers, tmp_path: Path
+):
+    fake_providers.phrase = HOSTILE  # said in every segment
+    media = register_media(make_voice_note(tmp_path / "note.m4a", 6, gap_every=6,
+                                           codec_args=("-c:a", "aac")))  # fmt: skip
+    assert process_media(str(media.id), return_state=True).is_completed()
+
+    with get_client(sync_client=True) as client:
+        (table,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[f"media-{media.id}"])))  # fmt: skip
+        (transcript,) = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])))
+            if (a.description or "").startswith(f"transcript-{media.id}")]  # fmt: skip
+    text = transcript.data
+    assert "&lt;img src=x onerror=alert(1)&gt;" in text and "<img" not in text
+    assert r"\[click\](javascript:alert(1))" in text and "[click](" not in text
+    assert r"\!\[p\](http://x/p.png)" in text
+    assert "\n# Heading" not in text and r"\# Heading" in text
+    (row,) = transcriptions(media.id)
+    assert "<img src=x onerror=alert(1)>" in row.text  # the app's copy is what was said
