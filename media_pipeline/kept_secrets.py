@@ -11,15 +11,16 @@ from pathlib import Path
 from media_pipeline.settings import Settings
 
 
-def kept_secret(path: Path) -> str:
-    """The secret in ``path``, made there (readable by its owner only) the first time."""
+def kept_secret(path: Path, prefix: str = "") -> str:
+    """The secret in ``path``, made there (``prefix`` and a random token, readable by its
+    owner only) the first time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return path.read_text().strip()
     with os.fdopen(fd, "w") as file:
-        value = secrets.token_urlsafe(32)
+        value = prefix + secrets.token_urlsafe(32)
         file.write(value + "\n")
     return value
 

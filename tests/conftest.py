@@ -82,7 +82,10 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterat
     monkeypatch.setenv("MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE", "6000")
     monkeypatch.setenv("MEDIA_PIPELINE_GEMINI_CALLS_PER_MINUTE", "6000")
     get_settings.cache_clear()
+    umask = os.umask(0o022)  # a command run in-process may make files private (077)
+    os.umask(umask)
     yield tmp_path
+    os.umask(umask)
     get_settings.cache_clear()
 
 

@@ -134,3 +134,40 @@ def test_the_local_server_takes_concurrent_writers_without_refusing_any(tmp_path
         stop_process(server)
     assert Counter(codes) == {201: 480}
     assert ended == 120
+
+
+def test_the_embedded_default_is_closed_to_the_machines_other_users(tmp_path: Path):
+    """The local server asks for credentials kept 0600 under the data dir, the data dir is
+    0700 and every file in it 0600, and the server's processes hold no provider key."""
+    photo = make_jpeg(tmp_path / "p.jpg", 640, 480)
+    data = tmp_path / "data"
+    env = {**embedded_env(data), "OPENAI_API_KEY": "sk-never-in-the-prefect-server-0123"}
+    try:
+        done = cli(env, "process", str(photo), "--json")
+        assert done.returncode == 0, done.stderr[-2000:]
+        state = server_state(data)
+        assert state is not None
+        url, auth_file = state["url"], data / "prefect-server" / "auth"
+
+        assert httpx.post(f"{url}/flows/filter", json={}).status_code == 401
+        auth = auth_file.read_text().strip()
+        assert httpx.post(f"{url}/flows/filter", json={}, auth=tuple(auth.split(":", 1))
+                          ).status_code == 200  # fmt: skip
+        assert f"credentials in {auth_file}" in cli(env, "server", "status").stdout
+
+        assert data.stat().st_mode & 0o777 == 0o700
+        files = [p for p in data.rglob("*") if p.is_file()]
+        assert auth_file in files and len(files) > 5
+        assert [p for p in files if p.stat().st_mode & 0o077] == []
+        environs = [Path(f"/proc/{pid}/environ").read_bytes()
+                    for pid in process_tree(int(state["pid"]))]  # the watcher, the server
+        assert len(environs) >= 2 and not [e for e in environs if b"OPENAI_API_KEY" in e]
+        assert any(b"PREFECT_SERVER_API_AUTH_STRING" in e for e in environs)
+    finally:
+        cli(env, "server", "stop")
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(p for child in children for p in process_tree(int(child)))]

@@ -90,13 +90,11 @@ def embedded_worker_name() -> str:
 
 def start_embedded_worker() -> subprocess.Popen[bytes]:
     """Set up the local server's pool and deployments, then start one warm worker on it."""
-    from prefect.settings import get_current_settings
-
-    from deployments.operations.setup import setup
+    from deployments.operations.setup import prefect_client_env, setup
 
     setup()
     settings = get_settings()
-    env = {**os.environ, "PREFECT_API_URL": str(get_current_settings().api.url)}
+    env = {**os.environ, **prefect_client_env()}
     log = settings.storage.data_dir / "api-worker.log"
     typer.echo(f"processing here too (embedded default); worker log: {log}", err=True)
     script = Path(sys.executable).parent / "prefect"

@@ -16,6 +16,22 @@ from deployments.cli.operations import operations
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+@app.callback()
+def keep_the_data_dir_private() -> None:
+    """On the embedded default, the data dir holds the databases, the media, the logs and
+    Prefect's results: it is the owner's alone (0700), and so is every file this command
+    and the processes it starts write (umask 077)."""
+    from deployments.local.service import embedded_default
+    from media_pipeline.settings import get_settings
+
+    if embedded_default():
+        os.umask(0o077)
+        data_dir = get_settings().storage.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.chmod(0o700)
+
 app.add_typer(db_app, name="db")
 app.add_typer(server_app, name="server")
 for commands in (local, operations, erasure, backfills):

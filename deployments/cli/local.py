@@ -68,7 +68,8 @@ def server_status() -> None:
         typer.echo("not running")
         raise typer.Exit(1)
     idle = time.time() - server.last_used.stat().st_mtime
-    typer.echo(f"running at {state['url']} (process {state['pid']}, idle {idle:.0f} s)")
+    typer.echo(f"running at {state['url']} (process {state['pid']}, idle {idle:.0f} s); "
+               f"its UI and API ask for the credentials in {server.auth_file}")  # fmt: skip
     for service in local_services(get_settings().storage.data_dir):
         if (running := service.state()) is not None:
             served = service.description()

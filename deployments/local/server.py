@@ -36,6 +36,8 @@ from typing import Any
 # httpx and the settings are imported where used: the watcher (``watch``) starts the
 # server first thing, before imports it does not need.
 START_TIMEOUT = 300.0  # a loaded laptop is slow, not broken
+# Variables of the command's environment the local Prefect server is not given.
+NOT_FOR_THE_SERVER = ("OPENAI_", "GEMINI_", "GOOGLE_", "AWS_", "MEDIA_PIPELINE_", "DATABASE_URL")
 
 
 def running_state(state_file: Path) -> dict[str, Any] | None:
@@ -81,6 +83,18 @@ class LocalServer:
     def touch(self) -> None:
         self.last_used.touch()
 
+    @property
+    def auth_file(self) -> Path:
+        return self.folder / "auth"
+
+    def auth_string(self) -> str:
+        """The credentials the server demands of every API call and UI page (made once,
+        kept readable by their owner only): the CLI, the service and its worker send them,
+        a person logs in to the UI with them."""
+        from media_pipeline.kept_secrets import kept_secret
+
+        return kept_secret(self.auth_file, prefix="media-pipeline:")
+
     def launch(self) -> dict[str, object]:
         """The running server's state, launching it first when there is none (without
         waiting for it to answer: a command does its own work meanwhile)."""
@@ -109,10 +123,12 @@ class LocalServer:
 
         idle = get_settings().orchestration.local_server_idle_seconds
         log = (self.folder / "server.log").open("ab")
+        # Nothing the server does not need: no provider key, no database password.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_FOR_THE_SERVER)}
         watcher = subprocess.Popen(
             [sys.executable, "-m", "deployments.local.server", str(self.folder), str(port),
              str(idle)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # outlives the command that started it
         )  # fmt: skip
         state = {"pid": watcher.pid, "port": port, "url": f"http://127.0.0.1:{port}/api"}
@@ -143,7 +159,12 @@ def local_server() -> LocalServer:
 def prefect_api() -> Iterator[None]:
     """Run the block against the configured Prefect server, or else the local one
     (started when needed, kept awake while the block runs)."""
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        get_current_settings,
+        temporary_settings,
+    )
 
     from media_pipeline.settings import get_settings
 
@@ -160,7 +181,9 @@ def prefect_api() -> Iterator[None]:
 
     threading.Thread(target=keep_awake, daemon=True).start()
     try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
+        with temporary_settings(
+            updates={PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: server.auth_string()}
+        ):
             yield
     finally:
         done.set()
@@ -226,14 +249,17 @@ def watch(folder: Path, port: int, idle_seconds: float) -> None:
     database = folder / "prefect.db"
     seeded = seed_database(database)
     env = {
-        **os.environ,
+        **os.environ,  # as ``_launch`` left it
         "PREFECT_HOME": str(folder / "home"),
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Closed to the machine's other users: every API call and UI page needs it.
+        "PREFECT_SERVER_API_AUTH_STRING": server.auth_string(),
         # The UI asks its API there; by default it would ask port 4200.
         "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
     }
     env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_API_AUTH_STRING", None)
     if seeded:  # the template holds them (a later start registers them once more)
         env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
     child = subprocess.Popen(

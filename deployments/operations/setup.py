@@ -160,16 +160,25 @@ def ensure_failure_notifications(client: SyncPrefectClient, webhook_url: str) ->
     return True
 
 
+def prefect_client_env() -> dict[str, str]:
+    """The variables that point a process we start at the Prefect server this one talks
+    to (a local server's address and credentials live in its settings, not the
+    environment)."""
+    api = get_current_settings().api
+    env = {"PREFECT_API_URL": api.url} if api.url else {}
+    if api.auth_string is not None:
+        env["PREFECT_API_AUTH_STRING"] = api.auth_string.get_secret_value()
+    return env
+
+
 def deploy(pool: str, code_dir: Path = PROJECT_DIR) -> None:
     """``prefect deploy --all`` on the project's ``prefect.yaml``."""
     env = {
         **os.environ,
         "MEDIA_PIPELINE_WORK_POOL": pool,
         "MEDIA_PIPELINE_CODE_DIR": str(code_dir),
+        **prefect_client_env(),
     }
-    api_url = get_current_settings().api.url  # the server this process talks to
-    if api_url:
-        env["PREFECT_API_URL"] = api_url
     result = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=code_dir,
