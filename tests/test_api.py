@@ -4,11 +4,15 @@ HTTP with httpx, a real Prefect server, warm workers, local storage."""
 from __future__ import annotations
 
 import io
+import json
+import random
+import re
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -362,3 +366,45 @@ def test_backfills_over_http(api, tmp_path: Path):
     schemas = httpx.get(f"{api['base']}/openapi.json").json()["components"]["schemas"]
     assert {"BackfillView", "Estimate", "Counts"} <= set(schemas)
     assert "jobVersion" in schemas["BackfillView"]["properties"]
+
+
+def junk(rng: random.Random) -> str:
+    """A hostile value: bytes, an id of the wrong kind, traversal, markup, a huge string."""
+    return rng.choice([
+        str(uuid.uuid4()), "not-an-id", "é" * 3, "..%2F..%2Fetc%2Fpasswd", "%00", "-1",
+        "1e309", "<script>x</script>", "a" * 3000, "".join(chr(rng.randrange(32, 0x2FF))
+                                                             for _ in range(20)),
+    ])  # fmt: skip
+
+
+def test_random_input_at_every_route_never_gets_a_5xx(api):
+    """Every route of the OpenAPI document, with random ids, query strings, headers and
+    bodies, authorised or not: 4xx at worst, never a 5xx, and the connection goes on."""
+    client: httpx.Client = api["client"]
+    rng = random.Random(30)
+    paths = httpx.get(f"{api['base']}/openapi.json").json()["paths"]
+    routes = [(method.upper(), path) for path, item in paths.items() for method in item]
+    assert len(routes) >= 15
+    answers: list[int] = []
+    for method, path in routes:
+        for _ in range(12):
+            url = re.sub(r"\{[^}]+\}", lambda _: quote(junk(rng), safe="%"), path)
+            query = {rng.choice(["signature", "expires", "since", "x", junk(rng)]): junk(rng)
+                     for _ in range(rng.randrange(3))}  # fmt: skip
+            headers = {"Content-Type": rng.choice(["application/json", "multipart/form-data",
+                                                   "multipart/form-data; boundary=x",
+                                                   "text/plain", junk(rng)[:100]])}  # fmt: skip
+            if rng.random() < 0.3:
+                headers["Authorization"] = rng.choice(["Bearer nope", "Basic x", junk(rng)])
+            fields = {"job": junk(rng), "select": junk(rng), "type": junk(rng), "size": junk(rng)}
+            body = rng.choice([rng.randbytes(rng.randrange(200)), b"{}", b"[]", b"null",
+                               json.dumps(fields).encode()])  # fmt: skip
+            try:
+                headers = {k: v.encode("latin-1", "replace").decode("latin-1")
+                           for k, v in headers.items()}  # fmt: skip
+                answer = client.request(method, url, params=query, content=body, headers=headers)
+            except httpx.LocalProtocolError:
+                continue  # a header httpx itself refuses to send
+            answers.append(answer.status_code)
+            assert answer.status_code < 500, (method, url, answer.status_code, answer.text[:300])
+    assert len(answers) > 150 and client.get("/health").status_code == 200
