@@ -29,6 +29,7 @@ demo: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 # Debian's Chromium and its driver, for the UI test (tests/test_ui.py skips without them).

@@ -81,8 +81,9 @@ class Uploader:
         spans: dict[str, list[float]] = {"queued": [], "starting": [], "running": []}
         with get_client(sync_client=True) as client:
             for run_id in self.runs:
-                moments = {s.type: s.timestamp for s in client.read_flow_run_states(
-                    uuid.UUID(run_id))}  # fmt: skip
+                moments = {
+                    s.type: s.timestamp for s in client.read_flow_run_states(uuid.UUID(run_id))
+                }
                 if not {StateType.SCHEDULED, StateType.RUNNING} <= set(moments):
                     continue
                 pending = moments.get(StateType.PENDING, moments[StateType.RUNNING])
@@ -110,14 +111,20 @@ def queued_runs(backfill_ids: list[str]) -> dict[str, int]:
     )
     from prefect.client.schemas.objects import StateType
 
-    live = FlowRunFilterState(type=FlowRunFilterStateType(
-        any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]))  # fmt: skip
+    live = FlowRunFilterState(
+        type=FlowRunFilterStateType(
+            any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
+        )
+    )
     with get_client(sync_client=True) as client:
         return {
-            b: client.count_flow_runs(flow_run_filter=FlowRunFilter(
-                state=live, tags=FlowRunFilterTags(all_=["backfill", f"backfill-{b}"])))
+            b: client.count_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=live, tags=FlowRunFilterTags(all_=["backfill", f"backfill-{b}"])
+                )
+            )
             for b in backfill_ids
-        }  # fmt: skip
+        }
 
 
 def run_backfills(alert: uuid.UUID, media: int) -> tuple[float, dict[str, int], list[dict]]:  # type: ignore[type-arg]
@@ -126,8 +133,10 @@ def run_backfills(alert: uuid.UUID, media: int) -> tuple[float, dict[str, int], 
     from deployments.operations.backfill import get_backfill, start_backfill
 
     began = time.monotonic()
-    ids = [start_backfill(job, "missing", alert_id=str(alert))["id"]
-           for job in ("generate-thumbnails", "generate-waveform")]  # fmt: skip
+    ids = [
+        start_backfill(job, "missing", alert_id=str(alert))["id"]
+        for job in ("generate-thumbnails", "generate-waveform")
+    ]
     most = dict.fromkeys(ids, 0)
     ended: list[dict[str, Any]] = []
     sampled = 0.0
@@ -160,8 +169,12 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=200)
     parser.add_argument("--every", type=float, default=2.0, help="seconds between uploads")
     parser.add_argument("--idle-uploads", type=int, default=25)
-    parser.add_argument("--server-workers", type=int, default=1,
-                        help="API processes of the Prefect server (its --workers)")  # fmt: skip
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="API processes of the Prefect server (its --workers)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started
 
@@ -212,8 +225,10 @@ def main() -> None:
     failed = sum(b["counts"]["failed"] for b in ended)
     print("| figure | value | against |")
     print("|---|---|---|")
-    print(f"| upload to thumbnails, idle (p50 / p95, {len(idle)} uploads) | {cells(idle)} | "
-          f"Prefect server CPU {idle_cpu * 1000:.0f} ms an upload |")  # fmt: skip
+    print(
+        f"| upload to thumbnails, idle (p50 / p95, {len(idle)} uploads) | {cells(idle)} | "
+        f"Prefect server CPU {idle_cpu * 1000:.0f} ms an upload |"
+    )
     print(
         f"| upload to thumbnails during the backfill ({len(busy)} uploads) | {cells(busy)} | "
         f"p95 {percentile(busy, 0.95) / percentile(idle, 0.95):.2f}x idle (goal <= 1.5x) |"
@@ -221,8 +236,10 @@ def main() -> None:
     for name, stages in (("idle", idle_stages), ("during the backfill", busy_stages)):
         spans = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in stages.items())
         print(f"| an upload's run, {name} (medians) | {spans} | |")
-    print(f"| backfill alone ({sum(first.values())} media) | {rate_alone:.0f} media/min | "
-          f"Prefect server CPU {server_cpu * 1000:.0f} ms a media |")  # fmt: skip
+    print(
+        f"| backfill alone ({sum(first.values())} media) | {rate_alone:.0f} media/min | "
+        f"Prefect server CPU {server_cpu * 1000:.0f} ms a media |"
+    )
     print(
         f"| backfill beside uploads ({rest} media, {failed} failed) | {rate_beside:.0f} "
         f"media/min | {rate_beside / rate_alone:.2f}x alone (goal >= 0.7x) |"

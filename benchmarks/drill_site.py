@@ -41,9 +41,18 @@ class Row:
     def cells(self) -> list[str]:
         p50 = f"{statistics.median(self.times):.0f}" if self.times else "-"
         p95 = f"{percentile(self.times, 0.95):.0f}" if self.times else "-"
-        return [self.drill, str(self.trials), str(self.media), f"{self.final}/{self.media}",
-                f"{p50} / {p95} s", str(self.duplicates), str(self.stranded), str(self.failed),
-                f"{self.recoveries} / {self.faults}", "; ".join(self.notes)]  # fmt: skip
+        return [
+            self.drill,
+            str(self.trials),
+            str(self.media),
+            f"{self.final}/{self.media}",
+            f"{p50} / {p95} s",
+            str(self.duplicates),
+            str(self.stranded),
+            str(self.failed),
+            f"{self.recoveries} / {self.faults}",
+            "; ".join(self.notes),
+        ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -83,13 +92,17 @@ class Site:
         self.prefect_db.start().create_database("prefect")
         self.redis.start()
         self.providers.latency = 1.5  # a transcription is in flight for a while
-        os.environ.update({
-            "DATABASE_URL": self.app_db.url("app"),
-            "PREFECT_API_URL": f"http://127.0.0.1:{self.port}/api",
-            "OPENAI_API_KEY": "sk-drill", "OPENAI_BASE_URL": f"{self.providers.url}/v1",
-            "GEMINI_API_KEY": "gm-drill", "GEMINI_BASE_URL": self.providers.url,
-            "MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE": "6000",
-        })  # fmt: skip
+        os.environ.update(
+            {
+                "DATABASE_URL": self.app_db.url("app"),
+                "PREFECT_API_URL": f"http://127.0.0.1:{self.port}/api",
+                "OPENAI_API_KEY": "sk-drill",
+                "OPENAI_BASE_URL": f"{self.providers.url}/v1",
+                "GEMINI_API_KEY": "gm-drill",
+                "GEMINI_BASE_URL": self.providers.url,
+                "MEDIA_PIPELINE_OPENAI_CALLS_PER_MINUTE": "6000",
+            }
+        )
         self.server = self.start_server()
         self.samples = self.make_samples()
 
@@ -97,8 +110,9 @@ class Site:
         from tests.support.services import start_prefect_server
 
         url = self.prefect_db.url("prefect", driver="asyncpg")
-        return start_prefect_server(url, self.redis.url, self.work / "server.log", self.port,
-                                    workers=self.server_workers)  # fmt: skip
+        return start_prefect_server(
+            url, self.redis.url, self.work / "server.log", self.port, workers=self.server_workers
+        )
 
     def restart_server(self) -> None:
         from tests.support.processes import stop_process
@@ -126,8 +140,9 @@ class Site:
 
         if self.api is None:
             self.api, base = start_api(self.work / "api.log", MEDIA_PIPELINE_API_TOKENS=TOKEN)
-            self.client = httpx.Client(base_url=base, timeout=120,
-                                       headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+            self.client = httpx.Client(
+                base_url=base, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"}
+            )
         return self.client
 
     def kill_server(self) -> None:
@@ -140,10 +155,12 @@ class Site:
         log = self.work / f"worker-{self.started}.log"
         self.started += 1
         prefect = str(Path(sys.executable).parent / "prefect")
-        process = start_process([prefect, "worker", "start", "--pool", "media"],
-                                dict(os.environ), log)  # fmt: skip
-        wait_until(lambda: "started!" in log.read_text() or process.poll() is not None, 120,
-                   "a worker")  # fmt: skip
+        process = start_process(
+            [prefect, "worker", "start", "--pool", "media"], dict(os.environ), log
+        )
+        wait_until(
+            lambda: "started!" in log.read_text() or process.poll() is not None, 120, "a worker"
+        )
         self.workers[slot], self.logs[slot] = process, log
 
     def kill_worker(self, slot: int) -> None:
@@ -260,9 +277,16 @@ def count_recoveries(run_ids: list[str], row: Row, faults: int = 1) -> None:
     from deployments.operations.run_health import MARK
 
     with get_client(sync_client=True) as client:
-        most = max((sum((s.message or "").startswith(MARK)
-                        for s in client.read_flow_run_states(uuid.UUID(r)))
-                    for r in run_ids), default=0)  # fmt: skip
+        most = max(
+            (
+                sum(
+                    (s.message or "").startswith(MARK)
+                    for s in client.read_flow_run_states(uuid.UUID(r))
+                )
+                for r in run_ids
+            ),
+            default=0,
+        )
     row.recoveries = max(row.recoveries, most)
     row.faults = max(row.faults, faults)
 
@@ -274,8 +298,9 @@ def runs_in_flight(run_ids: list[str]) -> dict[str, str]:
     from prefect.client.schemas.objects import StateType
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            id=FlowRunFilterId(any_=[uuid.UUID(r) for r in run_ids])))  # fmt: skip
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(r) for r in run_ids]))
+        )
     return {
         str(r.id): str(r.labels.get("prefect.worker.name", ""))
         for r in runs

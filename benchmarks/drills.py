@@ -233,9 +233,11 @@ def drill_slow_provider(site: Site) -> Row:
     slow = photos()
     wait_final([m for m, _ in notes], time.monotonic(), row)
     ratio = percentile(slow, 0.95) / percentile(idle, 0.95)
-    row.notes.append(f"thumbnails to READY p95: idle {percentile(idle, 0.95):.1f} s, beside "
-                     f"the slow provider {percentile(slow, 0.95):.1f} s ({ratio:.2f}x, "
-                     "target <= 2x)")  # fmt: skip
+    row.notes.append(
+        f"thumbnails to READY p95: idle {percentile(idle, 0.95):.1f} s, beside "
+        f"the slow provider {percentile(slow, 0.95):.1f} s ({ratio:.2f}x, "
+        "target <= 2x)"
+    )
     return row
 
 
@@ -269,8 +271,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kill-trials", type=int, default=20)
     parser.add_argument("--media", type=int, default=30)
-    parser.add_argument("--only", default="kill,restarts,rolling,backlog,submit,server-kill,"
-                        "child-kill,slow-provider,outage")  # fmt: skip
+    parser.add_argument(
+        "--only",
+        default="kill,restarts,rolling,backlog,submit,server-kill,child-kill,slow-provider,outage",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started
     from benchmarks.latency import scratch_environment
@@ -307,8 +311,18 @@ def main() -> None:
             rows.append(drill_outage(site))
     finally:
         site.close()
-    headers = ["drill", "trials", "media", "final", "time to final p50 / p95", "duplicates",
-               "stranded", "FAILED", "recoveries / faults of one run", "notes"]  # fmt: skip
+    headers = [
+        "drill",
+        "trials",
+        "media",
+        "final",
+        "time to final p50 / p95",
+        "duplicates",
+        "stranded",
+        "FAILED",
+        "recoveries / faults of one run",
+        "notes",
+    ]
     print("| " + " | ".join(headers) + " |")
     print("|" + "---|" * len(headers))
     for row in rows:

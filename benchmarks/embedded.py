@@ -42,16 +42,21 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, bool]:
 
 
 def environment(data: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API_", "DATABASE_URL", "MEDIA_PIPELINE_"))}  # fmt: skip
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_API_", "DATABASE_URL", "MEDIA_PIPELINE_"))
+    }
     return {**env, "MEDIA_PIPELINE_DATA_DIR": str(data), **extra}
 
 
 @contextmanager
 def busy_machine() -> Iterator[None]:
     """Two busy processes per core."""
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-                for _ in range(2 * (os.cpu_count() or 1))]  # fmt: skip
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(2 * (os.cpu_count() or 1))
+    ]
     try:
         yield
     finally:
@@ -65,8 +70,9 @@ def photos(env: dict[str, str], photo: Path, count: int) -> list[tuple[float, bo
     return [timed(process, env) for _ in range(count)]
 
 
-def first_then_later(env: dict[str, str], photo: Path, later: int
-                     ) -> tuple[list[tuple[float, bool]], float]:  # fmt: skip
+def first_then_later(
+    env: dict[str, str], photo: Path, later: int
+) -> tuple[list[tuple[float, bool]], float]:
     """The first photo, then (once the local service it leaves answers) the later ones;
     also how long the service took to answer after the first command ended."""
     import json
@@ -92,11 +98,19 @@ def first_then_later(env: dict[str, str], photo: Path, later: int
 def alternating(data: Path, photo: Path, rounds: int) -> list[tuple[float, bool]]:
     """Two roots (media root and database) in one data dir, one command each in turn: each
     is served by the local service of its own settings once that one answers."""
-    envs = [environment(data, MEDIA_ROOT=str(data / root / "media"),
-                        DATABASE_URL=f"sqlite:///{data / root / 'app.db'}")
-            for root in ("a", "b")]  # fmt: skip
-    return [timed([str(BIN / "media-pipeline"), "process", str(photo)], env)
-            for _ in range(rounds) for env in envs]  # fmt: skip
+    envs = [
+        environment(
+            data,
+            MEDIA_ROOT=str(data / root / "media"),
+            DATABASE_URL=f"sqlite:///{data / root / 'app.db'}",
+        )
+        for root in ("a", "b")
+    ]
+    return [
+        timed([str(BIN / "media-pipeline"), "process", str(photo)], env)
+        for _ in range(rounds)
+        for env in envs
+    ]
 
 
 def main() -> None:
@@ -107,11 +121,15 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="embedded-"))
     photo = make_jpeg(work / "photo-12mp.jpg", 4000, 3000, orientation=6)
-    imports = [timed([sys.executable, "-c", "import prefect"], dict(os.environ))[0]
-               for _ in range(3)]  # fmt: skip
+    imports = [
+        timed([sys.executable, "-c", "import prefect"], dict(os.environ))[0] for _ in range(3)
+    ]
     baseline = statistics.median(imports)
-    temporary_env = environment(work / "temporary", MEDIA_PIPELINE_LOCAL_SERVER="false",
-                                PREFECT_HOME=str(work / "temporary" / "prefect-home"))  # fmt: skip
+    temporary_env = environment(
+        work / "temporary",
+        MEDIA_PIPELINE_LOCAL_SERVER="false",
+        PREFECT_HOME=str(work / "temporary" / "prefect-home"),
+    )
     temporary_first, *temporary = photos(temporary_env, photo, 3)
     local_env = environment(work / "local")
     local, ready = first_then_later(local_env, photo, args.later)
@@ -121,8 +139,12 @@ def main() -> None:
         loaded, loaded_ready = first_then_later(loaded_env, photo, args.later)
         loaded_temporary = photos(temporary_env, photo, 2)
     for env in (local_env, loaded_env, environment(work / "two-roots")):
-        subprocess.run([str(BIN / "media-pipeline"), "server", "stop"], env=env,
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            [str(BIN / "media-pipeline"), "server", "stop"],
+            env=env,
+            capture_output=True,
+            check=False,
+        )
 
     reference = statistics.median(t for t, _ in temporary)
     first, later = local[0][0], statistics.median(t for t, _ in local[1:])
@@ -131,9 +153,11 @@ def main() -> None:
         f"temporary server in each command: first {temporary_first[0]:.1f} s (migrates its "
         f"database), then {', '.join(f'{t:.1f}' for t, _ in temporary)} s (the reference)"
     )
-    print(f"local server, first photo (starts it, in-process): {first:.1f} s; the local "
-          f"service answered {ready:.0f} s later; later photos (through it): "
-          f"{', '.join(f'{t:.1f}' for t, _ in local[1:])} s")  # fmt: skip
+    print(
+        f"local server, first photo (starts it, in-process): {first:.1f} s; the local "
+        f"service answered {ready:.0f} s later; later photos (through it): "
+        f"{', '.join(f'{t:.1f}' for t, _ in local[1:])} s"
+    )
     print(
         f"first / temporary: {first / reference:.2f} (target <= 0.60); against the temporary "
         f"server's own first command: {first / temporary_first[0]:.2f}"
@@ -147,9 +171,11 @@ def main() -> None:
         f"{sum(s for _, s in two_roots)}/{len(two_roots)} succeeded"
     )
     ok = sum(success for _, success in loaded)
-    print(f"loaded machine (2 busy processes per core), local server: {ok}/{len(loaded)} "
-          f"succeeded; first {loaded[0][0]:.1f} s, service after {loaded_ready:.0f} s, later "
-          f"{statistics.median(t for t, _ in loaded[1:]):.1f} s")  # fmt: skip
+    print(
+        f"loaded machine (2 busy processes per core), local server: {ok}/{len(loaded)} "
+        f"succeeded; first {loaded[0][0]:.1f} s, service after {loaded_ready:.0f} s, later "
+        f"{statistics.median(t for t, _ in loaded[1:]):.1f} s"
+    )
     ok_temporary = sum(success for _, success in loaded_temporary)
     print(
         f"loaded machine, temporary server: {ok_temporary}/{len(loaded_temporary)} succeeded "

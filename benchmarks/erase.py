@@ -36,8 +36,9 @@ def server_cpu() -> float:
     return cpu_by_program().get("prefect server", 0.0)
 
 
-def upload_all(client: Any, photo: Path, count: int, alert: uuid.UUID | None
-               ) -> tuple[list[uuid.UUID], list[float]]:  # fmt: skip
+def upload_all(
+    client: Any, photo: Path, count: int, alert: uuid.UUID | None
+) -> tuple[list[uuid.UUID], list[float]]:
     """Upload and complete ``count`` photos (one alert each, or all in ``alert``); their
     ids and each complete's seconds."""
     from tests.support.api import complete, upload
@@ -85,27 +86,44 @@ def main() -> None:
     redis = PrivateRedis(work / "redis").start()
     processes: list[Any] = []
     try:
-        with scratch_database("mp_erase_prefect") as prefect_db, \
-                scratch_database("mp_erase_app") as app_db:  # fmt: skip
+        with (
+            scratch_database("mp_erase_prefect") as prefect_db,
+            scratch_database("mp_erase_app") as app_db,
+        ):
             port = free_port()
-            processes.append(start_prefect_server(
-                f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}", redis.url,
-                work / "server.log", port))  # fmt: skip
-            os.environ.update({"PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-                               "DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}",
-                               "MEDIA_PIPELINE_API_TOKENS": TOKEN})  # fmt: skip
+            processes.append(
+                start_prefect_server(
+                    f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}",
+                    redis.url,
+                    work / "server.log",
+                    port,
+                )
+            )
+            os.environ.update(
+                {
+                    "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                    "DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}",
+                    "MEDIA_PIPELINE_API_TOKENS": TOKEN,
+                }
+            )
             from db.migrate import upgrade
             from deployments.operations.setup import setup
 
             upgrade()
             setup()
             prefect = str(Path(sys.executable).parent / "prefect")
-            processes.append(start_process([prefect, "worker", "start", "--pool", "media"],
-                                           dict(os.environ), work / "worker.log"))  # fmt: skip
+            processes.append(
+                start_process(
+                    [prefect, "worker", "start", "--pool", "media"],
+                    dict(os.environ),
+                    work / "worker.log",
+                )
+            )
             api, base = start_api(work / "api.log")
             processes.append(api)
-            with httpx.Client(base_url=base, timeout=120,
-                              headers={"Authorization": f"Bearer {TOKEN}"}) as client:  # fmt: skip
+            with httpx.Client(
+                base_url=base, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as client:
                 report = measure(client, photo, args.media)
     finally:
         for process in reversed(processes):
@@ -116,8 +134,10 @@ def main() -> None:
         f"{args.media} photos, processed: Prefect server CPU {processed_cpu * 1000:.0f} ms "
         f"per media (upload to READY); complete p50 {statistics.median(completes):.3f} s"
     )
-    for name, (seconds, cpu, pending) in (("one DELETE per media", one),
-                                          (f"one alert of {args.media}", alert)):  # fmt: skip
+    for name, (seconds, cpu, pending) in (
+        ("one DELETE per media", one),
+        (f"one alert of {args.media}", alert),
+    ):
         print(
             f"{name}: {seconds:.3f} s per media ({seconds / statistics.median(completes):.1f}x "
             f"a complete), Prefect server CPU {cpu * 1000:.0f} ms per media "

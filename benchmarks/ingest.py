@@ -78,8 +78,10 @@ PROGRAMS = [
 
 
 def summary(times: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(times) * 1000, 1),
-            "p95_ms": round(percentile(times, 0.95) * 1000, 1)}  # fmt: skip
+    return {
+        "p50_ms": round(statistics.median(times) * 1000, 1),
+        "p95_ms": round(percentile(times, 0.95) * 1000, 1),
+    }
 
 
 def upload_once(clients: Any, photo: bytes, timings: dict[str, list[float]]) -> None:
@@ -88,19 +90,32 @@ def upload_once(clients: Any, photo: bytes, timings: dict[str, list[float]]) -> 
     client = clients.api
     alert = str(uuid.uuid4())
     started = time.perf_counter()
-    init = client.post(f"/api/alerts/{alert}/media/initiate", json={
-        "type": "IMAGE", "position": 0, "filename": "photo.jpg", "mimeType": "image/jpeg",
-        "size": len(photo), "categoryCode": "AUTRE"})  # fmt: skip
+    init = client.post(
+        f"/api/alerts/{alert}/media/initiate",
+        json={
+            "type": "IMAGE",
+            "position": 0,
+            "filename": "photo.jpg",
+            "mimeType": "image/jpeg",
+            "size": len(photo),
+            "categoryCode": "AUTRE",
+        },
+    )
     init.raise_for_status()
     body = init.json()
     sent = time.perf_counter()
-    clients.uploads.put(body["uploadUrl"], content=photo, headers=body["headers"]
-                        ).raise_for_status()  # fmt: skip
+    clients.uploads.put(
+        body["uploadUrl"], content=photo, headers=body["headers"]
+    ).raise_for_status()
     uploaded = time.perf_counter()
     client.post(f"/api/alerts/{alert}/media/{body['mediaId']}/complete").raise_for_status()
     done = time.perf_counter()
-    for name, value in (("initiate", sent - started), ("put", uploaded - sent),
-                        ("complete", done - uploaded), ("upload", done - started)):  # fmt: skip
+    for name, value in (
+        ("initiate", sent - started),
+        ("put", uploaded - sent),
+        ("complete", done - uploaded),
+        ("upload", done - started),
+    ):
         timings[name].append(value)
 
 
@@ -109,13 +124,15 @@ def load(base: str, pid: int, count: int, clients: int, work: Any) -> dict[str, 
     import httpx
 
     local = threading.local()
-    timings: dict[str, list[float]] = {k: [] for k in ("initiate", "put", "complete", "upload",
-                                                       "floor")}  # fmt: skip
+    timings: dict[str, list[float]] = {
+        k: [] for k in ("initiate", "put", "complete", "upload", "floor")
+    }
 
     def one(_: int) -> None:
         if not hasattr(local, "api"):  # connection pools of their own per client thread
-            local.api = httpx.Client(base_url=base, timeout=60,
-                                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+            local.api = httpx.Client(
+                base_url=base, timeout=60, headers={"Authorization": f"Bearer {TOKEN}"}
+            )
             local.uploads = httpx.Client(timeout=60)
         work(local, timings)
 
@@ -127,14 +144,18 @@ def load(base: str, pid: int, count: int, clients: int, work: Any) -> dict[str, 
     elapsed = time.perf_counter() - started
     used = cpu_by_program()
     spent = {name: used[name] - machine.get(name, 0.0) for name in used}
-    busy = {name: round(seconds / elapsed, 2) for name, seconds in spent.items()
-            if seconds > 0.01 * elapsed}  # fmt: skip
-    return {"per_second": round(count / elapsed, 1),
-            "api_cpu_ms_each": round((cpu_seconds(pid) - cpu) / count * 1000, 2),
-            "cores_busy_by_program": busy,
-            "cpu_ms_each_by_program": {name: round(spent[name] / count * 1000, 1)
-                                       for name in busy},
-            **{k: summary(v) for k, v in timings.items() if v}}  # fmt: skip
+    busy = {
+        name: round(seconds / elapsed, 2)
+        for name, seconds in spent.items()
+        if seconds > 0.01 * elapsed
+    }
+    return {
+        "per_second": round(count / elapsed, 1),
+        "api_cpu_ms_each": round((cpu_seconds(pid) - cpu) / count * 1000, 2),
+        "cores_busy_by_program": busy,
+        "cpu_ms_each_by_program": {name: round(spent[name] / count * 1000, 1) for name in busy},
+        **{k: summary(v) for k, v in timings.items() if v},
+    }
 
 
 def floor(clients: Any, timings: dict[str, list[float]]) -> None:
@@ -162,8 +183,9 @@ def submission_baseline(runs: int) -> dict[str, float]:
 
     started = time.perf_counter()
     for _ in range(runs):
-        run_deployment(deployment_name("high"), parameters=parameters(), timeout=0,
-                       as_subflow=False)  # fmt: skip
+        run_deployment(
+            deployment_name("high"), parameters=parameters(), timeout=0, as_subflow=False
+        )
     plain = (time.perf_counter() - started) / runs
     with get_client(sync_client=True) as client:
         create_flow_runs(client, [request()])  # fills the cache
@@ -179,23 +201,25 @@ def submission_baseline(runs: int) -> dict[str, float]:
                 list(pool.map(lambda _: create(), range(count)))
             return (cpu_by_program().get("prefect server", 0.0) - before) / count * 1000
 
-        one_by_one = server_cpu_ms(lambda: client.create_flow_run_from_deployment(
-            deployment, parameters=parameters()))  # fmt: skip
+        one_by_one = server_cpu_ms(
+            lambda: client.create_flow_run_from_deployment(deployment, parameters=parameters())
+        )
         batcher = RunBatcher(client)
         try:
             batched = server_cpu_ms(lambda: batcher([request()]))
         finally:
             batcher.close()
-    return {"run_deployment_ms": round(plain * 1000, 1),
-            "create_flow_runs_cached_ms": round(cached * 1000, 1),
-            "latency_ratio": round(cached / plain, 2),
-            "server_cpu_ms_per_run_one_request_each": round(one_by_one, 1),
-            "server_cpu_ms_per_run_batched": round(batched, 1),
-            "server_cpu_ratio": round(batched / one_by_one, 2)}  # fmt: skip
+    return {
+        "run_deployment_ms": round(plain * 1000, 1),
+        "create_flow_runs_cached_ms": round(cached * 1000, 1),
+        "latency_ratio": round(cached / plain, 2),
+        "server_cpu_ms_per_run_one_request_each": round(one_by_one, 1),
+        "server_cpu_ms_per_run_batched": round(batched, 1),
+        "server_cpu_ratio": round(batched / one_by_one, 2),
+    }
 
 
-def run_round(storage: str, report: dict[str, Any], args: Any, photo: bytes, work: Path
-              ) -> None:  # fmt: skip
+def run_round(storage: str, report: dict[str, Any], args: Any, photo: bytes, work: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from db.migrate import upgrade
@@ -214,8 +238,9 @@ def run_round(storage: str, report: dict[str, Any], args: Any, photo: bytes, wor
     try:
         load(base, api.pid, 20, args.clients, lambda c, t: upload_once(c, photo, t))  # warm-up
         report[f"{storage}_floor"] = load(base, api.pid, args.uploads, args.clients, floor)
-        report[storage] = load(base, api.pid, args.uploads, args.clients,
-                               lambda c, t: upload_once(c, photo, t))  # fmt: skip
+        report[storage] = load(
+            base, api.pid, args.uploads, args.clients, lambda c, t: upload_once(c, photo, t)
+        )
     finally:
         stop_process(api)
     print(json.dumps({storage: report[storage]}, indent=2), flush=True)
@@ -248,9 +273,12 @@ def main() -> None:
     os.environ["PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED"] = "false"
     photo_path = make_jpeg(work / "photo.jpg", 2600, 1950, quality=97)  # about 3 MB
     photo = photo_path.read_bytes()
-    report: dict[str, Any] = {"photo_bytes": len(photo), "uploads": args.uploads,
-                              "clients": args.clients,
-                              "prefect_api_processes": args.prefect_workers}  # fmt: skip
+    report: dict[str, Any] = {
+        "photo_bytes": len(photo),
+        "uploads": args.uploads,
+        "clients": args.clients,
+        "prefect_api_processes": args.prefect_workers,
+    }
     redis = PrivateRedis(work / "redis").start()
     seaweed = PrivateSeaweed(work / "seaweed").start()
     try:
@@ -263,14 +291,20 @@ def main() -> None:
             ):
                 port = free_port()
                 server = start_prefect_server(
-                    f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}", redis.url,
-                    work / f"server-{storage}.log", port, workers=args.prefect_workers,
-                )  # fmt: skip
-                os.environ.update({
-                    "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-                    "DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}",
-                    "MEDIA_PIPELINE_API_TOKENS": TOKEN, **env,
-                })  # fmt: skip
+                    f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}",
+                    redis.url,
+                    work / f"server-{storage}.log",
+                    port,
+                    workers=args.prefect_workers,
+                )
+                os.environ.update(
+                    {
+                        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+                        "DATABASE_URL": f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}",
+                        "MEDIA_PIPELINE_API_TOKENS": TOKEN,
+                        **env,
+                    }
+                )
                 try:
                     run_round(storage, report, args, photo, work)
                 finally:
@@ -284,12 +318,14 @@ def main() -> None:
     for storage in ("local", "s3"):
         row = report[storage]
         base_ms = report[f"{storage}_floor"]["floor"]["p50_ms"]
-        print(f"{storage}: complete p95 {row['complete']['p95_ms']} ms (goal < 250), API CPU "
-              f"{row['api_cpu_ms_each']} ms per upload (goal < 20), {row['per_second']} "
-              f"uploads/s; Prefect server CPU {row['cpu_ms_each_by_program']['prefect server']} "
-              f"ms per upload, {row['cores_busy_by_program']['prefect server']} cores; "
-              f"complete p50 / authenticated 404 p50 = "
-              f"{row['complete']['p50_ms'] / base_ms:.1f}")  # fmt: skip
+        print(
+            f"{storage}: complete p95 {row['complete']['p95_ms']} ms (goal < 250), API CPU "
+            f"{row['api_cpu_ms_each']} ms per upload (goal < 20), {row['per_second']} "
+            f"uploads/s; Prefect server CPU {row['cpu_ms_each_by_program']['prefect server']} "
+            f"ms per upload, {row['cores_busy_by_program']['prefect server']} cores; "
+            f"complete p50 / authenticated 404 p50 = "
+            f"{row['complete']['p50_ms'] / base_ms:.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -129,15 +129,28 @@ def run_phase(
     os.environ["MEDIA_PIPELINE_WORKER_TYPE"] = worker_type
     get_settings.cache_clear()
     setup()
-    worker_env = {**os.environ, "PREFECT_WORKER_QUERY_SECONDS": "1",
-                  "PREFECT_WORKER_PREFETCH_SECONDS": "0"}  # fmt: skip
+    worker_env = {
+        **os.environ,
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "0",
+    }
     log = work / f"worker-{worker_type}.log"
     # As the README starts workers: at most a run per CPU at once.
     worker = start_process(
-        [str(Path(sys.executable).parent / "prefect"), "worker", "start",
-         "--pool", pool, "--type", worker_type, "--limit", str(os.cpu_count() or 1)],
-        worker_env, log,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "prefect"),
+            "worker",
+            "start",
+            "--pool",
+            pool,
+            "--type",
+            worker_type,
+            "--limit",
+            str(os.cpu_count() or 1),
+        ],
+        worker_env,
+        log,
+    )
     try:
         wait_until(lambda: "started!" in log.read_text(), 120, f"the {worker_type} worker")
         time.sleep(2)  # its first poll
@@ -187,12 +200,14 @@ def scratch_environment(prefix: str) -> Path:
     """A temporary folder for a benchmark's Prefect home, data and media, set in the
     environment before Prefect is imported; returns it."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
-    os.environ.update({
-        "PREFECT_HOME": str(work / "prefect-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "MEDIA_PIPELINE_DATA_DIR": str(work / "data"),
-        "MEDIA_ROOT": str(work / "media"),
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "PREFECT_HOME": str(work / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "MEDIA_PIPELINE_DATA_DIR": str(work / "data"),
+            "MEDIA_ROOT": str(work / "media"),
+        }
+    )
     return work
 
 
@@ -222,9 +237,11 @@ def main() -> None:
         api = f"http://127.0.0.1:{port}/api"
         redis = PrivateRedis(work / "redis").start()
         server = start_prefect_server(
-            f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}", redis.url,
-            work / "server.log", port,
-        )  # fmt: skip
+            f"postgresql+asyncpg://root@127.0.0.1:5432/{prefect_db}",
+            redis.url,
+            work / "server.log",
+            port,
+        )
         try:
             os.environ["PREFECT_API_URL"] = api
             os.environ["DATABASE_URL"] = f"postgresql+psycopg://root@127.0.0.1:5432/{app_db}"
@@ -241,13 +258,18 @@ def main() -> None:
         ratio: Callable[[str], float] = lambda key: round(  # noqa: E731
             reports[WARM][key] / reports[STOCK][key], 2
         )
-        print(json.dumps({
-            "warm/stock latency_p50": ratio("latency_p50_s"),
-            "warm/stock latency_p95": ratio("latency_p95_s"),
-            "warm/stock burst_photos_per_min": ratio("burst_photos_per_min"),
-            "warm/stock runs_per_worker_cpu_s": ratio("runs_per_worker_cpu_s"),
-            "warm/stock server_cpu_s_per_run": ratio("server_cpu_s_per_run"),
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "warm/stock latency_p50": ratio("latency_p50_s"),
+                    "warm/stock latency_p95": ratio("latency_p95_s"),
+                    "warm/stock burst_photos_per_min": ratio("burst_photos_per_min"),
+                    "warm/stock runs_per_worker_cpu_s": ratio("runs_per_worker_cpu_s"),
+                    "warm/stock server_cpu_s_per_run": ratio("server_cpu_s_per_run"),
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

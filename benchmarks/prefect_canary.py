@@ -45,9 +45,11 @@ def main() -> None:
     python = venv / "bin" / "python"
     try:
         run(sys.executable, "-m", "venv", str(venv))
-        locked = [line for line in (ROOT / "requirements.lock").read_text().splitlines()
-                  if line and not line.startswith((" ", "#"))
-                  and line.split("==")[0] not in LIFTED]  # fmt: skip
+        locked = [
+            line
+            for line in (ROOT / "requirements.lock").read_text().splitlines()
+            if line and not line.startswith((" ", "#")) and line.split("==")[0] not in LIFTED
+        ]
         (scratch / "requirements.txt").write_text("\n".join(locked) + "\n")
         wanted = f"prefect=={args.version}" if args.version else "prefect>=3,<4"
         steps = [

@@ -214,15 +214,20 @@ def thumbnail_psnr(thumbnail: Image.Image, upright: Image.Image) -> float:
     scale = THUMBNAIL_SIDE / min(upright.size)
     if scale >= 1:
         return float("nan")  # tiny images are cropped, not scaled: nothing to compare
-    size = (max(THUMBNAIL_SIDE, round(upright.width * scale)),
-            max(THUMBNAIL_SIDE, round(upright.height * scale)))  # fmt: skip
+    size = (
+        max(THUMBNAIL_SIDE, round(upright.width * scale)),
+        max(THUMBNAIL_SIDE, round(upright.height * scale)),
+    )
     scaled = upright.resize(size, Image.Resampling.LANCZOS)
     wide = scaled.width > scaled.height
     windows = [
-        scaled.crop((o, 0, o + THUMBNAIL_SIDE, THUMBNAIL_SIDE) if wide
-                    else (0, o, THUMBNAIL_SIDE, o + THUMBNAIL_SIDE))
+        scaled.crop(
+            (o, 0, o + THUMBNAIL_SIDE, THUMBNAIL_SIDE)
+            if wide
+            else (0, o, THUMBNAIL_SIDE, o + THUMBNAIL_SIDE)
+        )
         for o in range(max(size) - THUMBNAIL_SIDE + 1)
-    ]  # fmt: skip
+    ]
     return max(psnr(thumbnail, window) for window in windows)
 
 

@@ -35,19 +35,49 @@ def videos() -> dict[str, Path]:
     CACHE.mkdir(exist_ok=True)
     picture = CACHE / "video-1min-picture.mp4"
     if not picture.exists():
-        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30:duration=60",
-               "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-pix_fmt", "yuv420p",
-               str(picture))  # fmt: skip
+        ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30:duration=60",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+            str(picture),
+        )
     out = {}
     for label, copies in (("1 min", 1), ("30 min", 30)):
         target = CACHE / f"video-{copies}min.mp4"
         if not target.exists():
             listing = CACHE / "concat.txt"
             listing.write_text(f"file '{picture.name}'\n" * copies)
-            ffmpeg("-f", "concat", "-safe", "0", "-i", str(listing),
-                   "-f", "lavfi", "-i", f"sine=frequency=440:duration={60 * copies}",
-                   "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest",
-                   str(target))  # fmt: skip
+            ffmpeg(
+                "-f",
+                "concat",
+                "-safe",
+                "0",
+                "-i",
+                str(listing),
+                "-f",
+                "lavfi",
+                "-i",
+                f"sine=frequency=440:duration={60 * copies}",
+                "-map",
+                "0:v",
+                "-map",
+                "1:a",
+                "-c:v",
+                "copy",
+                "-c:a",
+                "aac",
+                "-shortest",
+                str(target),
+            )
             listing.unlink()
         out[label] = target
     return out
@@ -71,13 +101,19 @@ def main() -> None:
     for job in jobs:
         short = statistics.median(times[(job, "1 min")])
         long = statistics.median(times[(job, "30 min")])
-        report[job] = {"1_min_s": round(short, 3), "30_min_s": round(long, 3),
-                       "ratio": round(long / short, 3)}  # fmt: skip
+        report[job] = {
+            "1_min_s": round(short, 3),
+            "30_min_s": round(long, 3),
+            "ratio": round(long / short, 3),
+        }
         print(f"{job:9s}  1 min {short:6.2f} s   30 min {long:6.2f} s   ratio {long / short:4.2f}")
     short = sum(statistics.median(times[(job, "1 min")]) for job in jobs)
     long = sum(statistics.median(times[(job, "30 min")]) for job in jobs)
-    report["both"] = {"1_min_s": round(short, 3), "30_min_s": round(long, 3),
-                      "ratio": round(long / short, 3)}  # fmt: skip
+    report["both"] = {
+        "1_min_s": round(short, 3),
+        "30_min_s": round(long, 3),
+        "ratio": round(long / short, 3),
+    }
     print(f"both       1 min {short:6.2f} s   30 min {long:6.2f} s   ratio {long / short:4.2f}")
     print(json.dumps(report, indent=2))
 

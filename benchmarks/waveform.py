@@ -62,8 +62,10 @@ def samples() -> dict[str, Path]:
 def measure(implementation: str, path: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, "-c", PROBE, implementation, str(path), str(ROOT)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -81,10 +83,13 @@ def main() -> None:
         naive = statistics.median(r["seconds"] for r in runs["naive"])
         memory = {k: max(r["peak_mib"] for r in v) for k, v in runs.items()}
         reference = AUDIOWAVEFORM_SECONDS[kind]
-        report[kind] = {"ours_s": round(ours, 3), "naive_s": round(naive, 3),
-                        "ours_vs_naive": round(ours / naive, 2),
-                        "ours_vs_audiowaveform": round(ours / reference, 2),
-                        "peak_mib": {k: round(v, 1) for k, v in memory.items()}}  # fmt: skip
+        report[kind] = {
+            "ours_s": round(ours, 3),
+            "naive_s": round(naive, 3),
+            "ours_vs_naive": round(ours / naive, 2),
+            "ours_vs_audiowaveform": round(ours / reference, 2),
+            "peak_mib": {k: round(v, 1) for k, v in memory.items()},
+        }
         print(
             f"10 min {kind.upper()}: ours {ours * 1000:6.0f} ms (peak +{memory['ours']:5.1f} MiB)"
             f"  naive {naive * 1000:6.0f} ms (peak +{memory['naive']:5.1f} MiB)"

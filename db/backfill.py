@@ -155,10 +155,14 @@ def create_backfill(
     session.add(backfill)
     session.flush()
     rows = [
-        {"backfill_id": backfill.id, "media_id": media_id, "position": position,
-         "state": BackfillItemState.SELECTED}
+        {
+            "backfill_id": backfill.id,
+            "media_id": media_id,
+            "position": position,
+            "state": BackfillItemState.SELECTED,
+        }
         for position, media_id in enumerate(matching_media(session, criteria))
-    ]  # fmt: skip
+    ]
     for start in range(0, len(rows), 1000):
         session.execute(insert(BackfillItem), rows[start : start + 1000])
     if not rows:  # nothing to do: done at once, with no run

@@ -62,18 +62,29 @@ def _erase(session: Session, media: Media, copies: Sequence[str] = ()) -> MediaE
     else:
         keys = {"prefix": media_key(media.alert_id, media.id) + "/", "copies": list(copies)}
     # The runs that served it, also those that carry no media tag (run in a command).
-    keys["runs"] = sorted({r for model in (ProcessingJob, Transcription) for r in session.scalars(
-        select(model.flow_run_id).where(model.media_id == media.id)) if r})  # fmt: skip
+    keys["runs"] = sorted(
+        {
+            r
+            for model in (ProcessingJob, Transcription)
+            for r in session.scalars(select(model.flow_run_id).where(model.media_id == media.id))
+            if r
+        }
+    )
     counts = {
         "transcriptions": _delete(session, Transcription, media.id),
         "derivatives": _delete(session, MediaDerivative, media.id),
         "jobs": _delete(session, ProcessingJob, media.id),
     }
     tombstone = MediaErasure(
-        media_id=media.id, alert_id=media.alert_id, type=media.type,
-        is_enhanced=media.is_enhanced, erased_at=utcnow(), keys=keys,
-        receipt={"database": {"media": 1, **counts}}, pending=dict.fromkeys(STORES, "to do"),
-    )  # fmt: skip
+        media_id=media.id,
+        alert_id=media.alert_id,
+        type=media.type,
+        is_enhanced=media.is_enhanced,
+        erased_at=utcnow(),
+        keys=keys,
+        receipt={"database": {"media": 1, **counts}},
+        pending=dict.fromkeys(STORES, "to do"),
+    )
     session.add(tombstone)
     session.execute(delete(Media).where(Media.id == media.id))
     session.flush()
@@ -95,22 +106,28 @@ def erase_alert_if_empty(session: Session, alert_id: uuid.UUID) -> bool:
 def alert_media(session: Session, alert_id: uuid.UUID) -> list[uuid.UUID]:
     """The alert's own media (enhanced copies go with their source), and those erased
     before, so that erasing an alert again answers with every receipt."""
-    live = session.scalars(select(Media.id).where(Media.alert_id == alert_id,
-                                                  Media.is_enhanced.is_(False)))  # fmt: skip
-    erased = session.scalars(select(MediaErasure.media_id).where(
-        MediaErasure.alert_id == alert_id, MediaErasure.is_enhanced.is_(False)))  # fmt: skip
+    live = session.scalars(
+        select(Media.id).where(Media.alert_id == alert_id, Media.is_enhanced.is_(False))
+    )
+    erased = session.scalars(
+        select(MediaErasure.media_id).where(
+            MediaErasure.alert_id == alert_id, MediaErasure.is_enhanced.is_(False)
+        )
+    )
     return list(dict.fromkeys([*live, *erased]))
 
 
-def unfinished_erasures(session: Session, erased_before: datetime, limit: int = 100
-                        ) -> Sequence[MediaErasure]:  # fmt: skip
+def unfinished_erasures(
+    session: Session, erased_before: datetime, limit: int = 100
+) -> Sequence[MediaErasure]:
     """Erasures with stores still pending, older than ``erased_before`` (a younger one is
     most likely still being finished by the call that began it)."""
     return session.scalars(
-        select(MediaErasure).where(MediaErasure.finished_at.is_(None),
-                                   MediaErasure.erased_at < erased_before)
-        .order_by(MediaErasure.erased_at).limit(limit)
-    ).all()  # fmt: skip
+        select(MediaErasure)
+        .where(MediaErasure.finished_at.is_(None), MediaErasure.erased_at < erased_before)
+        .order_by(MediaErasure.erased_at)
+        .limit(limit)
+    ).all()
 
 
 def lock_erasure(session: Session, media_id: uuid.UUID) -> None:
@@ -122,9 +139,12 @@ def lock_erasure(session: Session, media_id: uuid.UUID) -> None:
 
 
 def record_step(
-    session: Session, media_id: uuid.UUID, store: str, counts: dict[str, Any] | None,
+    session: Session,
+    media_id: uuid.UUID,
+    store: str,
+    counts: dict[str, Any] | None,
     why_not: str | None,
-) -> MediaErasure:  # fmt: skip
+) -> MediaErasure:
     """A store cleared (its counts added to the receipt), or not yet (why)."""
     tombstone = session.get(MediaErasure, media_id)
     assert tombstone is not None

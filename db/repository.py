@@ -124,9 +124,11 @@ def mark_uploaded(
 def delete_abandoned_uploads(session: Session, initiated_before: datetime) -> list[str]:
     """Media initiated before ``initiated_before`` whose upload never completed: their rows
     are deleted; returns their storage keys (an object may have been stored)."""
-    abandoned = session.scalars(select(Media).where(
-        Media.status == MediaStatus.AWAITING_UPLOAD, Media.created_at < initiated_before
-    )).all()  # fmt: skip
+    abandoned = session.scalars(
+        select(Media).where(
+            Media.status == MediaStatus.AWAITING_UPLOAD, Media.created_at < initiated_before
+        )
+    ).all()
     for media in abandoned:
         session.delete(media)
     session.flush()
@@ -138,8 +140,9 @@ def load_media(session: Session, media_id: object) -> Media:
     if media is None:
         erased = session.get(MediaErasure, parse_uuid(media_id, "media id"))
         if erased is not None:
-            raise MediaErased(f"media {media_id} was erased at "
-                              f"{erased.erased_at.isoformat(timespec='seconds')}")  # fmt: skip
+            raise MediaErased(
+                f"media {media_id} was erased at {erased.erased_at.isoformat(timespec='seconds')}"
+            )
         raise MediaNotFound(f"media {media_id} does not exist")
     return media
 

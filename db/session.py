@@ -100,7 +100,10 @@ def transaction(work: Callable[[Session], T], url: str | None = None) -> T:
         except DBAPIError as error:
             if not is_transient(error) or time.monotonic() + delay > deadline:
                 raise
-            logger.warning("database unavailable (%s); trying again in %.2f s",
-                           type(error.orig).__name__, delay)  # fmt: skip
+            logger.warning(
+                "database unavailable (%s); trying again in %.2f s",
+                type(error.orig).__name__,
+                delay,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -37,11 +37,18 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
     rows = []
     for job in summary.jobs:
         for output in job.outputs or [OutputRecord(type="")]:
-            rows.append({
-                "error": job.error or "", "job": job.job, "state": job.state.value,
-                "attempts": job.attempts, "output": output.type, "size": _size(output),
-                "bytes": output.bytes or "", "path": output.path or "",
-            })  # fmt: skip
+            rows.append(
+                {
+                    "error": job.error or "",
+                    "job": job.job,
+                    "state": job.state.value,
+                    "attempts": job.attempts,
+                    "output": output.type,
+                    "size": _size(output),
+                    "bytes": output.bytes or "",
+                    "path": output.path or "",
+                }
+            )
     create_table_artifact(
         table=rows,
         key=f"media-{summary.media_id}",
@@ -57,10 +64,14 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
         transcription = transaction(lambda s: active_transcription(s, summary.media_id))
         if transcription is None:
             return
-        lines = [f"**[{s['start']:7.2f} - {s['end']:7.2f}]** {inert(s['text'])}"
-                 for s in transcription.segments] or [inert(transcription.text)]  # fmt: skip
-        header = (f"# Transcript v{transcription.version} ({inert(transcription.model or '')}, "
-                  f"{inert(transcription.language or 'language unknown')})\n\n")  # fmt: skip
+        lines = [
+            f"**[{s['start']:7.2f} - {s['end']:7.2f}]** {inert(s['text'])}"
+            for s in transcription.segments
+        ] or [inert(transcription.text)]
+        header = (
+            f"# Transcript v{transcription.version} ({inert(transcription.model or '')}, "
+            f"{inert(transcription.language or 'language unknown')})\n\n"
+        )
         # No key: the server keeps an event of every keyed artifact, its data included,
         # and no API deletes events; a transcript must be erasable
         # (deployments/operations/erasure.py).
@@ -70,8 +81,10 @@ def publish_media_artifacts(summary: MediaSummary) -> None:
         )
 
 
-MARKUP = str.maketrans({c: "\\" + c for c in "\\`*_[]#!|~{}"} | {
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "})  # fmt: skip
+MARKUP = str.maketrans(
+    {c: "\\" + c for c in "\\`*_[]#!|~{}"}
+    | {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "}
+)
 
 
 def inert(text: str) -> str:
@@ -89,9 +102,12 @@ def files_markdown(summary: MediaSummary) -> str:
     def url(key: str) -> str:
         return f"{public}/{key}" if public else store.describe(key)
 
-    lines = [f"# Files of {summary.type.value.lower()} media {summary.media_id}",
-             f"Alert {summary.alert_id} (the file's name stays out of Prefect: its events "
-             "keep a copy of every keyed artifact, which no API deletes)", ""]  # fmt: skip
+    lines = [
+        f"# Files of {summary.type.value.lower()} media {summary.media_id}",
+        f"Alert {summary.alert_id} (the file's name stays out of Prefect: its events "
+        "keep a copy of every keyed artifact, which no API deletes)",
+        "",
+    ]
     for job in summary.jobs:
         for output in job.outputs:
             if not output.path:

@@ -77,8 +77,13 @@ def run_backfill(backfill_id: str) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "") or None
     backfill = transaction(lambda session: start(session, backfill_uuid, run_id))
-    logger.info("backfill %s: %s %s, at most %d runs at once", backfill_uuid, backfill.job,
-                backfill.selection, backfill.in_flight)  # fmt: skip
+    logger.info(
+        "backfill %s: %s %s, at most %d runs at once",
+        backfill_uuid,
+        backfill.job,
+        backfill.selection,
+        backfill.in_flight,
+    )
     progress = Progress(backfill_uuid)
     poll = get_settings().orchestration.backfill_poll_seconds
     batch = max(1, backfill.in_flight // 2)
@@ -137,27 +142,38 @@ def submit_next(backfill_id: uuid.UUID, room: int) -> None:
         backfill = load_backfill(session, backfill_id)
         job = JOB_TABLE.get(backfill.job)
         criteria = criteria_of(backfill, job, get_settings().gemini.enhancement_categories)
-        claimed = [i for i in items_in(session, backfill_id, BackfillItemState.SUBMITTED)
-                   if i.flow_run_id is None]  # fmt: skip
+        claimed = [
+            i
+            for i in items_in(session, backfill_id, BackfillItemState.SUBMITTED)
+            if i.flow_run_id is None
+        ]
         for item in items_in(session, backfill_id, BackfillItemState.SELECTED, room):
             if claim_for_submission(session, backfill, item, criteria) is None:
                 set_item(session, backfill_id, item.media_id, BackfillItemState.SUBMITTED)
                 claimed.append(item)
-        return [Submission(read_source(session, item.media_id), [job], f"backfill-{backfill_id}",
-                           named=True, backfill=backfill_id) for item in claimed]  # fmt: skip
+        return [
+            Submission(
+                read_source(session, item.media_id),
+                [job],
+                f"backfill-{backfill_id}",
+                named=True,
+                backfill=backfill_id,
+            )
+            for item in claimed
+        ]
 
     submissions = transaction(claim)
     if not submissions:
         return
     with get_client(sync_client=True) as client:
-        runs = [create_runs(s, lambda requests: create_flow_runs(client, requests))
-                for s in submissions]  # fmt: skip
+        runs = [
+            create_runs(s, lambda requests: create_flow_runs(client, requests)) for s in submissions
+        ]
 
     def assign(session: Session) -> None:
         for submission, made in zip(submissions, runs, strict=True):
             for job, run_id in made.items():
-                assign_backfill_run(session, backfill_id, submission.source.media_id, job,
-                                    run_id)  # fmt: skip
+                assign_backfill_run(session, backfill_id, submission.source.media_id, job, run_id)
 
     transaction(assign)
 

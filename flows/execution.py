@@ -61,8 +61,9 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     while True:
         try:
             if not attempt:
-                attempt = transaction(lambda session: mark_job_running(session, media_uuid,
-                                                                       job.name))  # fmt: skip
+                attempt = transaction(
+                    lambda session: mark_job_running(session, media_uuid, job.name)
+                )
                 logger.info("media %s: %s, attempt %d", media_id, job.name, attempt)
             return run_attempt(job, media_uuid, attempt)
         except Exception as exc:
@@ -74,8 +75,13 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
                     f"{job.name} waited {settings.orchestration.fault_wait_seconds:.0f} s "
                     f"for the app database or the Prefect API: {message}"
                 ) from None
-            logger.warning("media %s: %s waits for the database or Prefect (not an attempt, "
-                           "%.0f s): %s", media_id, job.name, delay, message)  # fmt: skip
+            logger.warning(
+                "media %s: %s waits for the database or Prefect (not an attempt, %.0f s): %s",
+                media_id,
+                job.name,
+                delay,
+                message,
+            )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 

@@ -58,8 +58,11 @@ def run_media_jobs(
         if flow_run_id is not None and not recovered:
             with contextlib.suppress(Exception):
                 reason = failure_message(error)
-                transaction(lambda session: fail_unfinished_jobs(
-                    session, parse_uuid(media_id, "media id"), flow_run_id, reason))  # fmt: skip
+                transaction(
+                    lambda session: fail_unfinished_jobs(
+                        session, parse_uuid(media_id, "media id"), flow_run_id, reason
+                    )
+                )
         raise
 
 
@@ -108,8 +111,9 @@ def _run_media_jobs(
                     job_version=None if result.skipped_reason else table.get(name).version,
                 )
             else:
-                finish_job(session, source.media_id, name, JobState.FAILED,
-                           error=failure_message(result))  # fmt: skip
+                finish_job(
+                    session, source.media_id, name, JobState.FAILED, error=failure_message(result)
+                )
         return media_summary(session, source.media_id)
 
     summary = transaction(record)
@@ -139,15 +143,16 @@ def failure_message(error: BaseException) -> str:
     if isinstance(error, PermanentError):
         return message if "not retried" in message else f"{message}; not retried"
     attempts = get_settings().orchestration.retry_attempts
-    return (f"{message} (after {attempts} attempts; retry later with "
-            "`media-pipeline retry-failed`)")  # fmt: skip
+    return f"{message} (after {attempts} attempts; retry later with `media-pipeline retry-failed`)"
 
 
 def current_run_name() -> str:
     parameters = runtime.flow_run.parameters
     backfill = BACKFILL_TAG in runtime.flow_run.tags
-    return run_name(str(parameters.get("media_id", "?")),
-                    parameters.get("tier") or (BACKFILL_QUEUE if backfill else None))  # fmt: skip
+    return run_name(
+        str(parameters.get("media_id", "?")),
+        parameters.get("tier") or (BACKFILL_QUEUE if backfill else None),
+    )
 
 
 def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:

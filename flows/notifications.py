@@ -35,15 +35,19 @@ def webhook_signer(secret: str) -> Webhook:
     return Webhook(secret if secret.startswith("whsec_") else secret.encode())
 
 
-def webhook_request(summary: MediaSummary, message_id: str, secret: str,
-                    moment: datetime) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+def webhook_request(
+    summary: MediaSummary, message_id: str, secret: str, moment: datetime
+) -> tuple[bytes, dict[str, str]]:
     """The body and headers of one delivery."""
     body = json.dumps(
-        {"type": EVENT, "timestamp": moment.isoformat(),
-         "data": summary.model_dump(mode="json")}, sort_keys=True,
-    )  # fmt: skip
-    headers = {"content-type": "application/json", "webhook-id": message_id,
-               "webhook-timestamp": str(int(moment.timestamp()))}  # fmt: skip
+        {"type": EVENT, "timestamp": moment.isoformat(), "data": summary.model_dump(mode="json")},
+        sort_keys=True,
+    )
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+    }
     if secret:
         headers["webhook-signature"] = webhook_signer(secret).sign(message_id, moment, body)
     return body.encode(), headers
@@ -53,9 +57,9 @@ def deliver_webhook(summary: MediaSummary, message_id: str) -> int:
     """POST the summary to MEDIA_PIPELINE_CALLBACK_URL; raises (and so is retried) unless
     the receiver answers 2xx or 3xx. Each attempt is signed with its own timestamp."""
     settings = get_settings().notifications
-    body, headers = webhook_request(summary, message_id,
-                                    settings.callback_secret.get_secret_value(),
-                                    datetime.now(UTC))  # fmt: skip
+    body, headers = webhook_request(
+        summary, message_id, settings.callback_secret.get_secret_value(), datetime.now(UTC)
+    )
     response = httpx.post(settings.callback_url, content=body, headers=headers, timeout=10)
     response.raise_for_status()
     return response.status_code
@@ -70,19 +74,27 @@ def notify_media_processed(summary: MediaSummary, flow_run_id: str | None) -> bo
         return False
     emit_event(
         event=EVENT,
-        resource={"prefect.resource.id": f"media.{summary.media_id}",
-                  "prefect.resource.name": f"{summary.type.value.lower()} {summary.media_id}"},
+        resource={
+            "prefect.resource.id": f"media.{summary.media_id}",
+            "prefect.resource.name": f"{summary.type.value.lower()} {summary.media_id}",
+        },
         payload={"media_id": summary.media_id, "status": summary.status.value},
-    )  # fmt: skip
+    )
     if get_settings().notifications.callback_url:
         # The same id for every attempt of one announcement: receivers drop duplicates.
         seed = f"{summary.media_id}:{flow_run_id}:{summary.status.value}".encode()
         message_id = "msg_" + hashlib.sha256(seed).hexdigest()[:32]
         attempts = get_settings().orchestration.retry_attempts
-        deliver = task(deliver_webhook, name="media-webhook", retries=attempts - 1,
-                       retry_delay_seconds=retry_delays(), persist_result=False)  # fmt: skip
+        deliver = task(
+            deliver_webhook,
+            name="media-webhook",
+            retries=attempts - 1,
+            retry_delay_seconds=retry_delays(),
+            persist_result=False,
+        )
         state = deliver(summary, message_id, return_state=True)
         if not state.is_completed():
-            logger.warning("media %s: the webhook was not delivered: %s",
-                           summary.media_id, state.message)  # fmt: skip
+            logger.warning(
+                "media %s: the webhook was not delivered: %s", summary.media_id, state.message
+            )
     return True

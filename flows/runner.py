@@ -81,27 +81,40 @@ def record_result(
     def record(session: Session) -> JobOutput:
         lock_media(session, source.media_id)
         load_media(session, source.media_id)  # MediaErased once erased
-        rows = record_derivatives(session, source.media_id, root, result.derivatives,
-                                  job_version)  # fmt: skip
-        output = JobOutput(outputs=[derivative_record(row) for row in rows],
-                           estimated_cost=result.estimated_cost)  # fmt: skip
+        rows = record_derivatives(session, source.media_id, root, result.derivatives, job_version)
+        output = JobOutput(
+            outputs=[derivative_record(row) for row in rows], estimated_cost=result.estimated_cost
+        )
         if result.placeholder is not None:
             set_placeholder(session, source.media_id, result.placeholder)
         if (transcript := result.transcript) is not None:
             row = add_transcription(
-                session, source.media_id, text=transcript.text, language=transcript.language,
-                duration=transcript.duration, segments=transcript.segments,
-                model=transcript.model, flow_run_id=flow_run_id, job_version=job_version,
-            )  # fmt: skip
+                session,
+                source.media_id,
+                text=transcript.text,
+                language=transcript.language,
+                duration=transcript.duration,
+                segments=transcript.segments,
+                model=transcript.model,
+                flow_run_id=flow_run_id,
+                job_version=job_version,
+            )
             output.outputs.append(transcription_record(row))
         if (enhanced := result.enhanced) is not None:
             key = relative_key(root, enhanced.path)
             media = upsert_enhanced_media(session, source.media_id, key, enhanced.bytes)
-            output.outputs.append(OutputRecord(
-                type="ENHANCED", media_id=str(media.id), path=key, width=enhanced.width,
-                height=enhanced.height, bytes=enhanced.bytes, model=enhanced.model,
-                usage=enhanced.usage,
-            ))  # fmt: skip
+            output.outputs.append(
+                OutputRecord(
+                    type="ENHANCED",
+                    media_id=str(media.id),
+                    path=key,
+                    width=enhanced.width,
+                    height=enhanced.height,
+                    bytes=enhanced.bytes,
+                    model=enhanced.model,
+                    usage=enhanced.usage,
+                )
+            )
             output.follow_up_media.append(str(media.id))
         return output
 
@@ -109,11 +122,23 @@ def record_result(
 
 
 def derivative_record(row: MediaDerivative) -> OutputRecord:
-    return OutputRecord(type=row.type.value, path=row.storage_key, mime_type=row.mime_type,
-                        width=row.width, height=row.height, bytes=row.bytes,
-                        duration=row.duration, **row.extra)  # fmt: skip
+    return OutputRecord(
+        type=row.type.value,
+        path=row.storage_key,
+        mime_type=row.mime_type,
+        width=row.width,
+        height=row.height,
+        bytes=row.bytes,
+        duration=row.duration,
+        **row.extra,
+    )
 
 
 def transcription_record(row: Transcription) -> OutputRecord:
-    return OutputRecord(type="TRANSCRIPTION", version=row.version, language=row.language,
-                        duration=row.duration, chars=len(row.text))  # fmt: skip
+    return OutputRecord(
+        type="TRANSCRIPTION",
+        version=row.version,
+        language=row.language,
+        duration=row.duration,
+        chars=len(row.text),
+    )

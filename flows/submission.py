@@ -130,21 +130,23 @@ def create_runs(submission: Submission, create: RunCreator) -> dict[str, str]:
             parameters["jobs"] = names
         # Named and tagged at creation, so that a run waiting in a queue can be found by
         # its media, its alert or its jobs in the UI's search.
-        requests.append(run_request(
-            deployment_name(lane),
-            parameters=parameters,
-            name=run_name(str(source.media_id), lane),
-            idempotency_key=f"{source.media_id}:{lane}:{submission.generation}",
-            tags=[
-                f"media-{source.media_id}",
-                f"alert-{source.alert_id}",
-                f"type-{source.type.value.lower()}",
-                f"category-{source.category.lower()}",
-                f"tier-{lane}",
-                *(f"job-{name}" for name in names),
-                *((BACKFILL_TAG, f"backfill-{backfill}") if backfill else ()),
-            ],
-        ))  # fmt: skip
+        requests.append(
+            run_request(
+                deployment_name(lane),
+                parameters=parameters,
+                name=run_name(str(source.media_id), lane),
+                idempotency_key=f"{source.media_id}:{lane}:{submission.generation}",
+                tags=[
+                    f"media-{source.media_id}",
+                    f"alert-{source.alert_id}",
+                    f"type-{source.type.value.lower()}",
+                    f"category-{source.category.lower()}",
+                    f"tier-{lane}",
+                    *(f"job-{name}" for name in names),
+                    *((BACKFILL_TAG, f"backfill-{backfill}") if backfill else ()),
+                ],
+            )
+        )
         names_of.append(names)
     runs: dict[str, str] = {}
     for names, run_id in zip(names_of, create(requests), strict=True):
@@ -221,9 +223,10 @@ def send_run_requests(
             answers = _bulk_create(client, deployment, [requests[i].body for i in chunk])
             for index, answer in zip(chunk, answers, strict=True):
                 results[index] = (
-                    str(answer["flow_run_id"]) if answer["status"] == "CREATED"
+                    str(answer["flow_run_id"])
+                    if answer["status"] == "CREATED"
                     else RunRefused(f"Prefect refused a run of {deployment}: {answer['error']}")
-                )  # fmt: skip
+                )
     return [results[index] for index in range(len(requests))]
 
 
@@ -236,8 +239,9 @@ def _bulk_create(
         if cache_key not in _deployment_ids:
             _deployment_ids[cache_key] = client.read_deployment_by_name(deployment).id
         path = {"id": _deployment_ids[cache_key]}
-        response = client.request("POST", "/deployments/{id}/create_flow_run/bulk",
-                                  path_params=path, json=bodies)  # fmt: skip
+        response = client.request(
+            "POST", "/deployments/{id}/create_flow_run/bulk", path_params=path, json=bodies
+        )
         return response.json()["results"]  # type: ignore[no-any-return]
 
     try:
@@ -262,8 +266,7 @@ class RunBatcher:
     def __init__(self, client: SyncPrefectClient) -> None:
         self._client = client
         self._queue: queue.SimpleQueue[tuple[RunRequest, Future[str]] | None] = queue.SimpleQueue()
-        self._sender = threading.Thread(target=self._send_batches, name="run-batcher",
-                                        daemon=True)  # fmt: skip
+        self._sender = threading.Thread(target=self._send_batches, name="run-batcher", daemon=True)
         self._sender.start()
 
     def __call__(self, requests: Sequence[RunRequest], timeout: float | None = None) -> list[str]:
@@ -274,8 +277,10 @@ class RunBatcher:
             futures.append(Future())
             self._queue.put((request, futures[-1]))
         deadline = None if timeout is None else time.monotonic() + timeout
-        return [f.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                for f in futures]  # fmt: skip
+        return [
+            f.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            for f in futures
+        ]
 
     def close(self) -> None:
         """Send what is queued, then stop."""

@@ -34,11 +34,14 @@ def _resolve(configured: str) -> str:
         return imageio_ffmpeg.get_ffmpeg_exe()
     path = shutil.which(configured) or configured
     try:
-        banner = subprocess.run([path, "-version"], capture_output=True, text=True,
-                                timeout=30, check=False).stdout  # fmt: skip
+        banner = subprocess.run(
+            [path, "-version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
     except OSError as exc:
-        raise PermanentError(f"MEDIA_PIPELINE_FFMPEG_PATH={configured!r} cannot run ({exc}); "
-                             "unset it to use the bundled ffmpeg") from None  # fmt: skip
+        raise PermanentError(
+            f"MEDIA_PIPELINE_FFMPEG_PATH={configured!r} cannot run ({exc}); "
+            "unset it to use the bundled ffmpeg"
+        ) from None
     found = VERSION.search(banner)
     if found is None:  # a development build ("N-113...") says no version: trust it
         return path

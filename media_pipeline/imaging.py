@@ -77,8 +77,9 @@ def open_photo(path: Path, max_pixels: int) -> Iterator[Image.Image]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
     except Image.DecompressionBombError as exc:
-        raise InvalidMedia(f"{path.name}: refused as a possible decompression bomb ({exc})"
-                           ) from None  # fmt: skip
+        raise InvalidMedia(
+            f"{path.name}: refused as a possible decompression bomb ({exc})"
+        ) from None
     except UnidentifiedImageError:
         raise InvalidMedia(f"{path.name}: cannot identify image file; not an image") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -169,9 +170,12 @@ def _jpeg_source(image: JpegImagePlugin.JpegImageFile, size: tuple[int, int]) ->
     ratio = min(width // size[0], height // size[1])
     shrink = next(factor for factor in (8, 4, 2, 1) if ratio >= factor)
     return pyvips.Image.jpegload(
-        image.filename, shrink=shrink, autorotate=False, fail_on="truncated",
+        image.filename,
+        shrink=shrink,
+        autorotate=False,
+        fail_on="truncated",
         access="sequential",
-    )  # fmt: skip
+    )
 
 
 def _png_source(image: PngImagePlugin.PngImageFile) -> pyvips.Image:

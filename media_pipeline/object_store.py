@@ -142,22 +142,30 @@ class S3Store:
 
     def size(self, key: str) -> int | None:
         try:
-            head = self._call(self.client.head_object, Bucket=self.bucket,
-                              Key=self.object_key(key))  # fmt: skip
+            head = self._call(self.client.head_object, Bucket=self.bucket, Key=self.object_key(key))
         except _Missing:
             return None
         return int(head["ContentLength"])
 
     def read_head(self, key: str, length: int) -> bytes:
-        answer = self._call(self.client.get_object, Bucket=self.bucket,
-                            Key=self.object_key(key), Range=f"bytes=0-{length - 1}")  # fmt: skip
+        answer = self._call(
+            self.client.get_object,
+            Bucket=self.bucket,
+            Key=self.object_key(key),
+            Range=f"bytes=0-{length - 1}",
+        )
         with contextlib.closing(answer["Body"]) as body:
             return bytes(body.read())
 
     def put_file(self, key: str, source: Path, content_type: str) -> None:
         # One PUT (multipart above 8 MB); the object appears whole or not at all.
-        self._call(self.client.upload_file, str(source), self.bucket, self.object_key(key),
-                   ExtraArgs={"ContentType": content_type})  # fmt: skip
+        self._call(
+            self.client.upload_file,
+            str(source),
+            self.bucket,
+            self.object_key(key),
+            ExtraArgs={"ContentType": content_type},
+        )
 
     def delete(self, key: str) -> None:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
@@ -165,13 +173,19 @@ class S3Store:
     def delete_prefix(self, prefix: str) -> list[str]:
         deleted: list[str] = []
         while True:  # a page at a time (1000 keys), deleted in one request each
-            page = self._call(self.client.list_objects_v2, Bucket=self.bucket,
-                              Prefix=self.object_key(prefix.rstrip("/")) + "/")  # fmt: skip
+            page = self._call(
+                self.client.list_objects_v2,
+                Bucket=self.bucket,
+                Prefix=self.object_key(prefix.rstrip("/")) + "/",
+            )
             keys = [item["Key"] for item in page.get("Contents", [])]
             if not keys:
                 return sorted(deleted)
-            self._call(self.client.delete_objects, Bucket=self.bucket,
-                       Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})  # fmt: skip
+            self._call(
+                self.client.delete_objects,
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True},
+            )
             deleted += [k.removeprefix(self.prefix) for k in keys]
 
     @contextlib.contextmanager
@@ -182,8 +196,9 @@ class S3Store:
                 target = root / checked_key(key)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:  # streamed to disk in parts, never whole in memory
-                    self._call(self.client.download_file, self.bucket, self.object_key(key),
-                               str(target))  # fmt: skip
+                    self._call(
+                        self.client.download_file, self.bucket, self.object_key(key), str(target)
+                    )
                 except _Missing:
                     raise InvalidMedia(
                         f"the original {self.describe(key)} is missing; not retried"
@@ -200,18 +215,27 @@ class S3Store:
         return keys
 
     def upload_url(self, key: str, size: int, content_type: str, ttl: int) -> str | None:
-        return str(self.client.generate_presigned_url(
-            "put_object",
-            Params={"Bucket": self.bucket, "Key": self.object_key(key),
-                    "ContentType": content_type, "ContentLength": size},
-            ExpiresIn=ttl,
-        ))  # fmt: skip
+        return str(
+            self.client.generate_presigned_url(
+                "put_object",
+                Params={
+                    "Bucket": self.bucket,
+                    "Key": self.object_key(key),
+                    "ContentType": content_type,
+                    "ContentLength": size,
+                },
+                ExpiresIn=ttl,
+            )
+        )
 
     def download_url(self, key: str, ttl: int) -> str | None:
-        return str(self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.object_key(key)},
-            ExpiresIn=ttl,
-        ))  # fmt: skip
+        return str(
+            self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self.object_key(key)},
+                ExpiresIn=ttl,
+            )
+        )
 
     def describe(self, key: str) -> str:
         return f"s3://{self.bucket}/{self.object_key(key)}"

@@ -17,8 +17,9 @@ class OutputRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(description="THUMBNAIL, MEDIUM, LARGE, WAVEFORM, PREVIEW, "
-                                  "TRANSCRIPTION or ENHANCED")  # fmt: skip
+    type: str = Field(
+        description="THUMBNAIL, MEDIUM, LARGE, WAVEFORM, PREVIEW, TRANSCRIPTION or ENHANCED"
+    )
     path: str | None = Field(None, description="Storage key, relative to the media root")
     mime_type: str | None = None
     width: int | None = None

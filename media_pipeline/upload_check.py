@@ -68,8 +68,9 @@ def declared_kind(media_type: str, mime_type: str) -> tuple[MediaType, str]:
     """The declared type and the original's extension, or ``InvalidMedia`` saying why."""
     mime = mime_type.split(";")[0].strip().lower()
     if mime not in MIME_TYPES:
-        raise InvalidMedia(f"mimeType {mime_type[:80]!r} is not accepted; one of "
-                           f"{', '.join(sorted(MIME_TYPES))}")  # fmt: skip
+        raise InvalidMedia(
+            f"mimeType {mime_type[:80]!r} is not accepted; one of {', '.join(sorted(MIME_TYPES))}"
+        )
     kind, extension = MIME_TYPES[mime]
     if media_type not in MediaType.__members__:
         raise InvalidMedia(f"type {media_type[:20]!r} is not IMAGE, AUDIO or VIDEO")
@@ -124,8 +125,9 @@ def inspect_upload(
     with sample.open("rb") as file:
         found = sniff(file.read(64))
     if declared not in found.types:
-        raise InvalidMedia(f"declared {declared.value} ({mime_type}), but the bytes are "
-                           f"a {found.name}")  # fmt: skip
+        raise InvalidMedia(
+            f"declared {declared.value} ({mime_type}), but the bytes are a {found.name}"
+        )
     if declared is MediaType.IMAGE:
         return _inspect_image(sample, mime_type, max_pixels)
     if CONTAINERS.get(mime_type) != found.name:
@@ -137,8 +139,9 @@ def inspect_upload(
             raise
     else:
         if declared is MediaType.AUDIO and detected.type is MediaType.VIDEO:
-            raise InvalidMedia(f"declared AUDIO ({mime_type}), but the file holds a video "
-                               "stream: declare it VIDEO")  # fmt: skip
+            raise InvalidMedia(
+                f"declared AUDIO ({mime_type}), but the file holds a video stream: declare it VIDEO"
+            )
         return detected
     # A container whose index comes last: its streams are only known to the worker.
     return DetectedMedia(declared, mime_type, MIME_TYPES[mime_type][1])

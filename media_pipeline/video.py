@@ -43,9 +43,10 @@ def open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.Vid
             if set(container.format.name.split(",")) & REFERENCING_FORMATS:
                 raise InvalidMedia(f"{path.name}: playlists are not accepted")
             streams = [
-                s for s in container.streams.video
+                s
+                for s in container.streams.video
                 if not s.disposition & av.stream.Disposition.attached_pic
-            ]  # fmt: skip
+            ]
             if not streams:
                 raise InvalidMedia(f"{path.name}: the file has no video stream")
             yield container, streams[0]

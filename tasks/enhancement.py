@@ -28,9 +28,15 @@ if TYPE_CHECKING:  # the SDK is imported when a call is made: importing the flow
 
 AI_EDITED = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 BLOCKED_FINISH_REASONS = {
-    "IMAGE_SAFETY", "NO_IMAGE", "SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII",
-    "IMAGE_PROHIBITED_CONTENT", "RECITATION",
-}  # fmt: skip
+    "IMAGE_SAFETY",
+    "NO_IMAGE",
+    "SAFETY",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "IMAGE_PROHIBITED_CONTENT",
+    "RECITATION",
+}
 
 
 def provenance_xmp(model: str) -> bytes:

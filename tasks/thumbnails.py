@@ -112,6 +112,11 @@ def placeholder_hash(thumbnail: Image.Image) -> str:
 def generate_thumbnails(job: JobInput) -> JobResult:
     """The job: the three derivatives of the media's original, and its placeholder."""
     images = job.settings.images
-    result = make_thumbnails(job.original, job.folder, job.media_id,
-                             quality=images.jpeg_quality, max_pixels=images.max_pixels)  # fmt: skip
+    result = make_thumbnails(
+        job.original,
+        job.folder,
+        job.media_id,
+        quality=images.jpeg_quality,
+        max_pixels=images.max_pixels,
+    )
     return JobResult(derivatives=result.derivatives, placeholder=result.placeholder)

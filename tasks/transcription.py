@@ -38,12 +38,23 @@ def encode_span(source: Path, span: Span, target: Path) -> None:
     run_ffmpeg(
         [
             *input_args(source, seek=span.start),
-            "-t", f"{span.duration:.3f}",
-            "-vn", "-ac", "1", "-ar", "16000", "-c:a", "libmp3lame", "-b:a", "32k",
-            "-f", "mp3", str(target),
+            "-t",
+            f"{span.duration:.3f}",
+            "-vn",
+            "-ac",
+            "1",
+            "-ar",
+            "16000",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "32k",
+            "-f",
+            "mp3",
+            str(target),
         ],
         what=f"{source.name}: re-encoding audio for transcription",
-    )  # fmt: skip
+    )
 
 
 def plan_chunks(source: Path, max_seconds: float) -> list[Span]:
@@ -105,9 +116,12 @@ def shift_segments(raw: list[dict[str, Any]], span: Span) -> list[dict[str, Any]
         start = span.start + max(0.0, float(segment.get("start", 0.0)))
         end = span.start + min(span.duration, float(segment.get("end", span.duration)))
         shifted.append(
-            {"start": round(start, 3), "end": round(max(start, end), 3),
-             "text": str(segment.get("text", "")).strip()}
-        )  # fmt: skip
+            {
+                "start": round(start, 3),
+                "end": round(max(start, end), 3),
+                "text": str(segment.get("text", "")).strip(),
+            }
+        )
     return shifted
 
 
@@ -130,8 +144,9 @@ def call_transcription(
                 file=(chunk.name, audio, "audio/mpeg"), **options
             )
     except openai.APIStatusError as exc:
-        raise http_status_error("OpenAI", exc.status_code, exc.response.headers,
-                                    exc.message) from None  # fmt: skip
+        raise http_status_error(
+            "OpenAI", exc.status_code, exc.response.headers, exc.message
+        ) from None
     except openai.APITimeoutError:
         raise TransientError("OpenAI did not answer in time (timeout)") from None
     except openai.APIConnectionError as exc:

@@ -46,24 +46,62 @@ def make_preview(source: Path, out_dir: Path, media_id: uuid.UUID | str) -> Deri
         ["-c", "copy"]
         if mode == "copy"
         else [
-            "-vf", SCALE, "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
-            "-pix_fmt", "yuv420p", "-profile:v", "high", "-c:a", "aac", "-b:a", "128k", "-ac", "2",
+            "-vf",
+            SCALE,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-crf",
+            "23",
+            "-pix_fmt",
+            "yuv420p",
+            "-profile:v",
+            "high",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "128k",
+            "-ac",
+            "2",
         ]
-    )  # fmt: skip
+    )
     with atomic_outputs(target) as (temp,):
         run_ffmpeg(
-            [*input_args(source), "-t", f"{PREVIEW_SECONDS:g}", "-map", "0:v:0", "-map", "0:a:0?",
-             "-sn", "-dn", "-map_metadata", "-1", *codec_args, "-movflags", "+faststart",
-             "-f", "mp4", str(temp)],
+            [
+                *input_args(source),
+                "-t",
+                f"{PREVIEW_SECONDS:g}",
+                "-map",
+                "0:v:0",
+                "-map",
+                "0:a:0?",
+                "-sn",
+                "-dn",
+                "-map_metadata",
+                "-1",
+                *codec_args,
+                "-movflags",
+                "+faststart",
+                "-f",
+                "mp4",
+                str(temp),
+            ],
             what=f"{source.name}: video preview",
-        )  # fmt: skip
+        )
         result = probe_video(temp)
         size = temp.stat().st_size
     width, height = result.display_size
     return Derivative(
-        "PREVIEW", target, "video/mp4", size, width, height, round(result.duration, 3),
+        "PREVIEW",
+        target,
+        "video/mp4",
+        size,
+        width,
+        height,
+        round(result.duration, 3),
         extra={"mode": mode, "audio": result.audio_codec is not None},
-    )  # fmt: skip
+    )
 
 
 def generate_video_preview(job: JobInput) -> JobResult:

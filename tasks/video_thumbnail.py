@@ -24,8 +24,11 @@ from tasks.context import JobInput, JobResult
 FRAME_AT_SECONDS = 2.0
 MAX_SIDE = 1280
 MAX_FRAMES_DECODED = 1200  # a GOP longer than this is not a phone video: refuse, never hang
-_ROTATE = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
-           270: Image.Transpose.ROTATE_270}  # fmt: skip
+_ROTATE = {
+    90: Image.Transpose.ROTATE_90,
+    180: Image.Transpose.ROTATE_180,
+    270: Image.Transpose.ROTATE_270,
+}
 
 
 def frame_time(duration: float) -> float:
@@ -66,9 +69,14 @@ def make_video_thumbnail(
         save_jpeg(picture, temp, quality)
         size_bytes = temp.stat().st_size
     return Derivative(
-        "THUMBNAIL", target, "image/jpeg", size_bytes, picture.width, picture.height,
+        "THUMBNAIL",
+        target,
+        "image/jpeg",
+        size_bytes,
+        picture.width,
+        picture.height,
         extra={"at_seconds": round(at, 3)},
-    )  # fmt: skip
+    )
 
 
 def generate_video_thumbnail(job: JobInput) -> JobResult:

@@ -173,13 +173,15 @@ def prefect_server(session_dir: Path, postgres: None, redis_url: str) -> Iterato
         database = f"postgresql+asyncpg://root@127.0.0.1:5432/{name}"
         log = session_dir / "prefect-server.log"
         # The UI too: tests/test_ui.py opens it in Chromium.
-        server = start_prefect_server(database, redis_url, log, port, ui=True,
-                                      auth_string=PREFECT_AUTH)  # fmt: skip
+        server = start_prefect_server(
+            database, redis_url, log, port, ui=True, auth_string=PREFECT_AUTH
+        )
         os.environ["PREFECT_API_AUTH_STRING"] = PREFECT_AUTH  # for the processes we start
         url = f"http://127.0.0.1:{port}/api"
         try:
-            with temporary_settings(updates={PREFECT_API_URL: url,
-                                             PREFECT_API_AUTH_STRING: PREFECT_AUTH}):  # fmt: skip
+            with temporary_settings(
+                updates={PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: PREFECT_AUTH}
+            ):
                 yield url
                 APILogWorker.drain_all(timeout=10)  # send buffered run logs while the server is up
         finally:

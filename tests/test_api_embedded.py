@@ -34,8 +34,13 @@ def test_readme_curl_calls_process_a_photo_on_the_embedded_default(tmp_path: Pat
     make_jpeg(tmp_path / "test.jpg", 2000, 1500, orientation=6)
     api, base = start_api(tmp_path / "api.log", timeout=400, cwd=tmp_path, base_env=env)
     try:
-        calls = subprocess.run(["bash", "-e", "-c", readme_calls(base)], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=120)  # fmt: skip
+        calls = subprocess.run(
+            ["bash", "-e", "-c", readme_calls(base)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert calls.returncode == 0, calls.stderr + (tmp_path / "api.log").read_text()[-3000:]
         media_id = re.findall(r'"mediaId":"([0-9a-f-]{36})"', calls.stdout)[-1]
         token = (tmp_path / ".data" / "api-token").read_text().strip()
@@ -54,8 +59,11 @@ def test_readme_curl_calls_process_a_photo_on_the_embedded_default(tmp_path: Pat
         assert sizes == {"THUMBNAIL": (150, 150), "MEDIUM": (800, 600), "LARGE": (1440, 1080)}
         jobs = {j["job"]: j["state"] for j in view["jobs"]}
         assert jobs == {"generate-thumbnails": "SUCCEEDED", "ai-enhancement": "SKIPPED"}
-        worker = next(int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                      and f"api-{api.pid}".encode() in _cmdline(p))  # fmt: skip
+        worker = next(
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and f"api-{api.pid}".encode() in _cmdline(p)
+        )
     finally:
         stop_process(api, timeout=90)
         cli({**env, "MEDIA_PIPELINE_DATA_DIR": str(tmp_path / ".data")}, "server", "stop")

@@ -29,8 +29,9 @@ def test_importing_the_client_api_loads_no_media_library_and_keeps_pillow_settin
         "sorted(m for m in ('pyvips', 'av', 'numpy', 'openai', 'google.genai', 'pillow_heif') "
         "if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
-                            text=True, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.split() == ["True", "[]"]
 
 

@@ -104,9 +104,16 @@ def test_a_dry_run_counts_and_prices_a_provider_job_and_refuses_what_cannot_run(
 ):
     notes = voice_notes(tmp_path, 3, seconds=2.0)
     with session_scope() as session:  # one of them has a measured duration of 90 s
-        session.add(MediaDerivative(media_id=notes[0].id, type=DerivativeType.WAVEFORM,
-                                    storage_key="k", mime_type="application/json", bytes=1,
-                                    duration=90.0))  # fmt: skip
+        session.add(
+            MediaDerivative(
+                media_id=notes[0].id,
+                type=DerivativeType.WAVEFORM,
+                storage_key="k",
+                mime_type="application/json",
+                bytes=1,
+                duration=90.0,
+            )
+        )
 
     found = estimate_backfill("transcribe-audio", "missing")
 
@@ -150,11 +157,17 @@ def wait_for_backfill(backfill_id: str, timeout: float = 180) -> dict:  # type: 
 
 def waveform_row(media_id: uuid.UUID) -> tuple:  # type: ignore[type-arg]
     with session_scope() as session:
-        row = session.scalar(select(ProcessingJob).where(
-            ProcessingJob.media_id == media_id, ProcessingJob.job == WAVEFORM.name))  # fmt: skip
-        derivative = session.scalar(select(MediaDerivative).where(
-            MediaDerivative.media_id == media_id,
-            MediaDerivative.type == DerivativeType.WAVEFORM))  # fmt: skip
+        row = session.scalar(
+            select(ProcessingJob).where(
+                ProcessingJob.media_id == media_id, ProcessingJob.job == WAVEFORM.name
+            )
+        )
+        derivative = session.scalar(
+            select(MediaDerivative).where(
+                MediaDerivative.media_id == media_id,
+                MediaDerivative.type == DerivativeType.WAVEFORM,
+            )
+        )
         return (
             row and (row.state, row.flow_run_id, row.job_version),
             derivative and (derivative.storage_key, derivative.job_version),
@@ -176,8 +189,14 @@ def test_missing_then_outdated_waveforms_touch_only_their_media(production, tmp_
     done = wait_for_backfill(started["id"])
 
     assert done["status"] == "DONE", done
-    assert done["counts"] | {"estimated_cost": 0} == {"selected": 3, "submitted": 0, "done": 3,
-        "failed": 0, "skipped": 0, "estimated_cost": 0}  # fmt: skip
+    assert done["counts"] | {"estimated_cost": 0} == {
+        "selected": 3,
+        "submitted": 0,
+        "done": 3,
+        "failed": 0,
+        "skipped": 0,
+        "estimated_cost": 0,
+    }
     assert {m.id: waveform_row(m.id) for m in processed} == before  # untouched
     root = get_settings().media_root
     for media in bare:
@@ -185,16 +204,20 @@ def test_missing_then_outdated_waveforms_touch_only_their_media(production, tmp_
         assert state is JobState.SUCCEEDED and version == made_by == WAVEFORM.version
         assert (root / key).stat().st_size > 100
         with session_scope() as session:  # only the job asked for: no transcription row
-            jobs = session.scalars(select(ProcessingJob.job).where(
-                ProcessingJob.media_id == media.id)).all()  # fmt: skip
+            jobs = session.scalars(
+                select(ProcessingJob.job).where(ProcessingJob.media_id == media.id)
+            ).all()
         assert jobs == [WAVEFORM.name]
     assert len(backfill_runs(started["id"])) == 3
 
     # An older version made one of the first two: --outdated re-runs it alone, in place.
     stale = processed[0]
     with session_scope() as session:
-        session.execute(update(ProcessingJob).where(ProcessingJob.media_id == stale.id,
-                        ProcessingJob.job == WAVEFORM.name).values(job_version=0))  # fmt: skip
+        session.execute(
+            update(ProcessingJob)
+            .where(ProcessingJob.media_id == stale.id, ProcessingJob.job == WAVEFORM.name)
+            .values(job_version=0)
+        )
     key = before[stale.id][1][0]
     written = (root / key).stat().st_mtime_ns
     again = wait_for_backfill(start_backfill("generate-waveform", "outdated")["id"])
@@ -218,8 +241,7 @@ def test_a_backfill_whose_worker_is_killed_goes_on_with_no_media_done_twice(
     victim = production["start_worker"](limit=2)
     started = start_backfill("generate-thumbnails", "missing")
 
-    wait_until(lambda: get_backfill(started["id"])["counts"]["done"] >= 2, 90,
-               "two photos done")  # fmt: skip
+    wait_until(lambda: get_backfill(started["id"])["counts"]["done"] >= 2, 90, "two photos done")
     os.killpg(victim.pid, signal.SIGKILL)  # the worker, its backfill run and its media runs
     time.sleep(1)
     production["start_worker"](limit=2)
@@ -231,8 +253,9 @@ def test_a_backfill_whose_worker_is_killed_goes_on_with_no_media_done_twice(
     assert sorted(r.parameters["media_id"] for r in runs) == sorted(str(m.id) for m in media)
     with session_scope() as session:
         for item in media:
-            kinds = session.scalars(select(MediaDerivative.type).where(
-                MediaDerivative.media_id == item.id)).all()  # fmt: skip
+            kinds = session.scalars(
+                select(MediaDerivative.type).where(MediaDerivative.media_id == item.id)
+            ).all()
             assert sorted(kinds) == ["LARGE", "MEDIUM", "THUMBNAIL"]
 
 
@@ -314,8 +337,7 @@ def test_running_a_job_again_replaces_its_outputs_in_place(production, tmp_path:
     its thumbnails replaced under the same media and keys."""
     production["use"](WARM)
     production["start_worker"](limit=2)
-    photo = register_media(make_jpeg(tmp_path / "portrait.jpg", 900, 1200, seed=3),
-                           category="DISP")  # fmt: skip
+    photo = register_media(make_jpeg(tmp_path / "portrait.jpg", 900, 1200, seed=3), category="DISP")
     note = register_media(make_voice_note(tmp_path / "note.m4a", 3, codec_args=("-c:a", "aac")))
     wait_for_runs([run for m in (photo, note) for run in submit_media(str(m.id))], timeout=120)
     copy, copy_files = wait_for_enhanced_copy(photo.id, after=None)
@@ -328,9 +350,11 @@ def test_running_a_job_again_replaces_its_outputs_in_place(production, tmp_path:
     assert again == copy  # the same media, the same keys, new files
     assert set(again_files) == set(copy_files)
     with session_scope() as session:
-        versions = session.execute(select(Transcription.version, Transcription.is_active)
-                                   .where(Transcription.media_id == note.id)
-                                   .order_by(Transcription.version)).all()  # fmt: skip
+        versions = session.execute(
+            select(Transcription.version, Transcription.is_active)
+            .where(Transcription.media_id == note.id)
+            .order_by(Transcription.version)
+        ).all()
     assert versions == [(1, False), (2, True)]
 
 

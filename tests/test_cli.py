@@ -42,8 +42,14 @@ def test_refused_input_exits_2_with_a_clear_error(tmp_path: Path):
 def test_config_lists_every_setting():
     result = runner.invoke(app, ["config"])
     assert result.exit_code == 0
-    for name in ("DATABASE_URL", "MEDIA_ROOT", "OPENAI_API_KEY", "GEMINI_BASE_URL",
-                 "MEDIA_PIPELINE_JPEG_QUALITY", "MEDIA_PIPELINE_WORK_POOL"):  # fmt: skip
+    for name in (
+        "DATABASE_URL",
+        "MEDIA_ROOT",
+        "OPENAI_API_KEY",
+        "GEMINI_BASE_URL",
+        "MEDIA_PIPELINE_JPEG_QUALITY",
+        "MEDIA_PIPELINE_WORK_POOL",
+    ):
         assert f"`{name}`" in result.output
 
 

@@ -36,8 +36,13 @@ def test_setup_is_idempotent_and_orders_the_queues(monkeypatch):
     second = setup(deployments=False)
 
     assert first == second
-    assert second["queues"] == {"high": 5, "normal": 10, "low": 15, "backfill": 20,
-                                "default": DEFAULT_QUEUE_PRIORITY}  # fmt: skip
+    assert second["queues"] == {
+        "high": 5,
+        "normal": 10,
+        "low": 15,
+        "backfill": 20,
+        "default": DEFAULT_QUEUE_PRIORITY,
+    }
     assert second["rate_limits_per_minute"] == {"openai": 12, "gemini": 6000}
     with get_client(sync_client=True) as client:
         # The reconciler replaced Prefect's zombie automation: an old one is removed.
@@ -64,10 +69,17 @@ def test_retention_keeps_the_newest_failed_runs_and_forgets_abandoned_uploads(
         for age in (timedelta(days=2), timedelta(minutes=1)):
             media_id = uuid.uuid4()
             key = f"{media_key(alert, media_id)}/original.jpg"
-            row = create_media(session, media_id=media_id, alert_id=alert,
-                               media_type=MediaType.IMAGE, filename="p.jpg",
-                               mime_type="image/jpeg", size=3, storage_key=key,
-                               status=MediaStatus.AWAITING_UPLOAD)  # fmt: skip
+            row = create_media(
+                session,
+                media_id=media_id,
+                alert_id=alert,
+                media_type=MediaType.IMAGE,
+                filename="p.jpg",
+                mime_type="image/jpeg",
+                size=3,
+                storage_key=key,
+                status=MediaStatus.AWAITING_UPLOAD,
+            )
             row.created_at = datetime.now(UTC) - age
             uploads[age] = (media_id, key)
     stale_id, stale_key = uploads[timedelta(days=2)]
@@ -78,8 +90,9 @@ def test_retention_keeps_the_newest_failed_runs_and_forgets_abandoned_uploads(
         """Only its runs' records matter here."""
 
     with get_client(sync_client=True) as client:
-        failed = [client.create_flow_run(recorded, name=f"f{i}", state=Failed()).id
-                  for i in range(5)]  # fmt: skip
+        failed = [
+            client.create_flow_run(recorded, name=f"f{i}", state=Failed()).id for i in range(5)
+        ]
         done = client.create_flow_run(recorded, name="ok", state=Completed()).id
 
     result = prune_flow_runs(keep_failed=2, max_age_days=0, flow_names=[name])
@@ -95,8 +108,12 @@ def test_retention_keeps_the_newest_failed_runs_and_forgets_abandoned_uploads(
         assert session.get(Media, stale_id) is None
         assert session.get(Media, uploads[timedelta(minutes=1)][0]) is not None
     with get_client(sync_client=True) as client:
-        left = {run.id for run in client.read_flow_runs(flow_filter=FlowFilter(
-            name=FlowFilterName(any_=[name])))}  # fmt: skip
+        left = {
+            run.id
+            for run in client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[name]))
+            )
+        }
     assert left == set(failed[-2:]) and done not in left
 
 
@@ -174,11 +191,13 @@ def test_the_api_refuses_requests_without_credentials(prefect_server: str, prefe
 
     refused = httpx.post(f"{prefect_server}/flow_runs/filter", json={}, timeout=30)
     assert refused.status_code == 401
-    wrong = httpx.post(f"{prefect_server}/flow_runs/filter", json={}, auth=("operator", "guess"),
-                       timeout=30)  # fmt: skip
+    wrong = httpx.post(
+        f"{prefect_server}/flow_runs/filter", json={}, auth=("operator", "guess"), timeout=30
+    )
     assert wrong.status_code == 401
     user, password = prefect_auth.split(":", 1)
-    allowed = httpx.post(f"{prefect_server}/flow_runs/filter", json={}, auth=(user, password),
-                         timeout=30)  # fmt: skip
+    allowed = httpx.post(
+        f"{prefect_server}/flow_runs/filter", json={}, auth=(user, password), timeout=30
+    )
     assert allowed.status_code == 200
     assert httpx.get(f"{prefect_server}/health", timeout=30).status_code == 200  # probes

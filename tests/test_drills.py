@@ -81,16 +81,25 @@ def assert_processed_once(media: list[Media]) -> None:
 def running_runs_of(worker: str, run_ids: list[str]) -> list[Any]:
     with get_client(sync_client=True) as client:
         runs = [client.read_flow_run(uuid.UUID(r)) for r in run_ids]
-    return [r for r in runs if r.state.type in (StateType.PENDING, StateType.RUNNING)
-            and r.labels.get("prefect.worker.name") == worker]  # fmt: skip
+    return [
+        r
+        for r in runs
+        if r.state.type in (StateType.PENDING, StateType.RUNNING)
+        and r.labels.get("prefect.worker.name") == worker
+    ]
 
 
 def recovered(run_ids: list[str]) -> list[str]:
     """The runs the reconciler scheduled again."""
     with get_client(sync_client=True) as client:
-        return [r for r in run_ids
-                if any((s.message or "").startswith(MARK)
-                       for s in client.read_flow_run_states(uuid.UUID(r)))]  # fmt: skip
+        return [
+            r
+            for r in run_ids
+            if any(
+                (s.message or "").startswith(MARK)
+                for s in client.read_flow_run_states(uuid.UUID(r))
+            )
+        ]
 
 
 @pytest.mark.usefixtures("fast_recovery")
@@ -102,8 +111,11 @@ def test_runs_of_a_killed_worker_are_run_again_by_themselves(production, tmp_pat
     victim = production["start_worker"](limit=3)
     production["start_worker"](limit=3)
 
-    wait_until(lambda: len(running_runs_of("test-worker-0", run_ids)) >= 2, 90,
-               "the first worker to have runs in flight")  # fmt: skip
+    wait_until(
+        lambda: len(running_runs_of("test-worker-0", run_ids)) >= 2,
+        90,
+        "the first worker to have runs in flight",
+    )
     os.killpg(victim.pid, signal.SIGKILL)  # the worker, its warm interpreter, its runs
     killed_at = time.monotonic()
     runs = wait_for_runs(run_ids, timeout=180)
@@ -159,13 +171,18 @@ def test_sigterm_stops_a_worker_gracefully_whatever_it_inherited(
     production["use"](WARM)
     production["providers"].latency = 8.0  # longer than the grace period
     monkeypatch.setenv("MEDIA_PIPELINE_WORKER_GRACE_SECONDS", "2")
-    notes = [register_media(make_tone(tmp_path / f"a{i}.m4a", 2.0, codec_args=("-c:a", "aac")),
-                            category="AUTRE") for i in range(4)]  # fmt: skip
+    notes = [
+        register_media(
+            make_tone(tmp_path / f"a{i}.m4a", 2.0, codec_args=("-c:a", "aac")), category="AUTRE"
+        )
+        for i in range(4)
+    ]
     # The transcriptions alone, two at once: they wait on the provider, in provider slots.
     run_ids = [run for m in notes for run in submit_media(str(m.id), jobs=["transcribe-audio"])]
     # A background job of a shell script: SIGINT ignored, which used to swallow SIGTERM.
-    worker = production["start_worker"](limit=1, ignore_sigint=True,
-                                         MEDIA_PIPELINE_WORKER_PROVIDER_LIMIT="2")  # fmt: skip
+    worker = production["start_worker"](
+        limit=1, ignore_sigint=True, MEDIA_PIPELINE_WORKER_PROVIDER_LIMIT="2"
+    )
     wait_until(lambda: len(running_runs_of("test-worker-0", run_ids)) == 2, 90, "two runs")
     in_flight = {str(r.id) for r in running_runs_of("test-worker-0", run_ids)}
 
@@ -198,10 +215,13 @@ def claimed_at(run_id: str) -> Any:
 
 def test_priorities_hold_under_a_backlog(production, tmp_path: Path):
     production["use"](WARM)
-    notes = [register_media(make_tone(tmp_path / f"a{i}.wav", 1.0), category="AUTRE")
-             for i in range(8)]  # fmt: skip
-    photos = [register_media(make_jpeg(tmp_path / f"p{i}.jpg", 800, 600, seed=i),
-                             category="AUTRE") for i in range(3)]  # fmt: skip
+    notes = [
+        register_media(make_tone(tmp_path / f"a{i}.wav", 1.0), category="AUTRE") for i in range(8)
+    ]
+    photos = [
+        register_media(make_jpeg(tmp_path / f"p{i}.jpg", 800, 600, seed=i), category="AUTRE")
+        for i in range(3)
+    ]
     runs_of = {m.id: submit_media(str(m.id)) for m in notes + photos}
     high = [runs[0] for runs in runs_of.values()]  # transcriptions and thumbnails
     low = [runs_of[m.id][1] for m in notes]  # waveforms
@@ -217,14 +237,21 @@ def test_priorities_hold_under_a_backlog(production, tmp_path: Path):
 
 def test_concurrent_submissions_get_the_same_runs(production, tmp_path: Path):
     production["use"](WARM)
-    media = [register_media(make_jpeg(tmp_path / f"p{i}.jpg", 800, 600, seed=i),
-                            category="AUTRE") for i in range(3)]  # fmt: skip
+    media = [
+        register_media(make_jpeg(tmp_path / f"p{i}.jpg", 800, 600, seed=i), category="AUTRE")
+        for i in range(3)
+    ]
 
     # Ten callers of each media at once (each thread in a copy of this test's context,
     # where the Prefect API URL is set).
     with ThreadPoolExecutor(30) as pool:
-        calls = {m.id: [pool.submit(contextvars.copy_context().run, submit_media, str(m.id))
-                        for _ in range(10)] for m in media}  # fmt: skip
+        calls = {
+            m.id: [
+                pool.submit(contextvars.copy_context().run, submit_media, str(m.id))
+                for _ in range(10)
+            ]
+            for m in media
+        }
         answers = {media_id: [c.result() for c in made] for media_id, made in calls.items()}
 
     for runs in answers.values():
@@ -233,8 +260,9 @@ def test_concurrent_submissions_get_the_same_runs(production, tmp_path: Path):
     with get_client(sync_client=True) as client:
         waiting = client.read_flow_run(uuid.UUID(answers[media[0].id][0][0]))
     assert waiting.name == f"media · {str(media[0].id)[:8]} · high"
-    assert {f"media-{media[0].id}", f"alert-{media[0].alert_id}",
-            "job-generate-thumbnails"} <= set(waiting.tags)  # fmt: skip
+    assert {f"media-{media[0].id}", f"alert-{media[0].alert_id}", "job-generate-thumbnails"} <= set(
+        waiting.tags
+    )
     production["start_worker"]()
     wait_for_runs([r for runs in answers.values() for r in runs[0]], timeout=120)
     assert_processed_once(media)
@@ -248,8 +276,10 @@ def test_the_queue_board_counts_queues_jobs_and_paused_queues(production, tmp_pa
         low = next(q for q in client.read_work_queues(work_pool_name="media") if q.name == "low")
         client.update_work_queue(low.id, is_paused=True)
     try:
-        notes = [register_media(make_tone(tmp_path / f"a{i}.wav", 1.0), category="AUTRE")
-                 for i in range(2)]  # fmt: skip
+        notes = [
+            register_media(make_tone(tmp_path / f"a{i}.wav", 1.0), category="AUTRE")
+            for i in range(2)
+        ]
         runs = {m.id: submit_media(str(m.id)) for m in notes}
         production["start_worker"]()
         wait_for_runs([r[0] for r in runs.values()], timeout=120)  # the transcriptions
@@ -279,15 +309,23 @@ def test_a_killed_process_command_leaves_its_media_failed_not_processing(
     report its death: the reconciler sees its run fall silent."""
     fake_providers.latency = 60.0  # the transcription is in flight when the command dies
     note = make_tone(tmp_path / "note.m4a", 2.0, codec_args=("-c:a", "aac"))
-    command = start_process([str(Path(sys.executable).parent / "media-pipeline"), "process",
-                             str(note)], {**os.environ, "PREFECT_API_URL": prefect_server},
-                            tmp_path / "process.log")  # fmt: skip
+    command = start_process(
+        [str(Path(sys.executable).parent / "media-pipeline"), "process", str(note)],
+        {**os.environ, "PREFECT_API_URL": prefect_server},
+        tmp_path / "process.log",
+    )
 
     def transcribing() -> bool:
         with session_scope() as session:
-            return session.scalar(select(ProcessingJob).where(
-                ProcessingJob.job == "transcribe-audio",
-                ProcessingJob.state == JobState.RUNNING)) is not None  # fmt: skip
+            return (
+                session.scalar(
+                    select(ProcessingJob).where(
+                        ProcessingJob.job == "transcribe-audio",
+                        ProcessingJob.state == JobState.RUNNING,
+                    )
+                )
+                is not None
+            )
 
     try:
         wait_until(transcribing, 120, "the command to be transcribing")

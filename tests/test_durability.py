@@ -44,8 +44,9 @@ def test_media_status_is_exact_when_two_runs_finish_together(app_db, tmp_path: P
         transaction(lambda session, m=media, r=run: start_jobs(session, m.id, jobs, r))
         barrier = threading.Barrier(2)
 
-        def finish(job: str, media_id: uuid.UUID = media.id,
-                   barrier: threading.Barrier = barrier) -> None:  # fmt: skip
+        def finish(
+            job: str, media_id: uuid.UUID = media.id, barrier: threading.Barrier = barrier
+        ) -> None:
             def work(session) -> None:  # type: ignore[no-untyped-def]
                 barrier.wait(10)  # both transactions open before either writes
                 finish_job(session, media_id, job, JobState.FAILED, error="broken")
@@ -106,8 +107,9 @@ def test_provider_calls_hold_in_any_window_across_workers(
     assert 0 < len(waits) <= limit and max(waits) > window - 1  # held back, and it shows
 
 
-def run_in(state: StateType, at: datetime, worker: str | None = "w1", deployed: bool = True
-           ) -> FlowRun:  # fmt: skip
+def run_in(
+    state: StateType, at: datetime, worker: str | None = "w1", deployed: bool = True
+) -> FlowRun:
     return FlowRun(
         id=uuid.uuid4(),
         flow_id=uuid.uuid4(),
@@ -119,8 +121,12 @@ def run_in(state: StateType, at: datetime, worker: str | None = "w1", deployed: 
 
 
 def worker(name: str, last: datetime, interval: int = 10) -> Worker:
-    return Worker(name=name, work_pool_id=uuid.uuid4(), last_heartbeat_time=last,
-                  heartbeat_interval_seconds=interval)  # fmt: skip
+    return Worker(
+        name=name,
+        work_pool_id=uuid.uuid4(),
+        last_heartbeat_time=last,
+        heartbeat_interval_seconds=interval,
+    )
 
 
 def test_reconciler_finds_every_kind_of_stranded_run():
@@ -128,8 +134,9 @@ def test_reconciler_finds_every_kind_of_stranded_run():
     dead = {"w1": worker("w1", T0 + timedelta(seconds=60))}
     moment = T0 + timedelta(seconds=120)
 
-    def why(run: FlowRun, workers: dict, heartbeat: datetime | None = None,
-            up_since: datetime = T0) -> str | None:  # fmt: skip
+    def why(
+        run: FlowRun, workers: dict, heartbeat: datetime | None = None, up_since: datetime = T0
+    ) -> str | None:
         return diagnose(run, workers, heartbeat, moment, up_since, STALL)
 
     # Claimed by a worker that died (silent for 60 s), before and after it started the run.
@@ -185,8 +192,11 @@ def test_a_pass_resubmits_jobs_planned_by_a_submitter_that_died(app_db, tmp_path
 
     def plan(session) -> None:  # type: ignore[no-untyped-def]
         start_jobs(session, media.id, ["generate-thumbnails"], None)
-        session.execute(update(ProcessingJob).where(ProcessingJob.media_id == media.id)
-                        .values(updated_at=planned))  # fmt: skip
+        session.execute(
+            update(ProcessingJob)
+            .where(ProcessingJob.media_id == media.id)
+            .values(updated_at=planned)
+        )
 
     transaction(plan)
     reconciler = Reconciler()
@@ -223,8 +233,10 @@ def test_two_reconcilers_racing_on_one_crashed_run_act_once(postgres_app_db, tmp
 
     for trial in range(3):  # the run is found Crashed again after each reschedule
         with ThreadPoolExecutor(2) as pool:  # each in a copy of this context (the API URL)
-            calls = [pool.submit(contextvars.copy_context().run, run_pass, reconciler)
-                     for reconciler in reconcilers]  # fmt: skip
+            calls = [
+                pool.submit(contextvars.copy_context().run, run_pass, reconciler)
+                for reconciler in reconcilers
+            ]
             done = [r for call in calls for r in call.result()]
         assert [(r.flow_run_id, r.action) for r in done] == [(run_id, "rescheduled")], trial
         assert done[0].reason.startswith(f"recovery {trial + 1} of 3"), done[0].reason

@@ -40,9 +40,14 @@ def text_only() -> dict:
 def enhance(fake, tmp_path: Path, **options):
     photo = make_jpeg(tmp_path / "portrait.jpg", 1200, 1600, orientation=6)
     client = gemini_client(get_settings().gemini)
-    return enhance_portrait(photo, tmp_path / "out" / "enhanced.jpg", client,
-                            model="gemini-2.5-flash-image", prompt="Enhance this portrait",
-                            **options)  # fmt: skip
+    return enhance_portrait(
+        photo,
+        tmp_path / "out" / "enhanced.jpg",
+        client,
+        model="gemini-2.5-flash-image",
+        prompt="Enhance this portrait",
+        **options,
+    )
 
 
 def test_request_carries_the_upright_downscaled_photo_and_prompt(fake_providers, tmp_path):
@@ -81,9 +86,16 @@ def test_answers_without_an_image_are_permanent(fake_providers, tmp_path, answer
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-@pytest.mark.parametrize(("status", "kind"), [(429, TransientError), (500, TransientError),
-                                             (503, TransientError), (400, PermanentError),
-                                             (403, PermanentError)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (429, TransientError),
+        (500, TransientError),
+        (503, TransientError),
+        (400, PermanentError),
+        (403, PermanentError),
+    ],
+)
 def test_http_errors_are_classified(fake_providers, tmp_path, status, kind):
     fake_providers.queue("gemini", Fault(status, {"Retry-After": "1"}))
     with pytest.raises(kind, match=str(status)):
@@ -105,8 +117,9 @@ def enhanced_of(media_id: uuid.UUID) -> list[Media]:
 
 
 @pytest.mark.usefixtures("prefect_server")
-def test_missing_person_photo_gets_an_enhanced_media_with_thumbnails(app_db, fake_providers,
-                                                                    tmp_path):  # fmt: skip
+def test_missing_person_photo_gets_an_enhanced_media_with_thumbnails(
+    app_db, fake_providers, tmp_path
+):
     media = register_media(make_jpeg(tmp_path / "p.jpg", 1600, 1200), category="DISP")
 
     state = process_media(str(media.id), return_state=True)

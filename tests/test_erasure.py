@@ -37,8 +37,13 @@ FINAL = {MediaStatus.READY, MediaStatus.PARTIAL, MediaStatus.FAILED}
 
 
 @pytest.fixture(params=["local", "s3"])
-def site(request: pytest.FixtureRequest, production, prefect_server: str,
-         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, Any]]:  # fmt: skip
+def site(
+    request: pytest.FixtureRequest,
+    production,
+    prefect_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[dict[str, Any]]:
     """Set-up, a warm worker, the API and a client of it, on local storage or S3; a marker
     phrase in transcripts."""
     monkeypatch.setenv("MEDIA_PIPELINE_RECONCILE_SECONDS", "1")
@@ -49,13 +54,14 @@ def site(request: pytest.FixtureRequest, production, prefect_server: str,
     marker = f"marker-{uuid.uuid4().hex[:6]} lighthouse"
     production["providers"].phrase = f", {marker}"
     production["start_worker"]()
-    process, base = start_api(tmp_path / "api.log", MEDIA_PIPELINE_API_TOKENS=TOKEN,
-                              PREFECT_API_URL=prefect_server)  # fmt: skip
+    process, base = start_api(
+        tmp_path / "api.log", MEDIA_PIPELINE_API_TOKENS=TOKEN, PREFECT_API_URL=prefect_server
+    )
     try:
-        with httpx.Client(base_url=base, timeout=120,
-                          headers={"Authorization": f"Bearer {TOKEN}"}) as client:  # fmt: skip
-            yield {**production, "client": client, "marker": marker,
-                   "storage": request.param}  # fmt: skip
+        with httpx.Client(
+            base_url=base, timeout=120, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as client:
+            yield {**production, "client": client, "marker": marker, "storage": request.param}
     finally:
         stop_process(process)
 
@@ -92,8 +98,9 @@ def dump_databases(prefixes: tuple[str, ...]) -> dict[str, bytes]:
     app's and the Prefect server's are among them), as text per table."""
     tables: dict[str, bytes] = {}
     with psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_ADMIN_DB) as admin:
-        names = [n for (n,) in admin.execute("SELECT datname FROM pg_database")
-                 if n.startswith(prefixes)]  # fmt: skip
+        names = [
+            n for (n,) in admin.execute("SELECT datname FROM pg_database") if n.startswith(prefixes)
+        ]
     for name in names:
         with psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=name) as conn:
             listed = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
@@ -121,16 +128,20 @@ def leftovers(site: dict[str, Any], made: dict[str, Any]) -> list[str]:
     settings = get_settings()
     workspaces = Path(tempfile.gettempdir()).glob("media-pipeline-job-*")
     results = Path(str(PREFECT_LOCAL_STORAGE_PATH.value()))  # the workers' own, on S3
-    stored = {str(p): p.read_bytes()
-              for p in files_under(settings.media_root, results, *workspaces)}  # fmt: skip
+    stored = {
+        str(p): p.read_bytes() for p in files_under(settings.media_root, results, *workspaces)
+    }
     if isinstance(store := get_store(), S3Store):
         for page in store.client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket):
             for item in page.get("Contents", []):
                 body = store.client.get_object(Bucket=store.bucket, Key=item["Key"])["Body"]
                 stored[f"s3://{store.bucket}/{item['Key']}"] = body.read()
     for where, data in stored.items():
-        found += [f"{what} in {where}" for what, needle in needles.items()
-                  if needle in data or needle in where.encode()]  # fmt: skip
+        found += [
+            f"{what} in {where}"
+            for what, needle in needles.items()
+            if needle in data or needle in where.encode()
+        ]
     return found
 
 
@@ -145,10 +156,14 @@ def assert_no_copies(site: dict[str, Any], made: dict[str, Any]) -> None:
 def media_left(alert: uuid.UUID, ids: list[uuid.UUID]) -> list[str]:
     """Rows of the media in the app database, and objects of the alert in the store."""
     with session_scope() as session:
-        rows = [f"{model.__tablename__} of {m}" for model in (Media, MediaDerivative,
-                Transcription, ProcessingJob) for m in ids
-                if session.query(model).filter(
-                    (model.id if model is Media else model.media_id) == m).count()]  # fmt: skip
+        rows = [
+            f"{model.__tablename__} of {m}"
+            for model in (Media, MediaDerivative, Transcription, ProcessingJob)
+            for m in ids
+            if session.query(model)
+            .filter((model.id if model is Media else model.media_id) == m)
+            .count()
+        ]
     store = get_store()
     prefix = f"alerts/{alert}/"
     if isinstance(store, S3Store):
@@ -164,8 +179,13 @@ def test_an_erased_alert_leaves_no_copy_in_any_store(site, tmp_path: Path):
     alert = uuid.uuid4()
     made = three_media(tmp_path, alert, client)
     ids = list(made["ids"].values())
-    wait_until(lambda: set(statuses(ids).values()) <= FINAL and enhanced_copy(
-        made["ids"]["IMAGE"]) is not None, 180, "the three media and the copy")  # fmt: skip
+    wait_until(
+        lambda: (
+            set(statuses(ids).values()) <= FINAL and enhanced_copy(made["ids"]["IMAGE"]) is not None
+        ),
+        180,
+        "the three media and the copy",
+    )
     copy = enhanced_copy(made["ids"]["IMAGE"])
 
     def thumbnails_of_copy() -> int:
@@ -196,8 +216,13 @@ def test_an_erased_alert_leaves_no_copy_in_any_store(site, tmp_path: Path):
     assert_no_copies(site, made)
     # A run still publishing when the media became final was cancelled: the reconciler
     # finishes that. Then erasing again answers the same final receipts.
-    wait_until(lambda: all(not r["pending"] for r in client.delete(
-        f"/api/alerts/{alert}").json()["media"]), 120, "the reconciler to finish")  # fmt: skip
+    wait_until(
+        lambda: all(
+            not r["pending"] for r in client.delete(f"/api/alerts/{alert}").json()["media"]
+        ),
+        120,
+        "the reconciler to finish",
+    )
     final = client.delete(f"/api/alerts/{alert}").json()
     assert final == client.delete(f"/api/alerts/{alert}").json()
     assert {r["mediaId"] for r in final["media"]} == set(receipts)
@@ -213,8 +238,10 @@ def test_an_erasure_racing_with_runs_in_flight_leaves_nothing(site, tmp_path: Pa
     site["providers"].latency = 6.0
     alert = uuid.uuid4()
     tag = uuid.uuid4().hex[:8]
-    files = {"AUDIO": make_tone(tmp_path / f"voice-{tag}.m4a", 3.0, codec_args=("-c:a", "aac")),
-             "VIDEO": make_video(tmp_path / f"clip-{tag}.mp4", 12, size="1280x720")}  # fmt: skip
+    files = {
+        "AUDIO": make_tone(tmp_path / f"voice-{tag}.m4a", 3.0, codec_args=("-c:a", "aac")),
+        "VIDEO": make_video(tmp_path / f"clip-{tag}.mp4", 12, size="1280x720"),
+    }
     ids = {}
     for kind, path in files.items():
         media_id, done = upload(client, path, kind, alert=alert, category="AUTRE")
@@ -225,15 +252,24 @@ def test_an_erasure_racing_with_runs_in_flight_leaves_nothing(site, tmp_path: Pa
         with session_scope() as session:
             return session.query(ProcessingJob).filter_by(job=job, state="RUNNING").count() > 0
 
-    wait_until(lambda: running("transcribe-audio") and running("generate-video-preview"), 90,
-               "the transcription and the preview in flight", interval=0.05)  # fmt: skip
+    wait_until(
+        lambda: running("transcribe-audio") and running("generate-video-preview"),
+        90,
+        "the transcription and the preview in flight",
+        interval=0.05,
+    )
     answer = client.delete(f"/api/alerts/{alert}")
 
     assert answer.status_code == 200, answer.text
     receipts = answer.json()["media"]
     assert any("in flight" in str(r["pending"].get("prefect", "")) for r in receipts), receipts
-    wait_until(lambda: all(not r["pending"] for r in client.delete(
-        f"/api/alerts/{alert}").json()["media"]), 120, "the reconciler to finish")  # fmt: skip
+    wait_until(
+        lambda: all(
+            not r["pending"] for r in client.delete(f"/api/alerts/{alert}").json()["media"]
+        ),
+        120,
+        "the reconciler to finish",
+    )
     time.sleep(site["providers"].latency)  # a late answer, had anything still waited for it
     made = {"files": files}
     assert media_left(alert, list(ids.values())) == []
@@ -263,8 +299,11 @@ def test_an_erasure_while_s3_is_down_is_finished_when_it_is_back(site, seaweed, 
         assert client.get(f"/api/media/{media_id}").status_code == 410  # erased already
     finally:
         seaweed.start()
-    wait_until(lambda: client.delete(f"/api/media/{media_id}").json()["media"][0]["pending"]
-               == {}, 120, "the reconciler to clear the bucket")  # fmt: skip
+    wait_until(
+        lambda: client.delete(f"/api/media/{media_id}").json()["media"][0]["pending"] == {},
+        120,
+        "the reconciler to clear the bucket",
+    )
     (final,) = client.delete(f"/api/media/{media_id}").json()["media"]
     assert final["removed"]["store"]["objects"] == 4 and final["finishedAt"]
     assert media_left(alert, [media_id]) == []
@@ -285,8 +324,9 @@ def test_erase_on_the_command_line_asks_then_removes_a_processed_voice_note(
 
     cli = CliRunner()
     fake_providers.phrase = ", marker-cli lighthouse"
-    note = make_tone(tmp_path / f"voice-{uuid.uuid4().hex[:8]}.m4a", 2.0,
-                     codec_args=("-c:a", "aac"))  # fmt: skip
+    note = make_tone(
+        tmp_path / f"voice-{uuid.uuid4().hex[:8]}.m4a", 2.0, codec_args=("-c:a", "aac")
+    )
     processed = cli.invoke(app, ["process", str(note), "--json"])
     assert processed.exit_code == 0, processed.output
     summary = json.loads(processed.stdout)
@@ -303,8 +343,9 @@ def test_erase_on_the_command_line_asks_then_removes_a_processed_voice_note(
     assert receipt["removed"]["database"]["transcriptions"] == 1
     with get_client(sync_client=True) as client:
         ids = [uuid.UUID(r) for r in runs]
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=ids)))  # fmt: skip
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+        )
         assert artifacts == []
         for run in ids:
             with pytest.raises(ObjectNotFound):
@@ -327,7 +368,8 @@ def test_the_retention_erases_the_media_of_alerts_closed_long_enough(monkeypatch
     get_settings.cache_clear()
     closed_long_ago, closed_lately, open_case = (
         register_media(make_jpeg(tmp_path / f"{n}.jpg", 320, 240), category="AUTRE")
-        for n in ("a", "b", "c"))  # fmt: skip
+        for n in ("a", "b", "c")
+    )
     now = datetime.now(UTC)
     for media, days in ((closed_long_ago, 31), (closed_lately, 1)):
         closed = now - timedelta(days=days)

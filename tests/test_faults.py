@@ -66,14 +66,16 @@ class RestartablePrefect:
 
 
 @pytest.fixture(scope="module")
-def own_server(postgres: None, tmp_path_factory: pytest.TempPathFactory
-               ) -> Iterator[RestartablePrefect]:  # fmt: skip
+def own_server(
+    postgres: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RestartablePrefect]:
     folder = tmp_path_factory.mktemp("faults-prefect")
     redis = PrivateRedis(folder / "redis").start()
     try:
         with scratch_database("mp_faults") as name:
-            server = RestartablePrefect(f"postgresql+asyncpg://root@127.0.0.1:5432/{name}",
-                                        redis.url, folder)  # fmt: skip
+            server = RestartablePrefect(
+                f"postgresql+asyncpg://root@127.0.0.1:5432/{name}", redis.url, folder
+            )
             server.start()
             try:
                 yield server
@@ -84,8 +86,9 @@ def own_server(postgres: None, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def prefect_server(own_server: RestartablePrefect, monkeypatch: pytest.MonkeyPatch
-                   ) -> Iterator[str]:  # fmt: skip
+def prefect_server(
+    own_server: RestartablePrefect, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
     """This module's server in place of the session's (which no test may kill)."""
     monkeypatch.setenv("PREFECT_API_URL", own_server.url)
     monkeypatch.setenv("MEDIA_PIPELINE_RECONCILE_SECONDS", "1")
@@ -97,8 +100,9 @@ def prefect_server(own_server: RestartablePrefect, monkeypatch: pytest.MonkeyPat
 def media_rows(media: list[Media]) -> dict[uuid.UUID, tuple[MediaStatus, dict[str, int]]]:
     """Status, and attempts per job, of each media."""
     with session_scope() as session:
-        rows = session.scalars(select(ProcessingJob).where(
-            ProcessingJob.media_id.in_([m.id for m in media])))  # fmt: skip
+        rows = session.scalars(
+            select(ProcessingJob).where(ProcessingJob.media_id.in_([m.id for m in media]))
+        )
         attempts: dict[uuid.UUID, dict[str, int]] = {}
         for row in rows:
             attempts.setdefault(row.media_id, {})[row.job] = row.attempts
@@ -114,16 +118,19 @@ def in_flight(run_ids: list[str]) -> list[Any]:
 def reconciler_states(run_id: str) -> list[Any]:
     with get_client(sync_client=True) as client:
         states = client.read_flow_run_states(uuid.UUID(run_id))
-    return [s for s in states
-            if s.type is StateType.SCHEDULED and (s.message or "").startswith(MARK)]  # fmt: skip
+    return [
+        s for s in states if s.type is StateType.SCHEDULED and (s.message or "").startswith(MARK)
+    ]
 
 
 def test_a_prefect_server_restart_fails_no_healthy_photo(
     production, own_server: RestartablePrefect, tmp_path: Path
 ):
     production["use"](WARM)
-    photos = [register_media(make_jpeg(tmp_path / f"p{i}.jpg", 4000, 3000, seed=i),
-                             category="AUTRE") for i in range(5)]  # fmt: skip
+    photos = [
+        register_media(make_jpeg(tmp_path / f"p{i}.jpg", 4000, 3000, seed=i), category="AUTRE")
+        for i in range(5)
+    ]
     run_ids = [run for photo in photos for run in submit_media(str(photo.id))]
     production["start_worker"](limit=1)  # one slot: four photos wait for it
     wait_until(lambda: in_flight(run_ids), 90, "a thumbnail run in flight", interval=0.2)
@@ -132,8 +139,12 @@ def test_a_prefect_server_restart_fails_no_healthy_photo(
     time.sleep(OUTAGE)
     own_server.start()
     final = {MediaStatus.READY, MediaStatus.PARTIAL, MediaStatus.FAILED}
-    wait_until(lambda: {s for s, _ in media_rows(photos).values()} <= final, 240,
-               "every photo to be final", interval=1)  # fmt: skip
+    wait_until(
+        lambda: {s for s, _ in media_rows(photos).values()} <= final,
+        240,
+        "every photo to be final",
+        interval=1,
+    )
 
     rows = media_rows(photos)
     assert {status for status, _ in rows.values()} == {MediaStatus.READY}, rows
@@ -143,17 +154,25 @@ def test_a_prefect_server_restart_fails_no_healthy_photo(
 def test_one_killed_flow_run_process_is_one_recovery(production, tmp_path: Path):
     production["use"](WARM)
     production["providers"].latency = 4.0  # the transcription is in flight for a while
-    note = register_media(make_tone(tmp_path / "note.m4a", 2.0, codec_args=("-c:a", "aac")),
-                          category="AUTRE")  # fmt: skip
+    note = register_media(
+        make_tone(tmp_path / "note.m4a", 2.0, codec_args=("-c:a", "aac")), category="AUTRE"
+    )
     run_id = submit_media(str(note.id))[0]  # the transcription's run (high)
     production["start_worker"](limit=1)
-    wait_until(lambda: in_flight([run_id]) and in_flight([run_id])[0].infrastructure_pid,
-               90, "the transcription's process")  # fmt: skip
+    wait_until(
+        lambda: in_flight([run_id]) and in_flight([run_id])[0].infrastructure_pid,
+        90,
+        "the transcription's process",
+    )
     child = int(str(in_flight([run_id])[0].infrastructure_pid).rsplit(":", 1)[-1])
     time.sleep(1.0)  # into the provider call
     os.kill(child, signal.SIGKILL)  # the flow run's process alone; the worker lives
-    wait_until(lambda: media_rows([note])[note.id][0] is MediaStatus.READY, 120,
-               "the voice note to be READY", interval=1)  # fmt: skip
+    wait_until(
+        lambda: media_rows([note])[note.id][0] is MediaStatus.READY,
+        120,
+        "the voice note to be READY",
+        interval=1,
+    )
 
     (run,) = wait_for_runs([run_id], timeout=60).values()
     assert run.state.type is StateType.COMPLETED
@@ -167,14 +186,20 @@ def test_one_killed_flow_run_process_is_one_recovery(production, tmp_path: Path)
 def test_a_slow_provider_does_not_hold_the_slots_of_photos(production, tmp_path: Path):
     production["use"](WARM)
     production["providers"].latency = 40.0
-    notes = [register_media(make_tone(tmp_path / f"a{i}.m4a", 2.0, codec_args=("-c:a", "aac")),
-                            category="AUTRE") for i in range(3)]  # fmt: skip
+    notes = [
+        register_media(
+            make_tone(tmp_path / f"a{i}.m4a", 2.0, codec_args=("-c:a", "aac")), category="AUTRE"
+        )
+        for i in range(3)
+    ]
     transcriptions = [submit_media(str(n.id))[0] for n in notes]
     production["start_worker"](limit=1)  # one CPU slot, four provider slots by default
     wait_until(lambda: len(in_flight(transcriptions)) == 3, 90, "three transcriptions")
     began = time.monotonic()
-    photos = [register_media(make_jpeg(tmp_path / f"p{i}.jpg", 1600, 1200, seed=i),
-                             category="AUTRE") for i in range(3)]  # fmt: skip
+    photos = [
+        register_media(make_jpeg(tmp_path / f"p{i}.jpg", 1600, 1200, seed=i), category="AUTRE")
+        for i in range(3)
+    ]
     wait_for_runs([r for p in photos for r in submit_media(str(p.id))], timeout=60)
 
     assert time.monotonic() - began < 30  # well before the provider answers
@@ -187,12 +212,16 @@ def test_complete_answers_within_its_bound_while_prefect_is_away(
 ):
     production["use"](WARM)
     token = "faults-token-0123456789"
-    process, base = start_api(tmp_path / "api.log", MEDIA_PIPELINE_API_TOKENS=token,
-                              MEDIA_PIPELINE_SUBMIT_WAIT_SECONDS="3")  # fmt: skip
+    process, base = start_api(
+        tmp_path / "api.log",
+        MEDIA_PIPELINE_API_TOKENS=token,
+        MEDIA_PIPELINE_SUBMIT_WAIT_SECONDS="3",
+    )
     photo = make_jpeg(tmp_path / "photo.jpg", 1600, 1200)
     try:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"},
-                          timeout=60) as client:  # fmt: skip
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+        ) as client:
             media_id, complete = upload(client, photo, "IMAGE")
             own_server.kill()
             began = time.monotonic()

@@ -90,9 +90,12 @@ def test_two_roots_processed_alternately_each_get_exactly_their_own(tmp_path: Pa
     services run: every media, row and file lands in its own root."""
     data, photo = tmp_path / "data", make_jpeg(tmp_path / "p.jpg", 900, 700)
     roots = {name: tmp_path / name for name in ("a", "b")}
-    envs = {name: embedded_env(data, MEDIA_ROOT=str(root / "media"),
-                               DATABASE_URL=f"sqlite:///{root / 'app.db'}")
-            for name, root in roots.items()}  # fmt: skip
+    envs = {
+        name: embedded_env(
+            data, MEDIA_ROOT=str(root / "media"), DATABASE_URL=f"sqlite:///{root / 'app.db'}"
+        )
+        for name, root in roots.items()
+    }
     made: dict[str, set[str]] = {name: set() for name in roots}
     served: list[str] = []
     try:

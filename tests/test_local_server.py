@@ -104,12 +104,18 @@ def test_the_local_server_takes_concurrent_writers_without_refusing_any(tmp_path
     writers wait their turn instead."""
     database = tmp_path / "prefect.db"
     seed_database(database)
-    env = {**embedded_env(tmp_path / "data"), "PREFECT_HOME": str(tmp_path / "home"),
-           "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
-           "PREFECT_API_BLOCKS_REGISTER_ON_START": "false"}  # fmt: skip
+    env = {
+        **embedded_env(tmp_path / "data"),
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
+        "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    }
     port = free_port()
-    server = start_process([sys.executable, "-m", "deployments.local.prefect_server",
-                            "127.0.0.1", str(port)], env, tmp_path / "server.log")  # fmt: skip
+    server = start_process(
+        [sys.executable, "-m", "deployments.local.prefect_server", "127.0.0.1", str(port)],
+        env,
+        tmp_path / "server.log",
+    )
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_until(lambda: http_ok(f"{url}/health"), 120, "the local Prefect server")
@@ -117,19 +123,25 @@ def test_the_local_server_takes_concurrent_writers_without_refusing_any(tmp_path
 
         def run_through(index: int) -> list[int]:
             with httpx.Client(base_url=url, timeout=60) as client:  # no retries: see all
-                created = client.post("/flow_runs/", json={"flow_id": flow_id,
-                                                           "name": f"run-{index}"})  # fmt: skip
+                created = client.post(
+                    "/flow_runs/", json={"flow_id": flow_id, "name": f"run-{index}"}
+                )
                 codes = [created.status_code]
                 for state in ("PENDING", "RUNNING", "COMPLETED"):
-                    codes.append(client.post(
-                        f"/flow_runs/{created.json()['id']}/set_state",
-                        json={"state": {"type": state}, "force": True}).status_code)  # fmt: skip
+                    codes.append(
+                        client.post(
+                            f"/flow_runs/{created.json()['id']}/set_state",
+                            json={"state": {"type": state}, "force": True},
+                        ).status_code
+                    )
                 return codes
 
         with ThreadPoolExecutor(12) as pool:
             codes = [code for run in pool.map(run_through, range(120)) for code in run]
-        ended = httpx.post(f"{url}/flow_runs/count", json={
-            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).json()  # fmt: skip
+        ended = httpx.post(
+            f"{url}/flow_runs/count",
+            json={"flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}},
+        ).json()
     finally:
         stop_process(server)
     assert Counter(codes) == {201: 480}
@@ -151,16 +163,19 @@ def test_the_embedded_default_is_closed_to_the_machines_other_users(tmp_path: Pa
 
         assert httpx.post(f"{url}/flows/filter", json={}).status_code == 401
         auth = auth_file.read_text().strip()
-        assert httpx.post(f"{url}/flows/filter", json={}, auth=tuple(auth.split(":", 1))
-                          ).status_code == 200  # fmt: skip
+        assert (
+            httpx.post(f"{url}/flows/filter", json={}, auth=tuple(auth.split(":", 1))).status_code
+            == 200
+        )
         assert f"credentials in {auth_file}" in cli(env, "server", "status").stdout
 
         assert data.stat().st_mode & 0o777 == 0o700
         files = [p for p in data.rglob("*") if p.is_file()]
         assert auth_file in files and len(files) > 5
         assert [p for p in files if p.stat().st_mode & 0o077] == []
-        environs = [Path(f"/proc/{pid}/environ").read_bytes()
-                    for pid in process_tree(int(state["pid"]))]  # the watcher, the server
+        environs = [
+            Path(f"/proc/{pid}/environ").read_bytes() for pid in process_tree(int(state["pid"]))
+        ]  # the watcher, the server
         assert len(environs) >= 2 and not [e for e in environs if b"OPENAI_API_KEY" in e]
         assert any(b"PREFECT_SERVER_API_AUTH_STRING" in e for e in environs)
     finally:

@@ -113,8 +113,13 @@ def task_runs_of(flow_run_id: uuid.UUID, timeout: float = 30):
 
 
 def test_transient_failures_are_retried_after_2_then_4_seconds(sqlite_db: str, tmp_path: Path):
-    flaky = Job("flaky-job", MediaType.IMAGE, HIGH,
-                "tests.test_media_flow:fails_twice_then_succeeds", "test job")  # fmt: skip
+    flaky = Job(
+        "flaky-job",
+        MediaType.IMAGE,
+        HIGH,
+        "tests.test_media_flow:fails_twice_then_succeeds",
+        "test job",
+    )
     flow = make_media_flow(JOB_TABLE.with_job(flaky), name="process-media-test")
     media = register_media(make_jpeg(tmp_path / "a.jpg", 640, 480), category="AUTRE")
 
@@ -151,8 +156,13 @@ def meets_the_database_away_twice(job: JobInput) -> JobResult:
 def test_the_database_away_is_not_an_attempt(sqlite_db: str, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("MEDIA_PIPELINE_DB_RETRY_SECONDS", "0")
     get_settings.cache_clear()
-    job = Job("database-job", MediaType.IMAGE, HIGH,
-              "tests.test_media_flow:meets_the_database_away_twice", "test job")  # fmt: skip
+    job = Job(
+        "database-job",
+        MediaType.IMAGE,
+        HIGH,
+        "tests.test_media_flow:meets_the_database_away_twice",
+        "test job",
+    )
     flow = make_media_flow(JOB_TABLE.with_job(job), name="process-media-test")
     media = register_media(make_jpeg(tmp_path / "a.jpg", 640, 480), category="AUTRE")
 
@@ -166,13 +176,17 @@ def test_the_database_away_is_not_an_attempt(sqlite_db: str, tmp_path: Path, mon
         assert (row.state, row.attempts, row.error) == (JobState.SUCCEEDED, 1, None)
 
 
-def test_a_fault_that_outlasts_the_wait_is_not_retried(sqlite_db: str, tmp_path: Path,
-                                                        monkeypatch):  # fmt: skip
+def test_a_fault_that_outlasts_the_wait_is_not_retried(sqlite_db: str, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("MEDIA_PIPELINE_DB_RETRY_SECONDS", "0")
     monkeypatch.setenv("MEDIA_PIPELINE_FAULT_WAIT_SECONDS", "1.5")
     get_settings.cache_clear()
-    job = Job("database-job", MediaType.IMAGE, HIGH,
-              "tests.test_media_flow:meets_the_database_away_twice", "test job")  # fmt: skip
+    job = Job(
+        "database-job",
+        MediaType.IMAGE,
+        HIGH,
+        "tests.test_media_flow:meets_the_database_away_twice",
+        "test job",
+    )
     flow = make_media_flow(JOB_TABLE.with_job(job), name="process-media-test")
     media = register_media(make_jpeg(tmp_path / "a.jpg", 640, 480), category="AUTRE")
     FLAKY_CALLS[str(media.id)] = -10  # away for longer than the wait

@@ -30,8 +30,9 @@ def test_metrics_serve_the_pipeline_without_personal_data(
     port = free_port()
     script = Path(sys.executable).parent / "media-pipeline"
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
-    server = start_process([str(script), "metrics", "--port", str(port)], env,
-                           tmp_path / "metrics.log")  # fmt: skip
+    server = start_process(
+        [str(script), "metrics", "--port", str(port)], env, tmp_path / "metrics.log"
+    )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
         wait_until(lambda: http_ok(url) or server.poll() is not None, 60, "the metrics server")
@@ -54,8 +55,12 @@ def test_metrics_serve_the_pipeline_without_personal_data(
 
 def test_the_grafana_dashboard_queries_exported_names():
     dashboard = json.loads((ROOT / "grafana" / "media-pipeline.json").read_text())
-    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
-               for name in METRIC.findall(target["expr"])}  # fmt: skip
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in METRIC.findall(target["expr"])
+    }
     source = (ROOT / "deployments" / "metrics.py").read_text()
     families = set(re.findall(r'MetricFamily\(\s*"(media_pipeline_[a-z_]+)"', source))
     exported = (
@@ -64,6 +69,9 @@ def test_the_grafana_dashboard_queries_exported_names():
         | {f"{f}_{suffix}" for f in families for suffix in ("bucket", "sum", "count")}
     )
     assert queried and queried <= exported, queried - exported
-    assert {"media_pipeline_flow_runs", "media_pipeline_oldest_waiting_seconds",
-            "media_pipeline_jobs",
-            "media_pipeline_job_duration_seconds_bucket"} <= queried  # fmt: skip
+    assert {
+        "media_pipeline_flow_runs",
+        "media_pipeline_oldest_waiting_seconds",
+        "media_pipeline_jobs",
+        "media_pipeline_job_duration_seconds_bucket",
+    } <= queried

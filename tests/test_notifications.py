@@ -18,10 +18,17 @@ SUMMARY = MediaSummary(
     type=MediaType.IMAGE,
     status=MediaStatus.READY,
     filename="photo.jpg",
-    jobs=[JobSummary(job="generate-thumbnails", state=JobState.SUCCEEDED, attempts=1,
-                     outputs=[OutputRecord(type="THUMBNAIL", path="a/b.jpg", width=150,
-                                           height=150, bytes=4000)])],
-)  # fmt: skip
+    jobs=[
+        JobSummary(
+            job="generate-thumbnails",
+            state=JobState.SUCCEEDED,
+            attempts=1,
+            outputs=[
+                OutputRecord(type="THUMBNAIL", path="a/b.jpg", width=150, height=150, bytes=4000)
+            ],
+        )
+    ],
+)
 
 
 SECRETS = ["a plain shared secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]

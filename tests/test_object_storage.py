@@ -46,8 +46,11 @@ def test_s3_store_round_trip_and_bound_upload_urls(s3_storage, tmp_path: Path):
 
     # The presigned PUT is bound to its size and type: the store refuses anything else.
     url = store.upload_url("uploads/x.jpg", 5, "image/jpeg", 60) or ""
-    for body, kind, status in ((b"12345", "image/png", 403), (b"123456", "image/jpeg", 403),
-                               (b"12345", "image/jpeg", 200)):  # fmt: skip
+    for body, kind, status in (
+        (b"12345", "image/png", 403),
+        (b"123456", "image/jpeg", 403),
+        (b"12345", "image/jpeg", 200),
+    ):
         assert httpx.put(url, content=body, headers={"Content-Type": kind}).status_code == status
     assert store.size("uploads/x.jpg") == 5
 
@@ -71,23 +74,35 @@ def test_api_and_two_workers_sharing_no_folder(
     try:
         for root in roots:
             production["start_worker"](MEDIA_ROOT=str(root), PREFECT_HOME=str(root / "home"))
-        client = httpx.Client(base_url=base, timeout=30,
-                              headers={"Authorization": "Bearer s3-test-token"})  # fmt: skip
+        client = httpx.Client(
+            base_url=base, timeout=30, headers={"Authorization": "Bearer s3-test-token"}
+        )
         alert = str(uuid.uuid4())
         files = [
             (make_jpeg(tmp_path / "portrait.jpg", 1200, 1600), "image/jpeg", "IMAGE"),
-            (make_tone(tmp_path / "note.m4a", 3.0, codec_args=("-c:a", "aac")), "audio/mp4",
-             "AUDIO"),
+            (
+                make_tone(tmp_path / "note.m4a", 3.0, codec_args=("-c:a", "aac")),
+                "audio/mp4",
+                "AUDIO",
+            ),
             (make_video(tmp_path / "clip.mp4", 3), "video/mp4", "VIDEO"),
-        ]  # fmt: skip
+        ]
         media, runs = [], []
         for path, mime, kind in files:
-            started = client.post(f"/api/alerts/{alert}/media/initiate", json={
-                "type": kind, "filename": path.name, "mimeType": mime,
-                "size": path.stat().st_size, "categoryCode": "DISP"}).json()  # fmt: skip
+            started = client.post(
+                f"/api/alerts/{alert}/media/initiate",
+                json={
+                    "type": kind,
+                    "filename": path.name,
+                    "mimeType": mime,
+                    "size": path.stat().st_size,
+                    "categoryCode": "DISP",
+                },
+            ).json()
             assert started["uploadUrl"].startswith(s3_storage["AWS_ENDPOINT_URL"])
-            put = httpx.put(started["uploadUrl"], content=path.read_bytes(),
-                            headers=started["headers"])  # fmt: skip
+            put = httpx.put(
+                started["uploadUrl"], content=path.read_bytes(), headers=started["headers"]
+            )
             assert put.status_code == 200, put.text
             done = client.post(f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
             assert done.status_code == 202, done.text
@@ -98,8 +113,10 @@ def test_api_and_two_workers_sharing_no_folder(
         views = {m: client.get(f"/api/media/{m}").json() for m in media}
         photo, note, clip = (views[m] for m in media)
         assert [v["status"] for v in (photo, note, clip)] == ["READY"] * 3, views
-        pictures = {d["type"]: Image.open(io.BytesIO(httpx.get(d["url"]).content)).size
-                    for d in photo["derivatives"]}  # fmt: skip
+        pictures = {
+            d["type"]: Image.open(io.BytesIO(httpx.get(d["url"]).content)).size
+            for d in photo["derivatives"]
+        }
         assert pictures == {"THUMBNAIL": (150, 150), "MEDIUM": (450, 600), "LARGE": (810, 1080)}
         assert {d["type"] for d in note["derivatives"]} == {"WAVEFORM"}
         assert note["transcription"]["text"]

@@ -20,8 +20,10 @@ def test_the_engine_entry_the_warm_child_mirrors_is_the_installed_one():
     tree = ast.parse(inspect.getsource(prefect.engine))
     (main,) = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
     # ast.walk is breadth first: compare in source order.
-    ordered = sorted((n for n in ast.walk(main) if isinstance(n, ast.Call)),
-                     key=lambda n: (n.lineno, n.col_offset))  # fmt: skip
+    ordered = sorted(
+        (n for n in ast.walk(main) if isinstance(n, ast.Call)),
+        key=lambda n: (n.lineno, n.col_offset),
+    )
     calls = [call_name(n) for n in ordered]
     assert tuple(calls) == ENGINE_ENTRY_CALLS, (
         "prefect.engine's entry changed: compare deployments/worker/child.py:run_flow_run with "

@@ -68,8 +68,10 @@ def test_a_dozen_media_processed_by_two_warm_workers(production, tmp_path: Path)
             assert all(job.state is JobState.SUCCEEDED for job in stored.jobs)
             for derivative in stored.derivatives:
                 assert (root / derivative.storage_key).stat().st_size == derivative.bytes
-        kinds = {load_media(session, m.id).type.value: len(load_media(session, m.id).derivatives)
-                 for m in media[1:]}  # fmt: skip
+        kinds = {
+            load_media(session, m.id).type.value: len(load_media(session, m.id).derivatives)
+            for m in media[1:]
+        }
     assert kinds == {"IMAGE": 3, "AUDIO": 1, "VIDEO": 2}
 
     summary = get_media(str(media[1].id))  # what the app reads: typed
@@ -84,8 +86,11 @@ def test_a_dozen_media_processed_by_two_warm_workers(production, tmp_path: Path)
     # One more run than submitted: the enhanced portrait's thumbnails, submitted by the
     # enhancement's run to the high queue.
     assert gained["all"]["completed"] == len(run_ids) + 1 and gained["all"]["failed"] == 0
-    assert (gained["high"]["completed"], gained["normal"]["completed"],
-            gained["low"]["completed"]) == (9, 5, 4)  # fmt: skip
+    assert (
+        gained["high"]["completed"],
+        gained["normal"]["completed"],
+        gained["low"]["completed"],
+    ) == (9, 5, 4)
     assert gained["all"]["waiting"] == gained["all"]["active"] == 0
 
     receiver = production["receiver"]
@@ -126,20 +131,54 @@ def test_failed_run_is_retried_without_redoing_finished_jobs(
     refused = cli.invoke(app, ["failed", "--job", "make-coffee"])
     assert refused.exit_code == 2 and "unknown job 'make-coffee'" in refused.output
     # A time-out says "not retried": the run is left alone unless asked for by name.
-    skipped = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type",
-                               "video", "--since", "1h", "--dry-run"])  # fmt: skip
+    skipped = cli.invoke(
+        app,
+        [
+            "retry-failed",
+            "--job",
+            "generate-video-preview",
+            "--type",
+            "video",
+            "--since",
+            "1h",
+            "--dry-run",
+        ],
+    )
     assert "0 run(s) would be scheduled again" in skipped.output
     as_json = cli.invoke(app, ["failed", "--job", "generate-video-preview", "--json"])
     assert [(r["id"], r["permanent"]) for r in json.loads(as_json.output)] == [(run_id, True)]
-    shown = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type", "video",
-                             "--since", "1h", "--dry-run", "--include-permanent"])  # fmt: skip
+    shown = cli.invoke(
+        app,
+        [
+            "retry-failed",
+            "--job",
+            "generate-video-preview",
+            "--type",
+            "video",
+            "--since",
+            "1h",
+            "--dry-run",
+            "--include-permanent",
+        ],
+    )
     assert run_id in shown.output and "1 run(s) would be scheduled again" in shown.output
     assert wait_for_runs([run_id])[run_id].state.name == "Failed"  # a dry run changes nothing
 
     production["stop_workers"]()
     production["start_worker"]()  # the cause is fixed
-    retried = cli.invoke(app, ["retry-failed", "--job", "generate-video-preview", "--type",
-                               "video", "--since", "1h", "--include-permanent"])  # fmt: skip
+    retried = cli.invoke(
+        app,
+        [
+            "retry-failed",
+            "--job",
+            "generate-video-preview",
+            "--type",
+            "video",
+            "--since",
+            "1h",
+            "--include-permanent",
+        ],
+    )
     assert retried.exit_code == 0 and "1 run(s) scheduled again" in retried.output
     (run,) = wait_for_runs([run_id]).values()
 
@@ -154,8 +193,9 @@ def test_failed_run_is_retried_without_redoing_finished_jobs(
         return len(runs) == 4 and all(t.state.is_final() for t in runs)
 
     wait_until(recorded, 30, "the retry's task runs")
-    latest = {t.name.split(" · ")[0]: t.state.name
-              for t in sorted(job_runs(), key=lambda t: t.created)}  # fmt: skip
+    latest = {
+        t.name.split(" · ")[0]: t.state.name for t in sorted(job_runs(), key=lambda t: t.created)
+    }
     assert latest == {"generate-video-thumbnail": "Cached", "generate-video-preview": "Completed"}
     with session_scope() as session:
         stored = load_media(session, video.id)
@@ -199,15 +239,20 @@ def test_warm_worker_survives_a_segfault_and_cancels_a_run(production, tmp_path:
 
     assert runs[crashing].state.name == "Crashed"
     assert "status code: -11" in runs[crashing].state.message
-    wait_until(lambda: any("killed by SIGSEGV" in m for m in flow_run_logs(crashing)), 30,
-               "the signal in the run's logs")  # fmt: skip
+    wait_until(
+        lambda: any("killed by SIGSEGV" in m for m in flow_run_logs(crashing)),
+        30,
+        "the signal in the run's logs",
+    )
     assert runs[photo_run].state.name == "Completed"
     assert (runs[photo_run].start_time - runs[photo_run].created).total_seconds() < 10
     wait_until(
-        lambda: any(f"media {photo.id}: generate-thumbnails done" in m
-                    for m in flow_run_logs(photo_run)),
-        30, "the job's log lines in the server",
-    )  # fmt: skip
+        lambda: any(
+            f"media {photo.id}: generate-thumbnails done" in m for m in flow_run_logs(photo_run)
+        ),
+        30,
+        "the job's log lines in the server",
+    )
 
     def sleeper_state() -> Any:
         with get_client(sync_client=True) as client:
@@ -240,8 +285,9 @@ def test_warm_worker_restarts_on_code_change_without_losing_runs(production, tmp
         MEDIA_PIPELINE_WARM_PRELOAD='["flows.media", "warm_probe_module"]',
     )
     with get_client(sync_client=True) as client:
-        sleeping = str(client.create_flow_run_from_deployment(
-            uuid.UUID(sleeper), parameters={"seconds": 8}).id)  # fmt: skip
+        sleeping = str(
+            client.create_flow_run_from_deployment(uuid.UUID(sleeper), parameters={"seconds": 8}).id
+        )
 
         def running() -> bool:
             return client.read_flow_run(uuid.UUID(sleeping)).state.name == "Running"
@@ -258,5 +304,6 @@ def test_warm_worker_restarts_on_code_change_without_losing_runs(production, tmp
     assert runs[photo_run].start_time < runs[sleeping].end_time
     wait_until(
         lambda: "Code changed: the warm interpreter was restarted" in flow_run_logs(photo_run),
-        30, "the restart in the photo run's logs",
-    )  # fmt: skip
+        30,
+        "the restart in the photo run's logs",
+    )

@@ -30,10 +30,14 @@ def test_concurrent_callers_share_requests_and_each_gets_its_run(production, mon
     go = threading.Barrier(len(media))
 
     def request(media_id: str, **extra: object) -> submission.RunRequest:
-        return run_request(deployment_name("high"), name=f"batch · {media_id[:8]}",
-                           parameters={"media_id": media_id, "tier": "high"},
-                           idempotency_key=f"{media_id}:batch", tags=[f"media-{media_id}"],
-                           **extra)  # fmt: skip
+        return run_request(
+            deployment_name("high"),
+            name=f"batch · {media_id[:8]}",
+            parameters={"media_id": media_id, "tier": "high"},
+            idempotency_key=f"{media_id}:batch",
+            tags=[f"media-{media_id}"],
+            **extra,
+        )
 
     def submit(batcher: RunBatcher, media_id: str) -> str:
         go.wait()

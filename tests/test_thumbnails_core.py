@@ -62,8 +62,13 @@ def test_iphone_mpo_with_a_depth_map_appended_is_read_as_its_first_picture(tmp_p
     photo = make_jpeg(tmp_path / "main.jpg", 3000, 4000, orientation=6)
     with Image.open(photo) as main:
         depth = Image.new("L", (750, 1000), 128)
-        main.save(tmp_path / "iphone.jpg", "MPO", save_all=True, append_images=[depth],
-                  exif=main.getexif())  # fmt: skip
+        main.save(
+            tmp_path / "iphone.jpg",
+            "MPO",
+            save_all=True,
+            append_images=[depth],
+            exif=main.getexif(),
+        )
     assert Image.open(tmp_path / "iphone.jpg").format == "MPO"
 
     images = thumbnails(tmp_path / "iphone.jpg", tmp_path / "out")

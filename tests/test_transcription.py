@@ -40,14 +40,21 @@ def client_for(fake: FakeProviders, timeout: float = 30) -> OpenAI:
 
 
 def test_30_minute_recording_is_cut_at_silences_and_stitched(fake_providers, tmp_path: Path):
-    source = make_voice_note(tmp_path / "meeting.ogg", 1800, gap_every=50, rate=8000,
-                             codec_args=("-c:a", "libopus", "-b:a", "12k"))  # fmt: skip
+    source = make_voice_note(
+        tmp_path / "meeting.ogg",
+        1800,
+        gap_every=50,
+        rate=8000,
+        codec_args=("-c:a", "libopus", "-b:a", "12k"),
+    )
     progress = []
 
     transcript = transcribe_file(
-        source, client_for(fake_providers), max_chunk_seconds=300,
+        source,
+        client_for(fake_providers),
+        max_chunk_seconds=300,
         on_chunk=lambda done, total: progress.append((done, total)),
-    )  # fmt: skip
+    )
 
     uploads = fake_providers.calls("openai")
     assert transcript.calls == len(uploads) == 7 and progress[-1] == (7, 7)
@@ -123,12 +130,18 @@ pytestmark_flow = pytest.mark.usefixtures("prefect_server")
 
 
 @pytestmark_flow
-def test_voice_note_gets_transcript_and_waveform(app_db, fake_providers, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch):  # fmt: skip
+def test_voice_note_gets_transcript_and_waveform(
+    app_db, fake_providers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("MEDIA_PIPELINE_PUBLIC_MEDIA_URL", "https://cdn.example.org/media/")
     get_settings.cache_clear()
-    note = make_voice_note(tmp_path / "note.m4a", 12, gap_every=6, rate=16000,
-                           codec_args=("-c:a", "aac", "-b:a", "48k"))  # fmt: skip
+    note = make_voice_note(
+        tmp_path / "note.m4a",
+        12,
+        gap_every=6,
+        rate=16000,
+        codec_args=("-c:a", "aac", "-b:a", "48k"),
+    )
     media = register_media(note, category="DISP")
     assert media.type.value == "AUDIO"
 
@@ -154,13 +167,21 @@ def test_voice_note_gets_transcript_and_waveform(app_db, fake_providers, tmp_pat
         assert waveform.type.value == "WAVEFORM" and waveform.extra["svg"].endswith(".svg")
 
     with get_client(sync_client=True) as client:
-        (table,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"media-{media.id}"])))  # fmt: skip
-        (transcript,) = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])))
-            if (a.description or "").startswith(f"transcript-{media.id}")]  # fmt: skip
-        (files,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"files-{media.id}"])))  # fmt: skip
+        (table,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"media-{media.id}"]))
+        )
+        (transcript,) = [
+            a
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])
+                )
+            )
+            if (a.description or "").startswith(f"transcript-{media.id}")
+        ]
+        (files,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"files-{media.id}"]))
+        )
     svg_url = f"https://cdn.example.org/media/{waveform.extra['svg']}"
     assert f"![WAVEFORM]({svg_url})" in files.data  # the picture itself, from the public URL
     assert f"(https://cdn.example.org/media/{waveform.storage_key})" in files.data
@@ -249,16 +270,24 @@ def test_what_a_voice_note_says_stays_plain_text_in_its_transcript_artifact(
     sqlite_db, fake_providers, tmp_path: Path
 ):
     fake_providers.phrase = HOSTILE  # said in every segment
-    media = register_media(make_voice_note(tmp_path / "note.m4a", 6, gap_every=6,
-                                           codec_args=("-c:a", "aac")))  # fmt: skip
+    media = register_media(
+        make_voice_note(tmp_path / "note.m4a", 6, gap_every=6, codec_args=("-c:a", "aac"))
+    )
     assert process_media(str(media.id), return_state=True).is_completed()
 
     with get_client(sync_client=True) as client:
-        (table,) = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"media-{media.id}"])))  # fmt: skip
-        (transcript,) = [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])))
-            if (a.description or "").startswith(f"transcript-{media.id}")]  # fmt: skip
+        (table,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"media-{media.id}"]))
+        )
+        (transcript,) = [
+            a
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])
+                )
+            )
+            if (a.description or "").startswith(f"transcript-{media.id}")
+        ]
     text = transcript.data
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "<img" not in text
     assert r"\[click\](javascript:alert(1))" in text and "[click](" not in text

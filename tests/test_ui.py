@@ -39,10 +39,18 @@ def browser(tmp_path: Path) -> Iterator[object]:
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not look for drivers online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1400,1000",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
@@ -134,8 +142,9 @@ def test_flow_run_pages_show_derivatives_and_transcript(
 ):
     production["use"](WORKER_TYPE)
     photo = register_media(make_jpeg(tmp_path / "p.jpg", 1600, 1200), category="AUTRE")
-    voice = make_voice_note(tmp_path / "n.m4a", 8, gap_every=4, rate=16000,
-                            codec_args=("-c:a", "aac"))  # fmt: skip
+    voice = make_voice_note(
+        tmp_path / "n.m4a", 8, gap_every=4, rate=16000, codec_args=("-c:a", "aac")
+    )
     note = register_media(voice, category="AUTRE")
     photo_run, *_ = submit_media(str(photo.id))
     note_run, *_ = submit_media(str(note.id))  # high tier: the transcription
@@ -182,8 +191,11 @@ def test_operators_see_a_failure_retry_it_and_read_the_queues(
     (run,) = wait_for_runs([run_id], timeout=120).values()
     assert run.state.name == "Failed"
     # Its logs reach the server as the run's process ends, a moment after its state.
-    wait_until(lambda: any("ffmpeg took longer than 0 s" in m for m in run_logs(run_id)), 60,
-               "the run's logs")  # fmt: skip
+    wait_until(
+        lambda: any("ffmpeg took longer than 0 s" in m for m in run_logs(run_id)),
+        60,
+        "the run's logs",
+    )
     production["stop_workers"]()
     production["start_worker"]()  # the cause is fixed
     publish_queue_board()
@@ -196,8 +208,11 @@ def test_operators_see_a_failure_retry_it_and_read_the_queues(
     shots = [screenshot(browser, "failed-run")]
     click_text(browser, "Retry")
     shots.append(screenshot(browser, "retry-dialog"))
-    buttons = [b for b in browser.find_elements("xpath", "//button[contains(., 'Retry')]")
-               if b.is_displayed()]  # fmt: skip
+    buttons = [
+        b
+        for b in browser.find_elements("xpath", "//button[contains(., 'Retry')]")
+        if b.is_displayed()
+    ]
     buttons[-1].click()  # the dialog's confirmation
     # The click's request lands a moment later: until then the run is still Failed (final).
     wait_until(lambda: current_state_id(run_id) != run.state_id, 60, "the retry to land")

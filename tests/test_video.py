@@ -79,12 +79,14 @@ def test_small_short_web_playable_clip_is_copied(tmp_path: Path):
 
 
 def test_large_video_is_scaled_to_720_short_side_never_up(tmp_path: Path):
-    big = make_preview(make_video(tmp_path / "big.mp4", 2, size="1920x1080"), tmp_path / "a",
-                       MEDIA_ID)  # fmt: skip
+    big = make_preview(
+        make_video(tmp_path / "big.mp4", 2, size="1920x1080"), tmp_path / "a", MEDIA_ID
+    )
     assert (big.width, big.height) == (1280, 720)
     vp9 = ("-c:v", "libvpx-vp9")
-    webm = make_video(tmp_path / "tiny.webm", 3, size="320x240", video_args=vp9,
-                      audio_args=("-c:a", "libopus"))  # fmt: skip
+    webm = make_video(
+        tmp_path / "tiny.webm", 3, size="320x240", video_args=vp9, audio_args=("-c:a", "libopus")
+    )
     tiny = make_preview(webm, tmp_path / "b", MEDIA_ID)
     assert (tiny.width, tiny.height) == (320, 240) and tiny.extra["mode"] == "transcode"
     assert playable(tiny.path)["video"] == "h264"
@@ -111,8 +113,9 @@ def test_thumbnail_of_a_short_video_is_its_middle_frame(tmp_path: Path):
 
 
 def test_thumbnail_long_side_at_most_1280(tmp_path: Path):
-    thumb = make_video_thumbnail(make_video(tmp_path / "w.mp4", 3, size="1920x1080"),
-                                 tmp_path / "out", MEDIA_ID)  # fmt: skip
+    thumb = make_video_thumbnail(
+        make_video(tmp_path / "w.mp4", 3, size="1920x1080"), tmp_path / "out", MEDIA_ID
+    )
     assert (thumb.width, thumb.height) == (1280, 720)
 
 
@@ -134,11 +137,13 @@ def test_rotated_phone_video_comes_out_upright(tmp_path: Path):
 
 
 def test_video_without_sound_and_hevc(tmp_path: Path):
-    silent = make_preview(make_video(tmp_path / "mute.mp4", 3, audio=False), tmp_path / "a",
-                          MEDIA_ID)  # fmt: skip
+    silent = make_preview(
+        make_video(tmp_path / "mute.mp4", 3, audio=False), tmp_path / "a", MEDIA_ID
+    )
     assert silent.extra["audio"] is False and playable(silent.path)["audio"] is None
-    hevc = make_video(tmp_path / "hevc.mp4", 3, video_args=("-c:v", "libx265", "-x265-params",
-                                                            "log-level=error"))  # fmt: skip
+    hevc = make_video(
+        tmp_path / "hevc.mp4", 3, video_args=("-c:v", "libx265", "-x265-params", "log-level=error")
+    )
     preview = make_preview(hevc, tmp_path / "b", MEDIA_ID)
     assert playable(preview.path)["video"] == "h264" and preview.extra["mode"] == "transcode"
     thumb = make_video_thumbnail(hevc, tmp_path / "c", MEDIA_ID)

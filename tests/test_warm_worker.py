@@ -57,8 +57,10 @@ def test_warm_interpreter_restarts_when_code_it_imported_changes(module_dir: Pat
 def test_warm_interpreter_says_which_module_it_could_not_import():
     interpreter = WarmInterpreter(["flows.media", "no_such_module_here"])
     try:
-        with pytest.raises(RuntimeError, match="could not import no_such_module_here: check "
-                           "MEDIA_PIPELINE_WARM_PRELOAD"):  # fmt: skip
+        with pytest.raises(
+            RuntimeError,
+            match="could not import no_such_module_here: check MEDIA_PIPELINE_WARM_PRELOAD",
+        ):
             interpreter.start()
     finally:
         interpreter.stop()

@@ -28,9 +28,10 @@ class AlertBody(BaseModel):
 
     category_code: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,16}$")
     closed_at: datetime | None = Field(
-        None, description="The case is closed: its media are erased after "
+        None,
+        description="The case is closed: its media are erased after "
         "MEDIA_PIPELINE_ERASE_CLOSED_AFTER_DAYS (when set)",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="after")
     def _something(self) -> AlertBody:

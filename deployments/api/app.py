@@ -54,9 +54,10 @@ class InitiateBody(Camel):
     mime_type: str = Field(max_length=100)
     size: StrictInt = Field(gt=0, description="Bytes; the upload must be exactly this size")
     category_code: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]{1,16}$",
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,16}$",
         description="The alert's category (creates the alert); DISP and DECD photos are enhanced",
-    )  # fmt: skip
+    )
 
 
 def create_app(
@@ -83,8 +84,7 @@ def create_app(
                 stack.callback(on_shutdown)
             yield
 
-    app = FastAPI(title="media-pipeline", version="1", lifespan=lifespan,
-                  description=__doc__)  # fmt: skip
+    app = FastAPI(title="media-pipeline", version="1", lifespan=lifespan, description=__doc__)
     install_error_handlers(app)
     app.state.last_request = time.monotonic()
     app.add_middleware(NoteRequests, state=app.state)
@@ -143,20 +143,28 @@ def api_router() -> APIRouter:
     ) -> dict[str, Any]:
         """A media awaiting its upload, and the URL to PUT its bytes to (with these headers)."""
         done = ingest.initiate(
-            alert_id, media_type=body.type, mime_type=body.mime_type, filename=body.filename,
-            size=body.size, position=body.position, category_code=body.category_code,
+            alert_id,
+            media_type=body.type,
+            mime_type=body.mime_type,
+            filename=body.filename,
+            size=body.size,
+            position=body.position,
+            category_code=body.category_code,
             api_base=str(request.base_url).rstrip("/"),
-        )  # fmt: skip
-        return {"mediaId": done.media_id, "uploadUrl": done.upload_url, "method": "PUT",
-                "headers": done.headers, "expiresAt": done.expires_at}  # fmt: skip
+        )
+        return {
+            "mediaId": done.media_id,
+            "uploadUrl": done.upload_url,
+            "method": "PUT",
+            "headers": done.headers,
+            "expiresAt": done.expires_at,
+        }
 
-    @router.post("/alerts/{alert_id}/media/{media_id}/complete", status_code=202,
-                 tags=["ingest"])  # fmt: skip
+    @router.post("/alerts/{alert_id}/media/{media_id}/complete", status_code=202, tags=["ingest"])
     def complete(alert_id: str, media_id: str, ingest: IngestDep) -> dict[str, Any]:
         """Check the upload and submit the media's jobs; the same runs on every call."""
         media_type, status, runs = ingest.complete(alert_id, media_id)
-        return {"mediaId": media_id, "type": media_type.value, "status": status.value,
-                "runs": runs}  # fmt: skip
+        return {"mediaId": media_id, "type": media_type.value, "status": status.value, "runs": runs}
 
     @router.get("/media/{media_id}", tags=["media"])
     def get_media(media_id: str, request: Request) -> dict[str, Any]:
@@ -167,8 +175,9 @@ def api_router() -> APIRouter:
     @router.post("/media/{media_id}/jobs/{job}", status_code=202, tags=["media"])
     def run_job_again(media_id: str, job: str, ingest: IngestDep) -> dict[str, Any]:
         """Run one job of the media again (a new transcription version, say)."""
-        runs = submit_media(str(parse_uuid(media_id, "media id")), jobs=[job],
-                            create=ingest.create_runs)  # fmt: skip
+        runs = submit_media(
+            str(parse_uuid(media_id, "media id")), jobs=[job], create=ingest.create_runs
+        )
         return {"mediaId": media_id, "job": job, "runs": runs}
 
     @router.post("/media/{media_id}/retry", status_code=202, tags=["media"])
@@ -216,8 +225,7 @@ def linker(request: Request) -> Callable[[str], str]:
 def camel(value: Any) -> Any:
     """JSON with camelCase keys, as the seed's API (``media_id`` -> ``mediaId``)."""
     if isinstance(value, dict):
-        return {to_camel(k) if "_" in k and "-" not in k else k: camel(v)
-                for k, v in value.items()}  # fmt: skip
+        return {to_camel(k) if "_" in k and "-" not in k else k: camel(v) for k, v in value.items()}
     if isinstance(value, list):
         return [camel(item) for item in value]
     return value
@@ -230,16 +238,29 @@ def media_view(session: Session, media_id: str, link: Callable[[str], str]) -> d
     transcription = active_transcription(session, media.id)
     return {
         **summary.model_dump(mode="json"),
-        "original": {"mimeType": media.mime_type, "bytes": media.size,
-                     "url": link(media.storage_key) if uploaded else None},
+        "original": {
+            "mimeType": media.mime_type,
+            "bytes": media.size,
+            "url": link(media.storage_key) if uploaded else None,
+        },
         "derivatives": [
-            {"type": row.type.value, "mimeType": row.mime_type, "width": row.width,
-             "height": row.height, "bytes": row.bytes, "duration": row.duration,
-             "url": link(row.storage_key)}
+            {
+                "type": row.type.value,
+                "mimeType": row.mime_type,
+                "width": row.width,
+                "height": row.height,
+                "bytes": row.bytes,
+                "duration": row.duration,
+                "url": link(row.storage_key),
+            }
             for row in media.derivatives
         ],
-        "transcription": None if transcription is None else {
-            "version": transcription.version, "language": transcription.language,
-            "text": transcription.text, "duration": transcription.duration,
+        "transcription": None
+        if transcription is None
+        else {
+            "version": transcription.version,
+            "language": transcription.language,
+            "text": transcription.text,
+            "duration": transcription.duration,
         },
-    }  # fmt: skip
+    }

@@ -90,8 +90,12 @@ def backfills_router() -> APIRouter:
     @router.post("", status_code=201, response_model=BackfillView | Estimate, **answer)
     def create(body: BackfillBody, response: Response, ingest: IngestDep) -> dict[str, Any]:
         """Start a backfill (201), or with ``dryRun`` only estimate it (200)."""
-        filters = {"media_type": body.type, "alert_id": body.alert_id, "since": body.since,
-                   "until": body.until}  # fmt: skip
+        filters = {
+            "media_type": body.type,
+            "alert_id": body.alert_id,
+            "since": body.since,
+            "until": body.until,
+        }
         if body.dry_run:
             response.status_code = 200
             return estimate_backfill(body.job, body.select, **filters)

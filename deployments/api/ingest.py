@@ -54,8 +54,11 @@ class Ingest:
 
     def max_bytes(self, media_type: MediaType) -> int:
         api = self.settings.api
-        return {MediaType.IMAGE: api.max_image_bytes, MediaType.AUDIO: api.max_audio_bytes,
-                MediaType.VIDEO: api.max_video_bytes}[media_type]  # fmt: skip
+        return {
+            MediaType.IMAGE: api.max_image_bytes,
+            MediaType.AUDIO: api.max_audio_bytes,
+            MediaType.VIDEO: api.max_video_bytes,
+        }[media_type]
 
     def initiate(
         self,
@@ -89,12 +92,23 @@ class Ingest:
                     message = f"{error}; change it with PUT /api/alerts/{alert}"
                     raise ApiError(409, "category_conflict", message) from None
             elif session.get(Alert, alert) is None:
-                message = (f"alert {alert} is unknown: send its categoryCode in this body, "
-                           f"or PUT /api/alerts/{alert} first")  # fmt: skip
+                message = (
+                    f"alert {alert} is unknown: send its categoryCode in this body, "
+                    f"or PUT /api/alerts/{alert} first"
+                )
                 raise ApiError(404, "alert_not_found", message)
-            create_media(session, media_id=media_id, alert_id=alert, media_type=declared,
-                         filename=filename, mime_type=mime, size=size, storage_key=key,
-                         position=position, status=MediaStatus.AWAITING_UPLOAD)  # fmt: skip
+            create_media(
+                session,
+                media_id=media_id,
+                alert_id=alert,
+                media_type=declared,
+                filename=filename,
+                mime_type=mime,
+                size=size,
+                storage_key=key,
+                position=position,
+                status=MediaStatus.AWAITING_UPLOAD,
+            )
 
         transaction(create)
         ttl = self.settings.api.upload_url_ttl_seconds
@@ -103,8 +117,10 @@ class Ingest:
         headers = {"Content-Type": mime}
         if url is None:  # local storage: the API takes the bytes itself
             signature = self.signer.sign(UPLOAD, media_id, size, mime, expires=expires)
-            url = (f"{api_base}/api/uploads/presigned/{media_id}"
-                   f"?expires={expires}&signature={signature}")  # fmt: skip
+            url = (
+                f"{api_base}/api/uploads/presigned/{media_id}"
+                f"?expires={expires}&signature={signature}"
+            )
         else:
             headers["Content-Length"] = str(size)
         return Initiated(str(media_id), url, headers, expires)
@@ -114,14 +130,15 @@ class Ingest:
         if not isinstance(self.store, LocalStore):
             raise ApiError(404, "not_found", "uploads go to the object store's presigned URL")
         media = transaction(lambda session: load_media(session, media_id))
-        why = self.signer.check(signature, UPLOAD, media.id, media.size, media.mime_type,
-                                expires=expires)  # fmt: skip
+        why = self.signer.check(
+            signature, UPLOAD, media.id, media.size, media.mime_type, expires=expires
+        )
         if why == "invalid":
-            raise ApiError(403, "upload_url_invalid",
-                           "this upload URL was not issued for this media")  # fmt: skip
+            raise ApiError(
+                403, "upload_url_invalid", "this upload URL was not issued for this media"
+            )
         if why == "expired":
-            raise ApiError(403, "upload_url_expired",
-                           "this upload URL has expired: initiate again")  # fmt: skip
+            raise ApiError(403, "upload_url_expired", "this upload URL has expired: initiate again")
         if media.status is not MediaStatus.AWAITING_UPLOAD:
             raise ApiError(409, "already_completed", f"media {media.id} is already uploaded")
         return self.store.path(media.storage_key), media
@@ -133,12 +150,14 @@ class Ingest:
             async for chunk in chunks:
                 received += len(chunk)
                 if received > declared_size:
-                    raise ApiError(413, "size_mismatch",
-                                   f"more than the {declared_size} bytes declared")  # fmt: skip
+                    raise ApiError(
+                        413, "size_mismatch", f"more than the {declared_size} bytes declared"
+                    )
                 file.write(chunk)
             if received != declared_size:
-                raise ApiError(400, "size_mismatch",
-                               f"{received} bytes sent, {declared_size} declared")  # fmt: skip
+                raise ApiError(
+                    400, "size_mismatch", f"{received} bytes sent, {declared_size} declared"
+                )
         return received
 
     def complete(self, alert_id: str, media_id: str) -> tuple[MediaType, MediaStatus, list[str]]:
@@ -175,22 +194,24 @@ class Ingest:
             if not isinstance(error, TimeoutError) and not is_infrastructure_fault(error):
                 raise
             raise ApiError(
-                503, "prefect_unavailable",
+                503,
+                "prefect_unavailable",
                 f"Prefect did not take the media's runs within {wait:.0f} s; the upload is "
                 "accepted: call complete again to get its runs",
                 retry_after=max(1, round(wait)),
-            ) from None  # fmt: skip
+            ) from None
 
     def check_object(self, media: Media) -> tuple[MediaType, str]:
         key = media.storage_key
         size = self.store.size(key)
         if size is None:
-            raise ApiError(409, "upload_missing",
-                           f"nothing was uploaded for media {media.id}: PUT it to the upload "
-                           "URL first")  # fmt: skip
+            raise ApiError(
+                409,
+                "upload_missing",
+                f"nothing was uploaded for media {media.id}: PUT it to the upload URL first",
+            )
         if size != media.size:
-            raise ApiError(409, "size_mismatch",
-                           f"{size} bytes stored, {media.size} declared")  # fmt: skip
+            raise ApiError(409, "size_mismatch", f"{size} bytes stored, {media.size} declared")
         try:
             detected = self.inspect(media, key)
         except InvalidMedia as error:

@@ -52,8 +52,11 @@ def links_router() -> APIRouter:
         elif kind in (media.mime_type, ""):
             chunks = request.stream()
         else:
-            raise ApiError(403, "content_type_mismatch",
-                           f"this upload URL is for {media.mime_type}, not {kind}")  # fmt: skip
+            raise ApiError(
+                403,
+                "content_type_mismatch",
+                f"this upload URL is for {media.mime_type}, not {kind}",
+            )
         try:
             size = await ingest.receive(target, media.size, chunks)
         except ClientDisconnect:  # nothing kept; one line, not a traceback

@@ -43,16 +43,19 @@ def serve(host: str, port: int, idle_exit: float = 0, instance: str | None = Non
     settings = get_settings()
     embedded = not get_current_settings().api.url
     if embedded and not settings.orchestration.local_server:
-        raise PipelineError("the API needs a Prefect server: set PREFECT_API_URL, or leave "
-                           "MEDIA_PIPELINE_LOCAL_SERVER on for the embedded default")  # fmt: skip
+        raise PipelineError(
+            "the API needs a Prefect server: set PREFECT_API_URL, or leave "
+            "MEDIA_PIPELINE_LOCAL_SERVER on for the embedded default"
+        )
     if not settings.api.tokens():
         if not embedded:  # replicas behind a load balancer must accept the same tokens
-            raise PipelineError("set MEDIA_PIPELINE_API_TOKENS: with a Prefect server the API "
-                                "takes its tokens from the environment, the same on every "
-                                "replica (a token file is for the embedded default)")  # fmt: skip
+            raise PipelineError(
+                "set MEDIA_PIPELINE_API_TOKENS: with a Prefect server the API "
+                "takes its tokens from the environment, the same on every "
+                "replica (a token file is for the embedded default)"
+            )
         api_tokens(settings)
-        typer.echo(f"API token (MEDIA_PIPELINE_API_TOKENS unset): {token_file(settings)}",
-                   err=True)  # fmt: skip
+        typer.echo(f"API token (MEDIA_PIPELINE_API_TOKENS unset): {token_file(settings)}", err=True)
     upgrade()
     with prefect_api(), get_client(sync_client=True) as client:
         worker = start_embedded_worker() if embedded else None
@@ -60,14 +63,21 @@ def serve(host: str, port: int, idle_exit: float = 0, instance: str | None = Non
         # Stopped in the app's shutdown: uvicorn re-raises SIGTERM once it has shut down,
         # so nothing after uvicorn.run would run then.
         stop = (lambda: stop_worker(worker)) if worker else None
-        app = create_app(client, on_shutdown=stop, worker=worker_name,
-                         instance=instance)  # fmt: skip
-        config = uvicorn.Config(app, host=host, port=port, proxy_headers=True, http="httptools",
-                                log_level="info", access_log=False)  # fmt: skip
+        app = create_app(client, on_shutdown=stop, worker=worker_name, instance=instance)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            proxy_headers=True,
+            http="httptools",
+            log_level="info",
+            access_log=False,
+        )
         server = uvicorn.Server(config)
         if idle_exit:
-            threading.Thread(target=exit_when_idle, args=(server, app, idle_exit),
-                             daemon=True).start()  # fmt: skip
+            threading.Thread(
+                target=exit_when_idle, args=(server, app, idle_exit), daemon=True
+            ).start()
         try:
             server.run()
         finally:
@@ -98,11 +108,24 @@ def start_embedded_worker() -> subprocess.Popen[bytes]:
     log = settings.storage.data_dir / "api-worker.log"
     typer.echo(f"processing here too (embedded default); worker log: {log}", err=True)
     script = Path(sys.executable).parent / "prefect"
-    args = [str(script), "worker", "start", "--pool", settings.orchestration.work_pool,
-            "--name", embedded_worker_name()]  # fmt: skip
+    args = [
+        str(script),
+        "worker",
+        "start",
+        "--pool",
+        settings.orchestration.work_pool,
+        "--name",
+        embedded_worker_name(),
+    ]
     with log.open("ab") as output:
-        return subprocess.Popen(args, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=stop_with_parent)  # fmt: skip
+        return subprocess.Popen(
+            args,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=stop_with_parent,
+        )
 
 
 def stop_with_parent() -> None:

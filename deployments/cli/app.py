@@ -32,6 +32,7 @@ def keep_the_data_dir_private() -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         data_dir.chmod(0o700)
 
+
 app.add_typer(db_app, name="db")
 app.add_typer(server_app, name="server")
 for commands in (local, operations, erasure, backfills):

@@ -49,19 +49,37 @@ def backfill(
     from deployments.local.service import call_service, embedded_default
     from deployments.operations.backfill import estimate_backfill, start_backfill
 
-    chosen = [name for name, on in (("missing", missing), ("outdated", outdated),
-                                    ("failed", failed), ("all", every)) if on]  # fmt: skip
+    chosen = [
+        name
+        for name, on in (
+            ("missing", missing),
+            ("outdated", outdated),
+            ("failed", failed),
+            ("all", every),
+        )
+        if on
+    ]
     if len(chosen) != 1:
         raise fail("choose one of --missing, --outdated, --failed, --all")
-    filters = {"media_type": media_type, "alert_id": alert, "since": parse_moment(since),
-               "until": parse_moment(until)}  # fmt: skip
+    filters = {
+        "media_type": media_type,
+        "alert_id": alert,
+        "since": parse_moment(since),
+        "until": parse_moment(until),
+    }
     if dry_run:
         found = call(estimate_backfill, job=job, selection=chosen[0], **filters)
         typer.echo(json.dumps(found, indent=2) if as_json else describe_estimate(found))
         return
     if embedded_default():  # the local service's worker runs the backfill
-        body = {"job": job, "select": chosen[0], "type": media_type, "alertId": alert,
-                "since": iso(filters["since"]), "until": iso(filters["until"])}  # fmt: skip
+        body = {
+            "job": job,
+            "select": chosen[0],
+            "type": media_type,
+            "alertId": alert,
+            "since": iso(filters["since"]),
+            "until": iso(filters["until"]),
+        }
         started = call(call_service, method="POST", path="/api/backfills", body=body)
     else:
         started = call(start_backfill, job=job, selection=chosen[0], **filters)
@@ -72,8 +90,10 @@ def backfill(
     if not started["flow_run_id"]:
         typer.echo("nothing to backfill")
         return
-    typer.echo(f"backfill {started['id']} started (flow run {started['flow_run_id']}); follow "
-               f"it with `media-pipeline backfill-status {started['id']}`")  # fmt: skip
+    typer.echo(
+        f"backfill {started['id']} started (flow run {started['flow_run_id']}); follow "
+        f"it with `media-pipeline backfill-status {started['id']}`"
+    )
 
 
 @backfills.command("backfill-status")
@@ -114,17 +134,30 @@ def describe_estimate(found: dict[str, Any]) -> str:
     types = ", ".join(f"{count} {kind.upper()}" for kind, count in found["types"].items()) or "none"
     text = f"{found['count']} media for {found['job']} ({found['selection']}): {types}"
     if found.get("provider"):
-        text += (f"\nestimated cost ${found['estimated_cost']:.2f}, {found['provider_calls']} "
-                 f"{found['provider']} calls, about {found['provider_minutes']} min at its "
-                 "rate limit")  # fmt: skip
+        text += (
+            f"\nestimated cost ${found['estimated_cost']:.2f}, {found['provider_calls']} "
+            f"{found['provider']} calls, about {found['provider_minutes']} min at its "
+            "rate limit"
+        )
     return text
 
 
 def print_backfills(found: list[dict[str, Any]]) -> None:
     counts = ("selected", "submitted", "done", "failed", "skipped")
-    rows = [(b["id"], b["job"], b["selection"], b["status"],
-             *(b["counts"][c] for c in counts), f"${b['counts']['estimated_cost']:.2f}",
-             b["message"] or "")
-            for b in found]  # fmt: skip
-    print_table(("backfill", "job", "selection", "status", *counts, "cost", "message"), rows,
-                keep=("backfill",))  # fmt: skip
+    rows = [
+        (
+            b["id"],
+            b["job"],
+            b["selection"],
+            b["status"],
+            *(b["counts"][c] for c in counts),
+            f"${b['counts']['estimated_cost']:.2f}",
+            b["message"] or "",
+        )
+        for b in found
+    ]
+    print_table(
+        ("backfill", "job", "selection", "status", *counts, "cost", "message"),
+        rows,
+        keep=("backfill",),
+    )

@@ -56,7 +56,10 @@ def erase(
                 pending,
             )
         )
-    print_table(("media", "type", "rows", "objects", "runs", "artifacts", "results", "pending"),
-                rows, keep=("media",))  # fmt: skip
+    print_table(
+        ("media", "type", "rows", "objects", "runs", "artifacts", "results", "pending"),
+        rows,
+        keep=("media",),
+    )
     if any(r["pending"] for r in receipts):
         typer.echo("What is pending is finished by the reconciler once its store answers.")

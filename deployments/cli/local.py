@@ -68,15 +68,19 @@ def server_status() -> None:
         typer.echo("not running")
         raise typer.Exit(1)
     idle = time.time() - server.last_used.stat().st_mtime
-    typer.echo(f"running at {state['url']} (process {state['pid']}, idle {idle:.0f} s); "
-               f"its UI and API ask for the credentials in {server.auth_file}")  # fmt: skip
+    typer.echo(
+        f"running at {state['url']} (process {state['pid']}, idle {idle:.0f} s); "
+        f"its UI and API ask for the credentials in {server.auth_file}"
+    )
     for service in local_services(get_settings().storage.data_dir):
         if (running := service.state()) is not None:
             served = service.description()
-            typer.echo(f"local service at {running['url']} (process {running['pid']}, work "
-                       f"pool {served['pool']}): data dir {served['data_dir']}, media root "
-                       f"{served['media_root']}, database {served['database']}, storage "
-                       f"{served['storage']}")  # fmt: skip
+            typer.echo(
+                f"local service at {running['url']} (process {running['pid']}, work "
+                f"pool {served['pool']}): data dir {served['data_dir']}, media root "
+                f"{served['media_root']}, database {served['database']}, storage "
+                f"{served['storage']}"
+            )
 
 
 @db_app.command("upgrade")
@@ -175,8 +179,16 @@ def register(
 
         run_ids = submit_media(str(media.id))
     if as_json:
-        typer.echo(json.dumps({"media_id": str(media.id), "alert_id": str(media.alert_id),
-                               "type": media.type.value, "flow_runs": run_ids}))  # fmt: skip
+        typer.echo(
+            json.dumps(
+                {
+                    "media_id": str(media.id),
+                    "alert_id": str(media.alert_id),
+                    "type": media.type.value,
+                    "flow_runs": run_ids,
+                }
+            )
+        )
         return
     typer.echo(f"{media.id}\t{media.type.value}")
     for run_id in run_ids:
@@ -221,9 +233,14 @@ def print_summary(summary: MediaSummary) -> None:
     for job in summary.jobs:
         for index, output in enumerate(job.outputs or [None]):
             first = index == 0
-            rows.append((job.job if first else "", job.state.value if first else "",
-                         job.attempts if first else "",
-                         describe_output(output) or (job.error or "")))  # fmt: skip
+            rows.append(
+                (
+                    job.job if first else "",
+                    job.state.value if first else "",
+                    job.attempts if first else "",
+                    describe_output(output) or (job.error or ""),
+                )
+            )
     print_table(("job", "state", "attempts", "output"), rows)
 
 
@@ -231,8 +248,10 @@ def describe_output(output: OutputRecord | None) -> str:
     if output is None:
         return ""
     if output.type == "TRANSCRIPTION":
-        return (f"TRANSCRIPTION v{output.version} ({output.chars} chars, "
-                f"{output.language or '?'}, {output.duration or 0:.1f}s)")  # fmt: skip
+        return (
+            f"TRANSCRIPTION v{output.version} ({output.chars} chars, "
+            f"{output.language or '?'}, {output.duration or 0:.1f}s)"
+        )
     if output.type == "ENHANCED":
         return f"ENHANCED media {output.media_id}: {output.path}"
     size = f"{output.width}x{output.height}" if output.height else ""

@@ -74,8 +74,9 @@ def submit(
     from deployments.operations.client_api import submit_media
 
     run_ids = call(submit_media, media_id=media_id, reprocess=reprocess)
-    typer.echo(json.dumps({"media_id": media_id, "flow_runs": run_ids}) if as_json
-               else "\n".join(run_ids))  # fmt: skip
+    typer.echo(
+        json.dumps({"media_id": media_id, "flow_runs": run_ids}) if as_json else "\n".join(run_ids)
+    )
 
 
 @operations.command()
@@ -135,22 +136,35 @@ def stats(as_json: JsonOption = False) -> None:
         return
     for window, title in (("last_hour", "last hour"), ("last_day", "last day")):
         typer.echo(f"queues, {title}:")
-        rows = [(queue, *(row[c] for c in COUNTS), "paused" if row["paused"] else "",
-                 f"{row['oldest_waiting_seconds']:.0f} s")
-                for queue, row in content[window].items()]  # fmt: skip
+        rows = [
+            (
+                queue,
+                *(row[c] for c in COUNTS),
+                "paused" if row["paused"] else "",
+                f"{row['oldest_waiting_seconds']:.0f} s",
+            )
+            for queue, row in content[window].items()
+        ]
         print_table(("queue", *COUNTS, "paused", "oldest waiting"), rows)
     typer.echo("per job and media type, last day:")
-    rows = [(name, *(row[c] for c in COUNTS))
-            for name, row in content["by_job_and_type_last_day"].items()]  # fmt: skip
+    rows = [
+        (name, *(row[c] for c in COUNTS))
+        for name, row in content["by_job_and_type_last_day"].items()
+    ]
     print_table(("", *COUNTS), rows)
     typer.echo("backfills:")
-    rows = [tuple(b[c] for c in ("id", "job", "selection", "status", *BACKFILL_COUNTS))
-            for b in content["backfills"]]  # fmt: skip
-    print_table(("backfill", "job", "selection", "status", *BACKFILL_COUNTS), rows,
-                keep=("backfill",))  # fmt: skip
+    rows = [
+        tuple(b[c] for c in ("id", "job", "selection", "status", *BACKFILL_COUNTS))
+        for b in content["backfills"]
+    ]
+    print_table(
+        ("backfill", "job", "selection", "status", *BACKFILL_COUNTS), rows, keep=("backfill",)
+    )
     typer.echo("newest failures:")
-    failures = [(f["reason"], f["media"], f["type"], f["tier"], f["when"])
-                for f in content["newest_failures"]]  # fmt: skip
+    failures = [
+        (f["reason"], f["media"], f["type"], f["tier"], f["when"])
+        for f in content["newest_failures"]
+    ]
     print_table(("error", "media", "type", "tier", "when"), failures, keep=("media",))
 
 
@@ -203,9 +217,14 @@ def retry_failed(
 
     if not (flow_run_id or since or job or media_type or all_runs):
         raise fail("name flow run ids, --since, --job, --type, or --all")
-    runs = call(retry if not dry_run else failed_and_retryable, flow_run_ids=flow_run_id,
-                since=parse_since(since), job=job, media_type=media_type,
-                include_permanent=include_permanent)  # fmt: skip
+    runs = call(
+        retry if not dry_run else failed_and_retryable,
+        flow_run_ids=flow_run_id,
+        since=parse_since(since),
+        job=job,
+        media_type=media_type,
+        include_permanent=include_permanent,
+    )
     print_runs(runs, False, as_json)
     if not as_json:
         verb = "would be scheduled again" if dry_run else "scheduled again"
@@ -223,10 +242,19 @@ def print_runs(runs: list[FailedRun], full: bool, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in runs], indent=2, default=str))
         return
-    rows = [(error_of(r) if full else short(error_of(r)), r.media_id, r.media_type, r.tier,
-             ", ".join(r.jobs) or "-", r.state, r.id,
-             r.when.isoformat(timespec="seconds") if r.when else "")
-            for r in runs]  # fmt: skip
+    rows = [
+        (
+            error_of(r) if full else short(error_of(r)),
+            r.media_id,
+            r.media_type,
+            r.tier,
+            ", ".join(r.jobs) or "-",
+            r.state,
+            r.id,
+            r.when.isoformat(timespec="seconds") if r.when else "",
+        )
+        for r in runs
+    ]
     headers = ("error", "media", "type", "tier", "jobs", "state", "flow run", "started")
     print_table(headers, rows, keep=("media", "flow run"))
 

@@ -37,10 +37,26 @@ def sample_voice_note(path: Path) -> Path:
 
 def sample_video(path: Path) -> Path:
     """A 12-second 720p phone clip with sound (H.264 + AAC)."""
-    _ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30:duration=12",
-            "-f", "lavfi", "-i", "sine=frequency=330:duration=12",
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac",
-            "-shortest", str(path))  # fmt: skip
+    _ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30:duration=12",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=330:duration=12",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(path),
+    )
     return path
 
 

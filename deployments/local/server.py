@@ -126,11 +126,20 @@ class LocalServer:
         # Nothing the server does not need: no provider key, no database password.
         env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_FOR_THE_SERVER)}
         watcher = subprocess.Popen(
-            [sys.executable, "-m", "deployments.local.server", str(self.folder), str(port),
-             str(idle)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "deployments.local.server",
+                str(self.folder),
+                str(port),
+                str(idle),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # outlives the command that started it
-        )  # fmt: skip
+        )
         state = {"pid": watcher.pid, "port": port, "url": f"http://127.0.0.1:{port}/api"}
         self.state_file.write_text(json.dumps(state))
         return state
@@ -220,9 +229,11 @@ def prepare_database_template() -> Path:
     template.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=template.parent) as scratch:
         database = Path(scratch) / "prefect.db"
-        env = {**os.environ, "PREFECT_HOME": str(Path(scratch) / "home"),
-               "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
-               }  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_HOME": str(Path(scratch) / "home"),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
+        }
         env.pop("PREFECT_API_URL", None)
         for step in (  # what a server's first start does
             ["-m", "prefect", "server", "database", "upgrade", "-y"],
@@ -264,8 +275,9 @@ def watch(folder: Path, port: int, idle_seconds: float) -> None:
         env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
     child = subprocess.Popen(
         [sys.executable, "-m", "deployments.local.prefect_server", "127.0.0.1", str(port)],
-        env=env, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     try:

@@ -79,8 +79,11 @@ class LocalService:
         except (httpx.HTTPError, ValueError):
             return None
         if body.get("instance") != self.instance:  # its port went to another process
-            print(f"the local service's address {state['url']} answers for other settings: "
-                  "processing in-process", file=sys.stderr)  # fmt: skip
+            print(
+                f"the local service's address {state['url']} answers for other settings: "
+                "processing in-process",
+                file=sys.stderr,
+            )
             self.state_file.unlink(missing_ok=True)
             return None
         return str(state["url"]) if body.get("worker") == "ready" else None
@@ -105,12 +108,26 @@ class LocalService:
             idle = settings.orchestration.local_server_idle_seconds
             with (self.folder / "api.log").open("ab") as log:
                 service = subprocess.Popen(
-                    [sys.executable, "-m", "deployments.cli.app", "api", "--host", "127.0.0.1",
-                     "--port", str(port), "--idle-exit", str(idle),
-                     "--instance", self.instance],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    [
+                        sys.executable,
+                        "-m",
+                        "deployments.cli.app",
+                        "api",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--idle-exit",
+                        str(idle),
+                        "--instance",
+                        self.instance,
+                    ],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
                     start_new_session=True,
-                )  # fmt: skip
+                )
             state = {"pid": service.pid, "url": f"http://127.0.0.1:{port}"}
             self.state_file.write_text(json.dumps(state))
 
@@ -118,9 +135,13 @@ class LocalService:
         from sqlalchemy.engine import make_url
 
         database = make_url(settings.database.url).render_as_string(hide_password=True)
-        description = {"data_dir": str(settings.storage.data_dir), "pool": pool,
-                       "media_root": str(settings.media_root), "database": database,
-                       "storage": settings.storage.storage_url or "local"}  # fmt: skip
+        description = {
+            "data_dir": str(settings.storage.data_dir),
+            "pool": pool,
+            "media_root": str(settings.media_root),
+            "database": database,
+            "storage": settings.storage.storage_url or "local",
+        }
         (self.folder / "settings.json").write_text(json.dumps(description))
 
     def stop(self) -> bool:
@@ -173,8 +194,9 @@ def call_service(method: str, path: str, body: dict[str, Any] | None = None) -> 
             raise PipelineError(f"the local service did not start: see {service.folder}/api.log")
         time.sleep(0.3)
     token = kept_secret(token_file(get_settings()))
-    with httpx.Client(base_url=url, timeout=120,
-                      headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
+    with httpx.Client(
+        base_url=url, timeout=120, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
         return snake(answer(client.request(method, path, json=body)))
 
 
@@ -202,12 +224,19 @@ def process_through_service(
     detected = detect_media(file)
     alert_id = str(parse_uuid(alert, "alert id")) if alert else str(uuid.uuid4())
     token = kept_secret(token_file(get_settings()))
-    with httpx.Client(base_url=url, timeout=120,
-                      headers={"Authorization": f"Bearer {token}"}) as client:  # fmt: skip
-        started = client.post(f"/api/alerts/{alert_id}/media/initiate", json={
-            "type": detected.type.value, "filename": file.name[:255],
-            "mimeType": detected.mime_type, "size": file.stat().st_size,
-            "categoryCode": category})  # fmt: skip
+    with httpx.Client(
+        base_url=url, timeout=120, headers={"Authorization": f"Bearer {token}"}
+    ) as client:
+        started = client.post(
+            f"/api/alerts/{alert_id}/media/initiate",
+            json={
+                "type": detected.type.value,
+                "filename": file.name[:255],
+                "mimeType": detected.mime_type,
+                "size": file.stat().st_size,
+                "categoryCode": category,
+            },
+        )
         if started.status_code != 201:  # a kind or size the API does not take
             return None
         body = started.json()

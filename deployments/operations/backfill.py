@@ -104,8 +104,9 @@ def estimate(session: Session, chosen: Criteria) -> dict[str, Any]:
     if job.output == "transcription":
         durations = known_durations(session, media)
         sizes = media_sizes(session, media)
-        seconds = [durations.get(m) or sizes.get(m, 0) * 8 / VOICE_NOTE_BITS_PER_SECOND
-                   for m in media]  # fmt: skip
+        seconds = [
+            durations.get(m) or sizes.get(m, 0) * 8 / VOICE_NOTE_BITS_PER_SECOND for m in media
+        ]
         chunk = settings.openai.transcription_max_chunk_seconds
         calls = sum(max(1, math.ceil(s / chunk)) for s in seconds)
         cost = sum(seconds) / 60 * settings.openai.transcription_price_per_minute
@@ -264,5 +265,7 @@ def recover_backfills(
     for backfill_id, (status, message) in endings.items():
         set_status(session, backfill_id, status, message)
     runs_of = {backfill_id: run_id for backfill_id, run_id, _ in pending}
-    return done + [(str(b), runs_of[b], status.value.lower(), message)
-                   for b, (status, message) in endings.items()]  # fmt: skip
+    return done + [
+        (str(b), runs_of[b], status.value.lower(), message)
+        for b, (status, message) in endings.items()
+    ]

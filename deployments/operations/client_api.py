@@ -44,10 +44,9 @@ def get_job_status(flow_run_id: str, client: SyncPrefectClient | None = None) ->
             raise RunNotFound(f"flow run {run_uuid} does not exist") from None
     with session_scope() as session:
         jobs = [
-            {"job": row.job, "state": row.state.value, "attempts": row.attempts,
-             "error": row.error}
+            {"job": row.job, "state": row.state.value, "attempts": row.attempts, "error": row.error}
             for row in jobs_of_run(session, flow_run_id)
-        ]  # fmt: skip
+        ]
     finished = [j for j in jobs if j["state"] in ("SUCCEEDED", "FAILED", "SKIPPED")]
     done = run.state is not None and run.state.is_final()
     return {
@@ -105,8 +104,9 @@ def retry_media(media_id: str, client: SyncPrefectClient | None = None) -> list[
     """Re-run the media's failed and crashed runs (those of its FAILED jobs); their ids."""
     media_uuid = parse_uuid(media_id, "media id")
     summary = transaction(lambda session: media_summary(session, media_uuid))
-    ids = sorted({j.flow_run_id for j in summary.jobs
-                  if j.state is JobState.FAILED and j.flow_run_id})  # fmt: skip
+    ids = sorted(
+        {j.flow_run_id for j in summary.jobs if j.state is JobState.FAILED and j.flow_run_id}
+    )
     runs = failed_runs(flow_run_ids=ids, client=client) if ids else []
     retry_runs(runs, client)
     return [run.id for run in runs]

@@ -92,8 +92,9 @@ def erasure_plan(media_ids: Sequence[str], alert: str | None) -> list[tuple[str,
             wanted = alert_media(session, parse_uuid(alert, "alert id"))
         else:
             wanted = [parse_uuid(m, "media id") for m in media_ids]
-        rows = session.scalars(select(Media).where(
-            or_(Media.id.in_(wanted), Media.source_media_id.in_(wanted)))).all()  # fmt: skip
+        rows = session.scalars(
+            select(Media).where(or_(Media.id.in_(wanted), Media.source_media_id.in_(wanted)))
+        ).all()
         found = {m.id: (str(m.id), m.type.value, m.status.value, m.filename) for m in rows}
         for media_id in wanted:
             if media_id not in found and not is_erased(session, media_id):
@@ -135,8 +136,11 @@ def finish_erasure(media_id: uuid.UUID, client: SyncPrefectClient) -> dict[str, 
                 counts, why_not = steps[store](tombstone, client)
             except Exception as error:  # that store is away: the reconciler tries again
                 counts, why_not = None, f"{type(error).__name__}: {error}"
-            tombstone = transaction(lambda session, s=store, c=counts, w=why_not: record_step(
-                session, media_id, s, c, w))  # fmt: skip
+            tombstone = transaction(
+                lambda session, s=store, c=counts, w=why_not: record_step(
+                    session, media_id, s, c, w
+                )
+            )
     sweep_workspaces()
     return receipt(tombstone)
 
@@ -185,11 +189,21 @@ def clear_prefect(
     artifacts and the runs themselves."""
     tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"media-{tombstone.media_id}"]))
     recorded = [uuid.UUID(r) for r in tombstone.keys.get("runs", [])]
-    runs = list({r.id: r for r in [
-        *client.read_flow_runs(flow_run_filter=tagged),
-        *(client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=recorded)))
-          if recorded else []),
-    ]}.values())  # fmt: skip
+    runs = list(
+        {
+            r.id: r
+            for r in [
+                *client.read_flow_runs(flow_run_filter=tagged),
+                *(
+                    client.read_flow_runs(
+                        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=recorded))
+                    )
+                    if recorded
+                    else []
+                ),
+            ]
+        }.values()
+    )
     flying = [r for r in runs if r.state is None or not r.state.is_final()]
     for run in flying:
         if run.state is not None and run.state.type is StateType.CANCELLING:
@@ -214,8 +228,9 @@ def delete_results(client: SyncPrefectClient, runs: list[FlowRun]) -> int:
     if not runs:
         return 0
     states = [s for r in runs for s in client.read_flow_run_states(r.id)]
-    task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(
-        flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs])))  # fmt: skip
+    task_runs = client.read_task_runs(
+        task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs]))
+    )
     for task_run in task_runs:
         states += client.read_task_run_states(task_run.id)
     base = get_settings().storage.results_dir or Path(str(PREFECT_LOCAL_STORAGE_PATH.value()))
@@ -228,11 +243,14 @@ def delete_results(client: SyncPrefectClient, runs: list[FlowRun]) -> int:
     return removed
 
 
-def delete_artifacts(client: SyncPrefectClient, media_id: uuid.UUID, runs: list[uuid.UUID]
-                     ) -> int:  # fmt: skip
+def delete_artifacts(client: SyncPrefectClient, media_id: uuid.UUID, runs: list[uuid.UUID]) -> int:
     keys = [f"{kind}-{media_id}" for kind in ("media", "files", "transcription")]
-    found = {a.id: a for a in client.read_artifacts(
-        artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))}  # fmt: skip
+    found = {
+        a.id: a
+        for a in client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+    }
     if runs:
         by_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=runs))
         found |= {a.id: a for a in client.read_artifacts(artifact_filter=by_run)}
@@ -247,8 +265,11 @@ def sweep_workspaces() -> int:
     killed mid-job); how many."""
     removed = 0
     for folder in Path(tempfile.gettempdir()).glob(WORKSPACES):
-        ids = [parse_uuid(p.name, "media id") for p in folder.glob("alerts/*/media/*")
-               if _is_uuid(p.name)]  # fmt: skip
+        ids = [
+            parse_uuid(p.name, "media id")
+            for p in folder.glob("alerts/*/media/*")
+            if _is_uuid(p.name)
+        ]
         if ids and transaction(lambda session, i=ids: any(is_erased(session, m) for m in i)):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1

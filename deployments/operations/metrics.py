@@ -45,8 +45,15 @@ from media_pipeline.settings import get_settings
 from tasks.table import BACKFILL_QUEUE, tiers
 
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-RUN_STATES = (StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.COMPLETED,
-              StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)  # fmt: skip
+RUN_STATES = (
+    StateType.SCHEDULED,
+    StateType.PENDING,
+    StateType.RUNNING,
+    StateType.COMPLETED,
+    StateType.FAILED,
+    StateType.CRASHED,
+    StateType.CANCELLED,
+)
 
 
 class PipelineCollector(Collector):
@@ -56,12 +63,16 @@ class PipelineCollector(Collector):
         yield from self.backfills()
 
     def backfills(self) -> Iterator[Metric]:
-        media = GaugeMetricFamily("media_pipeline_backfill_media",
-                                  "Media of unfinished backfills, by state",
-                                  labels=["backfill", "job", "state"])  # fmt: skip
-        cost = GaugeMetricFamily("media_pipeline_backfill_estimated_cost_usd",
-                                 "Estimated provider cost of an unfinished backfill so far",
-                                 labels=["backfill", "job"])  # fmt: skip
+        media = GaugeMetricFamily(
+            "media_pipeline_backfill_media",
+            "Media of unfinished backfills, by state",
+            labels=["backfill", "job", "state"],
+        )
+        cost = GaugeMetricFamily(
+            "media_pipeline_backfill_estimated_cost_usd",
+            "Estimated provider cost of an unfinished backfill so far",
+            labels=["backfill", "job"],
+        )
         for backfill in list_backfills(limit=50):
             if backfill["status"] in ("DONE", "CANCELLED", "FAILED"):
                 continue
@@ -72,8 +83,9 @@ class PipelineCollector(Collector):
         yield from (media, cost)
 
     def runs(self) -> Iterator[Metric]:
-        runs = GaugeMetricFamily("media_pipeline_flow_runs", "Flow runs of the pipeline",
-                                 labels=["queue", "state"])  # fmt: skip
+        runs = GaugeMetricFamily(
+            "media_pipeline_flow_runs", "Flow runs of the pipeline", labels=["queue", "state"]
+        )
         oldest = GaugeMetricFamily(
             "media_pipeline_oldest_waiting_seconds",
             "Age of the oldest run due and waiting in the queue (0: none)",
@@ -101,28 +113,42 @@ class PipelineCollector(Collector):
         yield oldest
 
     def jobs(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("media_pipeline_jobs", "Jobs by job and state",
-                                 labels=["job", "state"])  # fmt: skip
-        attempts = CounterMetricFamily("media_pipeline_job_attempts", "Attempts made",
-                                       labels=["job"])  # fmt: skip
-        cost = CounterMetricFamily("media_pipeline_estimated_cost_usd",
-                                   "Estimated provider cost of finished jobs",
-                                   labels=["job"])  # fmt: skip
-        calls = GaugeMetricFamily("media_pipeline_provider_calls_in_window",
-                                  "Provider calls counting against the rate limit now",
-                                  labels=["provider"])  # fmt: skip
-        waits = GaugeMetricFamily("media_pipeline_rate_limit_wait_seconds_in_window",
-                                  "Seconds those calls waited for their slot, in all",
-                                  labels=["provider"])  # fmt: skip
-        durations = HistogramMetricFamily("media_pipeline_job_duration_seconds",
-                                          "Time from a job's first attempt to its end",
-                                          labels=["job"])  # fmt: skip
+        jobs = GaugeMetricFamily(
+            "media_pipeline_jobs", "Jobs by job and state", labels=["job", "state"]
+        )
+        attempts = CounterMetricFamily(
+            "media_pipeline_job_attempts", "Attempts made", labels=["job"]
+        )
+        cost = CounterMetricFamily(
+            "media_pipeline_estimated_cost_usd",
+            "Estimated provider cost of finished jobs",
+            labels=["job"],
+        )
+        calls = GaugeMetricFamily(
+            "media_pipeline_provider_calls_in_window",
+            "Provider calls counting against the rate limit now",
+            labels=["provider"],
+        )
+        waits = GaugeMetricFamily(
+            "media_pipeline_rate_limit_wait_seconds_in_window",
+            "Seconds those calls waited for their slot, in all",
+            labels=["provider"],
+        )
+        durations = HistogramMetricFamily(
+            "media_pipeline_job_duration_seconds",
+            "Time from a job's first attempt to its end",
+            labels=["job"],
+        )
         with session_scope() as session:
             for job, state, count, tries, spent in session.execute(
-                select(ProcessingJob.job, ProcessingJob.state, func.count(),
-                       func.sum(ProcessingJob.attempts), func.sum(ProcessingJob.estimated_cost))
-                .group_by(ProcessingJob.job, ProcessingJob.state)
-            ):  # fmt: skip
+                select(
+                    ProcessingJob.job,
+                    ProcessingJob.state,
+                    func.count(),
+                    func.sum(ProcessingJob.attempts),
+                    func.sum(ProcessingJob.estimated_cost),
+                ).group_by(ProcessingJob.job, ProcessingJob.state)
+            ):
                 jobs.add_metric([job, state.value.lower()], count)
                 attempts.add_metric([job], tries or 0)
                 cost.add_metric([job], spent or 0.0)
@@ -131,16 +157,19 @@ class PipelineCollector(Collector):
                 select(ProviderCall.provider, func.count(), func.sum(ProviderCall.waited_seconds))
                 .where(ProviderCall.called_at > datetime.now(UTC) - window)
                 .group_by(ProviderCall.provider)
-            ):  # fmt: skip
+            ):
                 calls.add_metric([provider], count)
                 waits.add_metric([provider], waited or 0.0)
             spans: dict[str, list[float]] = {}
             for job, started, finished in session.execute(
-                select(ProcessingJob.job, ProcessingJob.started_at, ProcessingJob.finished_at)
-                .where(ProcessingJob.state.in_([JobState.SUCCEEDED, JobState.FAILED]),
-                       ProcessingJob.started_at.is_not(None),
-                       ProcessingJob.finished_at.is_not(None))
-            ):  # fmt: skip
+                select(
+                    ProcessingJob.job, ProcessingJob.started_at, ProcessingJob.finished_at
+                ).where(
+                    ProcessingJob.state.in_([JobState.SUCCEEDED, JobState.FAILED]),
+                    ProcessingJob.started_at.is_not(None),
+                    ProcessingJob.finished_at.is_not(None),
+                )
+            ):
                 spans.setdefault(job, []).append((finished - started).total_seconds())
         for job, values in sorted(spans.items()):
             buckets = [(str(b), sum(v <= b for v in values)) for b in DURATION_BUCKETS]

@@ -55,8 +55,9 @@ class Counter:
     def counts(self, scope: dict[str, Any], since: datetime | None) -> dict[str, int]:
         ended = {"end_time": FlowRunFilterEndTime(after_=since)} if since else {}
         later = FlowRunFilterNextScheduledStartTime(after_=self.moment)
-        delayed = self.count(scope, state=state_filter(StateType.SCHEDULED),
-                             next_scheduled_start_time=later)  # fmt: skip
+        delayed = self.count(
+            scope, state=state_filter(StateType.SCHEDULED), next_scheduled_start_time=later
+        )
         scheduled = self.count(scope, state=state_filter(StateType.SCHEDULED))
         claimed = self.count(scope, state=state_filter(StateType.PENDING))
         return {
@@ -120,41 +121,65 @@ def board() -> dict[str, Any]:
                 for name, tag in tagged.items()
             },
             "backfills": [
-                {"id": b["id"], "job": b["job"], "selection": b["selection"],
-                 "status": b["status"], **b["counts"]}
+                {
+                    "id": b["id"],
+                    "job": b["job"],
+                    "selection": b["selection"],
+                    "status": b["status"],
+                    **b["counts"],
+                }
                 for b in list_backfills(limit=10)
             ],
             "newest_failures": [
-                {"when": r.when.isoformat(timespec="seconds") if r.when else None,
-                 "media": r.media_id, "type": r.media_type, "tier": r.tier,
-                 "jobs": list(r.jobs), "state": r.state, "reason": r.message, "run": r.id}
+                {
+                    "when": r.when.isoformat(timespec="seconds") if r.when else None,
+                    "media": r.media_id,
+                    "type": r.media_type,
+                    "tier": r.tier,
+                    "jobs": list(r.jobs),
+                    "state": r.state,
+                    "reason": r.message,
+                    "run": r.id,
+                }
                 for r in failed_runs(since=timedelta(days=1), limit=10)
             ],
-        }  # fmt: skip
+        }
 
 
 def board_markdown(content: dict[str, Any]) -> str:
     lines = [f"# Queue board ({content['generated_at']} UTC)", ""]
     for window, title in (("last_hour", "last hour"), ("last_day", "last day")):
-        lines += [f"## Queues, {title}", "",
-                  "| queue | waiting | active | completed | failed | delayed | total | paused "
-                  "| oldest waiting |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            f"## Queues, {title}",
+            "",
+            "| queue | waiting | active | completed | failed | delayed | total | paused "
+            "| oldest waiting |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for queue, row in content[window].items():
             cells = [str(row[c]) for c in COUNTS]
             paused = "**paused**" if row["paused"] else "no"
-            lines.append(f"| {queue} | {' | '.join(cells)} | {paused} | "
-                         f"{row['oldest_waiting_seconds']:.0f} s |")  # fmt: skip
+            lines.append(
+                f"| {queue} | {' | '.join(cells)} | {paused} | "
+                f"{row['oldest_waiting_seconds']:.0f} s |"
+            )
         lines.append("")
-    lines += ["## Per job and media type, last day", "",
-              "| | " + " | ".join(COUNTS) + " |", "|---" * (len(COUNTS) + 1) + "|"]  # fmt: skip
+    lines += [
+        "## Per job and media type, last day",
+        "",
+        "| | " + " | ".join(COUNTS) + " |",
+        "|---" * (len(COUNTS) + 1) + "|",
+    ]
     for name, row in content["by_job_and_type_last_day"].items():
         lines.append(f"| {name} | " + " | ".join(str(row[c]) for c in COUNTS) + " |")
     lines += ["", "## Backfills", ""]
     if not content["backfills"]:
         lines.append("None.")
     else:
-        lines += ["| backfill | job | selection | status | " + " | ".join(BACKFILL_COUNTS) + " |",
-                  "|---" * (4 + len(BACKFILL_COUNTS)) + "|"]  # fmt: skip
+        lines += [
+            "| backfill | job | selection | status | " + " | ".join(BACKFILL_COUNTS) + " |",
+            "|---" * (4 + len(BACKFILL_COUNTS)) + "|",
+        ]
     for backfill in content["backfills"]:
         cells = [str(backfill[c]) for c in ("id", "job", "selection", "status", *BACKFILL_COUNTS)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -162,8 +187,10 @@ def board_markdown(content: dict[str, Any]) -> str:
     if not content["newest_failures"]:
         lines.append("None in the last day.")
     for failure in content["newest_failures"]:
-        lines.append(f"- {failure['when']} · {failure['type']} {failure['media']} · "
-                     f"{failure['tier']} · {failure['state']}: {failure['reason']}")  # fmt: skip
+        lines.append(
+            f"- {failure['when']} · {failure['type']} {failure['media']} · "
+            f"{failure['tier']} · {failure['state']}: {failure['reason']}"
+        )
     return "\n".join(lines) + "\n"
 
 

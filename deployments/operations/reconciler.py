@@ -136,8 +136,7 @@ class Reconciler:
                     done.append(Recovery(str(media_id), run_id, "failed", reason))
                     continue
                 assert run is not None
-                reason = diagnose(run, workers, heartbeats.get(run.id), moment, api_up_since,
-                                  stall)  # fmt: skip
+                reason = diagnose(run, workers, heartbeats.get(run.id), moment, api_up_since, stall)
                 if reason is not None:
                     recovery = recover(client, session, run, media_id, reason, policy)
                     if recovery is not None:
@@ -145,16 +144,25 @@ class Reconciler:
             for media_id, changed in unplanned.items():
                 if moment - max(changed, api_up_since) > stall:
                     runs_made = submit_media(str(media_id))
-                    done.append(Recovery(str(media_id), ", ".join(runs_made), "resubmitted",
-                                         "planned jobs had no flow run"))  # fmt: skip
+                    done.append(
+                        Recovery(
+                            str(media_id),
+                            ", ".join(runs_made),
+                            "resubmitted",
+                            "planned jobs had no flow run",
+                        )
+                    )
             for backfill, run_id, action, reason in recover_backfills(
                 client, session, moment, api_up_since, policy
             ):
                 done.append(Recovery(f"backfill {backfill}", run_id, action, reason))
             for receipt in continue_erasures(client):
                 if not receipt["pending"]:
-                    done.append(Recovery(receipt["mediaId"], None, "erased",
-                                         "what the stores still held is gone"))  # fmt: skip
+                    done.append(
+                        Recovery(
+                            receipt["mediaId"], None, "erased", "what the stores still held is gone"
+                        )
+                    )
         return done
 
 

@@ -61,11 +61,18 @@ def erase_closed_alerts() -> int:
     if receipts:
         create_table_artifact(
             key="erasure-receipts",
-            table=[{"media": r["mediaId"], "alert": r["alertId"], "type": r["type"],
-                    "erased_at": r["erasedAt"], "pending": ", ".join(r["pending"]) or "none"}
-                   for r in receipts],
+            table=[
+                {
+                    "media": r["mediaId"],
+                    "alert": r["alertId"],
+                    "type": r["type"],
+                    "erased_at": r["erasedAt"],
+                    "pending": ", ".join(r["pending"]) or "none",
+                }
+                for r in receipts
+            ],
             description=f"Media of alerts closed more than {days:g} days ago, erased",
-        )  # fmt: skip
+        )
     return len(receipts)
 
 
@@ -82,8 +89,12 @@ def prune_flow_runs(
     completed, with whatever was uploaded for them."""
     cutoff = datetime.now(UTC) - timedelta(days=max_age_days)
     flows = FlowFilter(name=FlowFilterName(any_=flow_names or PIPELINE_FLOWS))
-    deleted = {"failed_beyond_limit": 0, "older_than_age": 0, "abandoned_uploads": 0,
-               "erased_media": erase_closed_alerts()}  # fmt: skip
+    deleted = {
+        "failed_beyond_limit": 0,
+        "older_than_age": 0,
+        "abandoned_uploads": 0,
+        "erased_media": erase_closed_alerts(),
+    }
     initiated_before = datetime.now(UTC) - timedelta(hours=abandoned_upload_hours)
     store = get_store()
     for key in transaction(lambda session: delete_abandoned_uploads(session, initiated_before)):

@@ -47,15 +47,19 @@ class GracefulStop:
 
     def _signalled(self, number: int) -> None:
         if self._stop_task is not None:
-            self._logger.warning("Received %s again: handing back the runs in flight now",
-                                 signal.Signals(number).name)  # fmt: skip
+            self._logger.warning(
+                "Received %s again: handing back the runs in flight now",
+                signal.Signals(number).name,
+            )
             self._grace_over.set()
             return
         self.stopping = True
         self._logger.info(
             "Received %s: claiming no more runs; %d in flight get %.0f s to finish",
-            signal.Signals(number).name, len(self.children), self._grace,
-        )  # fmt: skip
+            signal.Signals(number).name,
+            len(self.children),
+            self._grace,
+        )
         self._stop_task = asyncio.get_running_loop().create_task(self._stop())
 
     def hands_back(self, exit_code: int | None) -> bool:

@@ -35,7 +35,6 @@ def waits_on_providers(run: FlowRun) -> bool:
     return bool(jobs) and jobs <= PROVIDER_JOBS
 
 
-
 class RunSlots:
     """What Prefect's worker uses of its ``CapacityLimiter`` (take and free a slot for a
     flow run, count them), over two limiters. ``choose`` picks the run and its kind of
@@ -65,8 +64,9 @@ class RunSlots:
     def kept_for_uploads(self, limiter: anyio.CapacityLimiter) -> bool:
         """Whether a backfill's run must leave this kind of slot alone: an upload's run
         holds one, or a single one is left of several (kept for an upload that comes)."""
-        uploads = [r for r, held in self._holder.items()
-                   if held is limiter and r not in self._backfill]  # fmt: skip
+        uploads = [
+            r for r, held in self._holder.items() if held is limiter and r not in self._backfill
+        ]
         return bool(uploads) or (limiter.total_tokens > 1 and limiter.available_tokens < 2)
 
     def acquire_on_behalf_of_nowait(self, run_id: uuid.UUID) -> None:

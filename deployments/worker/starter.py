@@ -90,15 +90,17 @@ class WarmStarter:
         """What ``python -m prefect.engine`` would be given by the stock process worker."""
         settings = get_current_settings().to_environment_variables(exclude_unset=True)
         entrypoint = self._configuration._entrypoint
-        return sanitize_subprocess_env({
-            **os.environ,
-            **self._configuration.env,
-            **settings,
-            "PREFECT__FLOW_RUN_ID": str(flow_run.id),
-            "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false",
-            **control,
-            **({"PREFECT__FLOW_ENTRYPOINT": entrypoint} if entrypoint else {}),
-        })  # fmt: skip
+        return sanitize_subprocess_env(
+            {
+                **os.environ,
+                **self._configuration.env,
+                **settings,
+                "PREFECT__FLOW_RUN_ID": str(flow_run.id),
+                "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false",
+                **control,
+                **({"PREFECT__FLOW_ENTRYPOINT": entrypoint} if entrypoint else {}),
+            }
+        )
 
     async def start(
         self,

@@ -81,8 +81,10 @@ class WarmProcessWorker(ProcessWorker):
         from media_pipeline.settings import get_settings
 
         policy = get_settings().orchestration
-        heartbeat = min(heartbeat_interval_seconds or policy.worker_heartbeat_seconds,
-                        policy.worker_heartbeat_seconds)  # fmt: skip
+        heartbeat = min(
+            heartbeat_interval_seconds or policy.worker_heartbeat_seconds,
+            policy.worker_heartbeat_seconds,
+        )
         super().__init__(
             *args,
             limit=limit or policy.worker_limit or os.cpu_count() or 1,
@@ -100,9 +102,13 @@ class WarmProcessWorker(ProcessWorker):
         self._stop.install()
         self._interpreter = WarmInterpreter(self._policy.warm_preload)
         seconds = await anyio.to_thread.run_sync(self._interpreter.start)
-        self._logger.info("Warm interpreter ready in %.1f s; at most %d runs at once, and %d "
-                          "waiting on providers", seconds, self._limit,
-                          self._policy.worker_provider_limit)  # fmt: skip
+        self._logger.info(
+            "Warm interpreter ready in %.1f s; at most %d runs at once, and %d "
+            "waiting on providers",
+            seconds,
+            self._limit,
+            self._policy.worker_provider_limit,
+        )
         self._executors = await self._exit_stack.enter_async_context(FlowRunExecutorContext())
         self._exit_stack.callback(self._interpreter.stop)
         listeners = await self._exit_stack.enter_async_context(anyio.create_task_group())
@@ -218,8 +224,13 @@ class WarmProcessWorker(ProcessWorker):
             cwd = configuration._code_directory or configuration.working_dir
             if cwd is None:
                 cwd = Path(cleanup.enter_context(tempfile.TemporaryDirectory(suffix="prefect")))
-            starter = WarmStarter(self._interpreter, configuration, cwd,
-                                  self._executors.control_channel, self._stop.children)  # fmt: skip
+            starter = WarmStarter(
+                self._interpreter,
+                configuration,
+                cwd,
+                self._executors.control_channel,
+                self._stop.children,
+            )
             executor = self._executors.create_executor(
                 flow_run, starter, resolve_flow=load_flow_from_flow_run, propose_submitting=False
             )

@@ -27,8 +27,12 @@ def start_api(
     """The API with ``base_env`` (this process's environment) plus ``env``; its base URL
     once it answers."""
     port = free_port()
-    process = start_process([SCRIPT, "api", "--host", "127.0.0.1", "--port", str(port)],
-                            {**(base_env or os.environ), **env}, log, cwd=cwd)  # fmt: skip
+    process = start_process(
+        [SCRIPT, "api", "--host", "127.0.0.1", "--port", str(port)],
+        {**(base_env or os.environ), **env},
+        log,
+        cwd=cwd,
+    )
     base = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
@@ -43,24 +47,39 @@ def start_api(
 MIME = {"IMAGE": "image/jpeg", "AUDIO": "audio/mp4", "VIDEO": "video/mp4"}
 
 
-def upload(client: httpx.Client, path: Path, kind: str, alert: uuid.UUID | None = None,
-           category: str = "AUTRE") -> tuple[uuid.UUID, str]:  # fmt: skip
+def upload(
+    client: httpx.Client,
+    path: Path,
+    kind: str,
+    alert: uuid.UUID | None = None,
+    category: str = "AUTRE",
+) -> tuple[uuid.UUID, str]:
     """initiate and PUT, as the app does (by default in a new alert of category AUTRE):
     the media id and the path of its complete call."""
     alert = alert or uuid.uuid4()
-    answer = client.post(f"/api/alerts/{alert}/media/initiate", json={
-        "type": kind, "position": 1, "filename": path.name, "mimeType": MIME[kind],
-        "size": path.stat().st_size, "categoryCode": category})  # fmt: skip
+    answer = client.post(
+        f"/api/alerts/{alert}/media/initiate",
+        json={
+            "type": kind,
+            "position": 1,
+            "filename": path.name,
+            "mimeType": MIME[kind],
+            "size": path.stat().st_size,
+            "categoryCode": category,
+        },
+    )
     assert answer.status_code == 201, answer.text
     started = answer.json()
-    put = httpx.put(started["uploadUrl"], content=path.read_bytes(), headers=started["headers"],
-                    timeout=60)  # fmt: skip
+    put = httpx.put(
+        started["uploadUrl"], content=path.read_bytes(), headers=started["headers"], timeout=60
+    )
     assert put.status_code < 300, put.text
     return uuid.UUID(started["mediaId"]), f"/api/alerts/{alert}/media/{started['mediaId']}/complete"
 
 
-def complete(client: httpx.Client, path: str, patience: float = 180
-             ) -> tuple[list[str], list[float]]:  # fmt: skip
+def complete(
+    client: httpx.Client, path: str, patience: float = 180
+) -> tuple[list[str], list[float]]:
     """complete, again after each 503's Retry-After as a client does: the runs, and how
     long each answer took."""
     waits: list[float] = []

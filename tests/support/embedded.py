@@ -16,13 +16,15 @@ SCRIPT = str(Path(sys.executable).parent / "media-pipeline")
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SCRIPT, *args], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)  # fmt: skip
+    return subprocess.run(
+        [SCRIPT, *args], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def embedded_env(data: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API_", "DATABASE_URL"))}  # fmt: skip
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "DATABASE_URL"))
+    }
     return {**env, "MEDIA_PIPELINE_DATA_DIR": str(data), **extra}
 
 
@@ -31,8 +33,10 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except OSError:
         return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(
-        f"/proc/{pid}/status").read_text().lower()  # fmt: skip
+    return (
+        Path(f"/proc/{pid}").exists()
+        and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    )
 
 
 def service_ready(url: str) -> bool:

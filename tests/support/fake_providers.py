@@ -48,22 +48,34 @@ def audio_duration(data: bytes) -> float:
         return frames / stream.codec_context.sample_rate
 
 
-def transcription_body(fields: dict[str, str], duration: float, phrase: str = ""
-                       ) -> dict[str, Any]:  # fmt: skip
+def transcription_body(fields: dict[str, str], duration: float, phrase: str = "") -> dict[str, Any]:
     segments, start, index = [], 0.0, 0
     while start < duration - 1e-6:
         end = min(duration, start + 5.0)
         segments.append(
-            {"id": index, "seek": 0, "start": round(start, 2), "end": round(end, 2),
-             "text": f" Segment {index} of the voice note{phrase}.", "tokens": [1, 2],
-             "temperature": 0.0, "avg_logprob": -0.2, "compression_ratio": 1.1,
-             "no_speech_prob": 0.01}
-        )  # fmt: skip
+            {
+                "id": index,
+                "seek": 0,
+                "start": round(start, 2),
+                "end": round(end, 2),
+                "text": f" Segment {index} of the voice note{phrase}.",
+                "tokens": [1, 2],
+                "temperature": 0.0,
+                "avg_logprob": -0.2,
+                "compression_ratio": 1.1,
+                "no_speech_prob": 0.01,
+            }
+        )
         start, index = end, index + 1
     text = "".join(s["text"] for s in segments).strip() or ""
     if fields.get("response_format") == "verbose_json":
-        return {"task": "transcribe", "language": "english", "duration": round(duration, 2),
-                "text": text, "segments": segments}  # fmt: skip
+        return {
+            "task": "transcribe",
+            "language": "english",
+            "duration": round(duration, 2),
+            "text": text,
+            "segments": segments,
+        }
     return {"text": text}
 
 
@@ -94,8 +106,11 @@ class FakeProviders:
 
     def calls(self, provider: str) -> list[Recorded]:
         prefix = "/v1/audio" if provider == "openai" else "/v1beta/models"
-        return [r for r in self.requests if r.path.startswith(prefix) or
-                (provider == "gemini" and ":generateContent" in r.path)]  # fmt: skip
+        return [
+            r
+            for r in self.requests
+            if r.path.startswith(prefix) or (provider == "gemini" and ":generateContent" in r.path)
+        ]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self
@@ -116,8 +131,9 @@ class FakeProviders:
                 else:
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
 
-            def _send(self, status: int, payload: dict[str, Any],
-                      headers: dict[str, str] | None = None) -> None:  # fmt: skip
+            def _send(
+                self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -162,8 +178,7 @@ class FakeProviders:
         if not handler.headers.get("authorization", "").startswith("Bearer "):
             handler._send(401, {"error": {"message": "missing API key"}})
             return
-        handler._send(200, transcription_body(fields, audio_duration(files["file"]),
-                                              self.phrase))  # fmt: skip
+        handler._send(200, transcription_body(fields, audio_duration(files["file"]), self.phrase))
 
     def _gemini(self, handler: Any, body: bytes) -> None:
         request = json.loads(body)
@@ -175,8 +190,13 @@ class FakeProviders:
         fault = self._next_fault("gemini")
         time.sleep(fault.delay if fault else self.latency)
         if fault and fault.status != 200:
-            error = {"error": {"code": fault.status, "message": f"injected {fault.status}",
-                               "status": "UNAVAILABLE"}}  # fmt: skip
+            error = {
+                "error": {
+                    "code": fault.status,
+                    "message": f"injected {fault.status}",
+                    "status": "UNAVAILABLE",
+                }
+            }
             handler._send(fault.status, error, fault.headers)
             return
         if fault and fault.body is not None:
@@ -198,15 +218,21 @@ def gemini_image_answer(b64_png: str) -> dict[str, Any]:
     return {
         "candidates": [
             {
-                "content": {"role": "model", "parts": [
-                    {"text": "Here is the enhanced portrait."},
-                    {"inlineData": {"mimeType": "image/png", "data": b64_png}},
-                ]},
+                "content": {
+                    "role": "model",
+                    "parts": [
+                        {"text": "Here is the enhanced portrait."},
+                        {"inlineData": {"mimeType": "image/png", "data": b64_png}},
+                    ],
+                },
                 "finishReason": "STOP",
                 "index": 0,
             }
         ],
-        "usageMetadata": {"promptTokenCount": 1290, "candidatesTokenCount": 1300,
-                          "totalTokenCount": 2590},
+        "usageMetadata": {
+            "promptTokenCount": 1290,
+            "candidatesTokenCount": 1300,
+            "totalTokenCount": 2590,
+        },
         "modelVersion": "gemini-2.5-flash-image",
-    }  # fmt: skip
+    }

