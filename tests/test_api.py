@@ -502,3 +502,20 @@ def test_random_input_at_every_route_never_gets_a_5xx(api):
             answers.append(answer.status_code)
             assert answer.status_code < 500, (method, url, answer.status_code, answer.text[:300])
     assert len(answers) > 150 and client.get("/health").status_code == 200
+
+
+def test_every_answer_of_the_api_has_a_camel_case_schema():
+    """The OpenAPI document names the model of every answer (a file is a file)."""
+    from deployments.api.app import create_app
+
+    document = create_app().openapi()
+    schemas = document["components"]["schemas"]
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            ok = next(code for code in operation["responses"] if code.startswith("2"))
+            content = operation["responses"][ok].get("content", {}).get("application/json", {})
+            if path != "/api/files/{key}":
+                assert "$ref" in str(content["schema"]), (method, path, content)
+    assert "mediaId" in schemas["MediaView"]["properties"]
+    assert "oldestWaitingSeconds" in schemas["QueueStats"]["properties"]
+    assert "uploadUrl" in schemas["Initiated"]["properties"]

@@ -1,8 +1,10 @@
-"""The alerts' calls of the HTTP API: an alert's category and closing, and erasure.
+"""The alerts and their uploads (the seed's workflow), and an alert's erasure.
 
-    PUT    /api/alerts/{alertId}   {"categoryCode"?, "closedAt"?}
-    DELETE /api/media/{mediaId}    -> the receipts of the media and its enhanced copy
-    DELETE /api/alerts/{alertId}   -> the receipts of every media of the alert
+    PUT    /api/alerts/{alertId}                           {"categoryCode"?, "closedAt"?}
+    POST   /api/alerts/{alertId}/media/initiate            -> media id + upload URL
+    PUT    <upload URL>                                     (the store's, or the API's own)
+    POST   /api/alerts/{alertId}/media/{mediaId}/complete  -> the media's flow runs
+    DELETE /api/alerts/{alertId}                           -> the receipts of its media
 
 An erased media answers 410 Gone on ``GET /api/media/{id}`` (``media_erased``).
 """
@@ -12,20 +14,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from fastapi import APIRouter, Request
+from pydantic import Field, StrictInt, model_validator
 
 from db.erasure import set_alert_closed
 from db.repository import set_alert_category
 from db.session import transaction
-from deployments.operations.erasure import erase_alert, erase_media
+from deployments.api.camel import Body, Camel
+from deployments.api.links import IngestDep
+from deployments.operations.erasure import erase_alert
+from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.storage import parse_uuid
 
 
-class AlertBody(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
+class AlertBody(Body):
     category_code: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,16}$")
     closed_at: datetime | None = Field(
         None,
@@ -42,33 +44,110 @@ class AlertBody(BaseModel):
         return self
 
 
-def alerts_router() -> APIRouter:
-    router = APIRouter(prefix="/api")
+class AlertAnswer(Camel):
+    alert_id: str
+    created: bool | None = Field(None, description="The category created the alert")
+    category_code: str | None = None
+    closed_at: str | None = None
 
-    @router.put("/alerts/{alert_id}", tags=["ingest"])
-    def put_alert(alert_id: str, body: AlertBody) -> dict[str, Any]:
+
+class InitiateBody(Body):
+    type: str = Field(description="IMAGE, AUDIO or VIDEO")
+    position: StrictInt = Field(0, ge=0, le=10_000)
+    filename: str = Field(min_length=1, max_length=255, description="Kept as a label only")
+    mime_type: str = Field(max_length=100)
+    size: StrictInt = Field(gt=0, description="Bytes; the upload must be exactly this size")
+    category_code: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{1,16}$",
+        description="The alert's category (creates the alert); DISP and DECD photos are enhanced",
+    )
+
+
+class Initiated(Camel):
+    media_id: str
+    upload_url: str = Field(description="PUT the bytes here, with these headers")
+    method: str = "PUT"
+    headers: dict[str, str]
+    expires_at: int = Field(description="Unix time after which the URL is refused")
+
+
+class Completed(Camel):
+    media_id: str
+    type: MediaType = Field(description="As detected from the content")
+    status: MediaStatus
+    runs: list[str] = Field(description="Its flow runs, one per priority tier")
+
+
+class Receipt(Camel):
+    """What an erasure removed from each store, and what it still has to (``pending``)."""
+
+    media_id: str
+    alert_id: str
+    type: MediaType
+    enhanced_copy: bool
+    erased_at: str
+    finished_at: str | None
+    removed: dict[str, Any]
+    pending: dict[str, Any]
+
+
+class AlertErased(Camel):
+    alert_id: str
+    alert_removed: bool
+    media: list[Receipt]
+
+
+def alerts_router() -> APIRouter:
+    router = APIRouter(prefix="/api/alerts")
+
+    @router.put("/{alert_id}", tags=["ingest"], response_model_exclude_unset=True)
+    def put_alert(alert_id: str, body: AlertBody) -> AlertAnswer:
         """Create the alert or change its category (before its media are completed);
         close it (or reopen it with ``closedAt: null`` beside a category)."""
         alert = parse_uuid(alert_id, "alert id")
-        answer: dict[str, Any] = {"alertId": str(alert)}
+        answer = AlertAnswer(alert_id=str(alert))
         if body.category_code is not None:
             code = body.category_code
-            answer["created"] = transaction(lambda s: set_alert_category(s, alert, code))
-            answer["categoryCode"] = code.upper()
+            answer.created = transaction(lambda s: set_alert_category(s, alert, code))
+            answer.category_code = code.upper()
         if "closed_at" in body.model_fields_set:
             closed = body.closed_at
             transaction(lambda s: set_alert_closed(s, alert, closed))
-            answer["closedAt"] = closed.isoformat() if closed else None
+            answer.closed_at = closed.isoformat() if closed else None
         return answer
 
-    @router.delete("/media/{media_id}", tags=["erasure"])
-    def delete_media(media_id: str) -> dict[str, Any]:
-        """Erase the media (and its enhanced copy) from every store; the receipts."""
-        return {"media": erase_media([media_id])}
+    @router.post("/{alert_id}/media/initiate", status_code=201, tags=["ingest"])
+    def initiate(
+        alert_id: str, body: InitiateBody, request: Request, ingest: IngestDep
+    ) -> Initiated:
+        """A media awaiting its upload, and the URL to PUT its bytes to (with these headers)."""
+        done = ingest.initiate(
+            alert_id,
+            media_type=body.type,
+            mime_type=body.mime_type,
+            filename=body.filename,
+            size=body.size,
+            position=body.position,
+            category_code=body.category_code,
+            api_base=str(request.base_url).rstrip("/"),
+        )
+        return Initiated(
+            media_id=done.media_id,
+            upload_url=done.upload_url,
+            headers=done.headers,
+            expires_at=done.expires_at,
+        )
 
-    @router.delete("/alerts/{alert_id}", tags=["erasure"])
-    def delete_alert(alert_id: str) -> dict[str, Any]:
+    @router.post("/{alert_id}/media/{media_id}/complete", status_code=202, tags=["ingest"])
+    def complete(alert_id: str, media_id: str, ingest: IngestDep) -> Completed:
+        """Check the upload and submit the media's jobs; the same runs on every call."""
+        media_type, status, runs = ingest.complete(alert_id, media_id)
+        return Completed(media_id=media_id, type=media_type, status=status, runs=runs)
+
+    @router.delete("/{alert_id}", tags=["erasure"])
+    def delete_alert(alert_id: str) -> AlertErased:
         """Erase every media of the alert, then the alert; the receipts."""
-        return erase_alert(alert_id)
+        return AlertErased.model_validate(erase_alert(alert_id))
 
     return router

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AwareDatetime, Field
 
+from deployments.api.camel import Body, Camel
 from deployments.api.links import IngestDep
 from deployments.operations.backfill import (
     cancel_backfill,
@@ -26,13 +26,7 @@ from deployments.operations.backfill import (
 )
 
 
-class Camel(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
-
-
-class BackfillBody(Camel):
-    model_config = ConfigDict(extra="forbid")
-
+class BackfillBody(Body):
     job: str = Field(description="A job of the job table: generate-thumbnails, ...")
     select: Literal["missing", "outdated", "failed", "all"] = Field(
         description="missing: no output yet; outdated: made by an older version of the job; "

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
+from pydantic import Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from deployments.api.camel import Camel
 from deployments.api.errors import ApiError
 from deployments.api.ingest import Ingest
 from media_pipeline.object_store import LocalStore
@@ -29,6 +31,11 @@ def ingest_of(request: Request) -> Ingest:
 IngestDep = Annotated[Ingest, Depends(ingest_of)]
 
 
+class Uploaded(Camel):
+    media_id: str
+    size: int = Field(description="Bytes received: the declared size")
+
+
 def links_router() -> APIRouter:
     router = APIRouter(prefix="/api", tags=["links"])
 
@@ -39,7 +46,7 @@ def links_router() -> APIRouter:
         ingest: IngestDep,
         expires: Annotated[int, Query()],
         signature: Annotated[str, Query(max_length=128)],
-    ) -> dict[str, Any]:
+    ) -> Uploaded:
         """The bytes of an initiated media: the raw body (Content-Type as declared) or a
         multipart form with one file (``curl -F file=@photo.jpg``); streamed to disk."""
         target, media = ingest.upload_target(media_id, expires, signature)
@@ -62,7 +69,7 @@ def links_router() -> APIRouter:
         except ClientDisconnect:  # nothing kept; one line, not a traceback
             logger.warning("upload of media %s aborted by the client", media.id)
             raise ApiError(400, "upload_aborted", "the client went away mid-upload") from None
-        return {"mediaId": str(media.id), "size": size}
+        return Uploaded(media_id=str(media.id), size=size)
 
     @router.get("/files/{key:path}")
     def download(
