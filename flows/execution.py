@@ -23,7 +23,7 @@ from prefect.states import State
 from db.jobs import mark_job_running, note_attempt_error
 from db.session import transaction
 from flows.faults import InfrastructureFault, is_infrastructure_fault
-from flows.runner import run_job
+from flows.runner import run_core
 from media_pipeline.errors import NotConfigured, PermanentError, TransientError
 from media_pipeline.payloads import JobOutput
 from media_pipeline.settings import get_settings
@@ -93,7 +93,7 @@ def run_attempt(job: Job, media_uuid: uuid.UUID, attempt: int) -> JobOutput:
     settings = get_settings()
     logger = get_run_logger()
     try:
-        output = run_job(job, media_uuid, settings)
+        output = run_core(job, media_uuid, settings)
     except NotConfigured as exc:
         logger.warning("media %s: %s skipped: %s", media_uuid, job.name, exc)
         return JobOutput(skipped_reason=settings.redact(str(exc)))
@@ -128,12 +128,12 @@ def wait_out_retry_after(retry_after: float | None, attempt: int) -> None:
 def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:
     """The Prefect task for ``job``, with the retry policy and a readable run name."""
 
-    def run_job(job_name: str, media_id: str) -> JobOutput:
+    def perform(job_name: str, media_id: str) -> JobOutput:  # the task: its attempts
         return execute_job(table, job_name, media_id)
 
     settings = get_settings()
     return task(
-        run_job,
+        perform,
         name=job.name,
         task_run_name=run_name,
         retries=settings.orchestration.retry_attempts - 1,

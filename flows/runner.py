@@ -33,8 +33,9 @@ from tasks.context import JobInput, JobResult, transcription_cost
 from tasks.table import BACKFILL_TAG, Job
 
 
-def run_job(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
-    """One attempt of ``job`` on the media, recorded."""
+def run_core(job: Job, media_id: uuid.UUID, settings: Settings) -> JobOutput:
+    """The job's core once on the media (its original fetched, its files published), and
+    what it made recorded."""
     source = load_source(media_id)
     flow_run_id = str(runtime.flow_run.id or "") or None
     if job.output == "transcription":  # a paid call: a re-run of this flow run reuses it

@@ -25,7 +25,7 @@ from deployments.operations.reconciler import Reconciler
 from deployments.operations.registration import register_media
 from deployments.operations.run_health import MARK, diagnose, fault_in_a_row
 from deployments.operations.setup import setup
-from flows.runner import run_job
+from flows.runner import run_core
 from media_pipeline.settings import get_settings
 from tasks.table import JOB_TABLE
 from tests.support.media import make_jpeg, make_tone
@@ -92,7 +92,7 @@ def test_provider_calls_hold_in_any_window_across_workers(
     # Seven jobs at once, each with its own database connections, as on seven workers.
     with ThreadPoolExecutor(7) as pool:
         job, settings = JOB_TABLE.get("transcribe-audio"), get_settings()
-        outputs = list(pool.map(lambda m: run_job(job, m.id, settings), media))
+        outputs = list(pool.map(lambda m: run_core(job, m.id, settings), media))
 
     assert [o.outputs[0].version for o in outputs] == [1] * 7
     times = sorted(call.received for call in fake_providers.calls("openai"))

@@ -26,7 +26,7 @@ from db.repository import load_media
 from db.session import session_scope
 from deployments.operations.registration import register_media
 from flows.media import process_media
-from flows.runner import run_job
+from flows.runner import run_core
 from media_pipeline.errors import PermanentError, TransientError
 from media_pipeline.settings import get_settings
 from tasks.table import JOB_TABLE
@@ -205,8 +205,8 @@ def test_same_flow_run_never_adds_a_second_version(sqlite_db, fake_providers, tm
     @flow
     def rerun_inside_one_flow_run(media_id: str) -> None:
         job = JOB_TABLE.get("transcribe-audio")
-        run_job(job, uuid.UUID(media_id), get_settings())
-        run_job(job, uuid.UUID(media_id), get_settings())
+        run_core(job, uuid.UUID(media_id), get_settings())
+        run_core(job, uuid.UUID(media_id), get_settings())
 
     rerun_inside_one_flow_run(str(media.id))
 

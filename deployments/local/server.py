@@ -16,12 +16,9 @@ answer, and records its address; later commands find it at once. Beside it, a wa
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +30,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from deployments.local.background import Background
+
 # httpx and the settings are imported where used: the watcher (``watch``) starts the
 # server first thing, before imports it does not need.
 START_TIMEOUT = 300.0  # a loaded laptop is slow, not broken
@@ -40,37 +39,16 @@ START_TIMEOUT = 300.0  # a loaded laptop is slow, not broken
 NOT_FOR_THE_SERVER = ("OPENAI_", "GEMINI_", "GOOGLE_", "AWS_", "MEDIA_PIPELINE_", "DATABASE_URL")
 
 
-def running_state(state_file: Path) -> dict[str, Any] | None:
-    """The JSON a background process recorded in ``state_file``, while its pid lives."""
-    try:
-        state = json.loads(state_file.read_text())
-        os.kill(int(state["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        return None
-    return state  # type: ignore[no-any-return]
-
-
-def free_local_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
-class LocalServer:
-    folder: Path
+class LocalServer(Background):
+    """Its state: {"pid", "port", "url"}; the pid is its watcher's."""
 
-    @property
-    def state_file(self) -> Path:
-        return self.folder / "server.json"
+    state_name = "server.json"
+    log_name = "server.log"
 
     @property
     def last_used(self) -> Path:
         return self.folder / "last-used"
-
-    def state(self) -> dict[str, object] | None:
-        """{"pid", "port", "url"} of the running server, or None."""
-        return running_state(self.state_file)
 
     def healthy(self, url: str) -> bool:
         import httpx
@@ -95,14 +73,12 @@ class LocalServer:
 
         return kept_secret(self.auth_file, prefix="media-pipeline:")
 
-    def launch(self) -> dict[str, object]:
+    def launch(self) -> dict[str, Any]:
         """The running server's state, launching it first when there is none (without
         waiting for it to answer: a command does its own work meanwhile)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / "lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one command starts it; the others wait
-            self.touch()
-            return self.state() or self._launch()
+        self.touch()
+        return super().launch()
 
     def start(self) -> str:
         """The running server's API URL, starting it first when there is none."""
@@ -117,43 +93,18 @@ class LocalServer:
         self.touch()
         return url
 
-    def _launch(self) -> dict[str, object]:
-        port = free_local_port()
+    def command(self, port: int) -> tuple[list[str], dict[str, str], dict[str, Any]]:
         from media_pipeline.settings import get_settings
 
         idle = get_settings().orchestration.local_server_idle_seconds
-        log = (self.folder / "server.log").open("ab")
+        args = [sys.executable, "-m", "deployments.local.server", str(self.folder), str(port)]
         # Nothing the server does not need: no provider key, no database password.
         env = {k: v for k, v in os.environ.items() if not k.startswith(NOT_FOR_THE_SERVER)}
-        watcher = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "deployments.local.server",
-                str(self.folder),
-                str(port),
-                str(idle),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # outlives the command that started it
-        )
-        state = {"pid": watcher.pid, "port": port, "url": f"http://127.0.0.1:{port}/api"}
-        self.state_file.write_text(json.dumps(state))
-        return state
+        return [*args, str(idle)], env, {"port": port, "url": f"http://127.0.0.1:{port}/api"}
 
-    def stop(self) -> bool:
+    def stop(self, timeout: float = 30) -> bool:
         """Stop the server; False when none was running."""
-        state = self.state()
-        if state is None:
-            return False
-        os.kill(int(state["pid"]), signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while self.state() is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return True
+        return super().stop(timeout)
 
 
 def local_server() -> LocalServer:

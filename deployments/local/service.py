@@ -22,11 +22,8 @@ another service's media with its own settings.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -37,7 +34,7 @@ from typing import Any
 import httpx
 from pydantic.alias_generators import to_snake
 
-from deployments.local.server import free_local_port, running_state
+from deployments.local.background import Background
 from media_pipeline.errors import PipelineError
 from media_pipeline.kept_secrets import kept_secret, token_file
 from media_pipeline.payloads import MediaSummary
@@ -47,12 +44,11 @@ FINAL = {"READY", "PARTIAL", "FAILED"}
 
 
 @dataclass(frozen=True)
-class LocalService:
-    folder: Path  # <data dir>/local-service/<fingerprint>
+class LocalService(Background):
+    """In ``<data dir>/local-service/<fingerprint>``; its state: {"pid", "url"}."""
 
-    @property
-    def state_file(self) -> Path:
-        return self.folder / "api.json"
+    state_name = "api.json"
+    log_name = "api.log"
 
     @property
     def instance(self) -> str:
@@ -62,10 +58,6 @@ class LocalService:
     def description(self) -> dict[str, str]:
         """What ``server status`` shows of its settings (never a secret)."""
         return json.loads((self.folder / "settings.json").read_text())  # type: ignore[no-any-return]
-
-    def state(self) -> dict[str, Any] | None:
-        """{"pid", "url"} of the running service, or None."""
-        return running_state(self.state_file)
 
     def ready_url(self) -> str | None:
         """The service's URL when it answers for this instance and its worker has
@@ -88,48 +80,20 @@ class LocalService:
             return None
         return str(state["url"]) if body.get("worker") == "ready" else None
 
-    def launch(self) -> None:
-        """Start the service in the background unless it runs (it outlives this command)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / "lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.state() is not None:
-                return
-            port = free_local_port()
-            settings = get_settings()
-            pool = f"{settings.orchestration.work_pool}-{self.instance[:8]}"
-            self.describe(settings, pool)
-            env = {
-                **os.environ,
-                "MEDIA_PIPELINE_DATA_DIR": str(settings.storage.data_dir),
-                "MEDIA_ROOT": str(settings.media_root),
-                "MEDIA_PIPELINE_WORK_POOL": pool,
-            }
-            idle = settings.orchestration.local_server_idle_seconds
-            with (self.folder / "api.log").open("ab") as log:
-                service = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "deployments.cli.app",
-                        "api",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--idle-exit",
-                        str(idle),
-                        "--instance",
-                        self.instance,
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            state = {"pid": service.pid, "url": f"http://127.0.0.1:{port}"}
-            self.state_file.write_text(json.dumps(state))
+    def command(self, port: int) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+        settings = get_settings()
+        pool = f"{settings.orchestration.work_pool}-{self.instance[:8]}"
+        self.describe(settings, pool)
+        env = {
+            **os.environ,
+            "MEDIA_PIPELINE_DATA_DIR": str(settings.storage.data_dir),
+            "MEDIA_ROOT": str(settings.media_root),
+            "MEDIA_PIPELINE_WORK_POOL": pool,
+        }
+        idle = settings.orchestration.local_server_idle_seconds
+        args = [sys.executable, "-m", "deployments.cli.app", "api", "--host", "127.0.0.1"]
+        args += ["--port", str(port), "--idle-exit", str(idle), "--instance", self.instance]
+        return args, env, {"url": f"http://127.0.0.1:{port}"}
 
     def describe(self, settings: Settings, pool: str) -> None:
         from sqlalchemy.engine import make_url
@@ -144,17 +108,10 @@ class LocalService:
         }
         (self.folder / "settings.json").write_text(json.dumps(description))
 
-    def stop(self) -> bool:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop the service (it hands back its runs in flight); False when none ran."""
-        state = self.state()
-        if state is None:
-            return False
-        os.kill(int(state["pid"]), signal.SIGTERM)
-        deadline = time.monotonic() + get_settings().orchestration.worker_grace_seconds + 30
-        while self.state() is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        self.state_file.unlink(missing_ok=True)
-        return True
+        grace = get_settings().orchestration.worker_grace_seconds
+        return super().stop(grace + 30 if timeout is None else timeout)
 
 
 def local_service() -> LocalService:
@@ -193,11 +150,14 @@ def call_service(method: str, path: str, body: dict[str, Any] | None = None) -> 
         if service.state() is None or time.monotonic() > deadline:
             raise PipelineError(f"the local service did not start: see {service.folder}/api.log")
         time.sleep(0.3)
-    token = kept_secret(token_file(get_settings()))
-    with httpx.Client(
-        base_url=url, timeout=120, headers={"Authorization": f"Bearer {token}"}
-    ) as client:
+    with service_client(url) as client:
         return snake(answer(client.request(method, path, json=body)))
+
+
+def service_client(url: str) -> httpx.Client:
+    """An HTTP client of the local service at ``url``, with the data dir's API token."""
+    token = kept_secret(token_file(get_settings()))
+    return httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {token}"})
 
 
 SERVICE_START_SECONDS = 180  # a first start on a loaded machine, Prefect server included
@@ -223,10 +183,7 @@ def process_through_service(
 
     detected = detect_media(file)
     alert_id = str(parse_uuid(alert, "alert id")) if alert else str(uuid.uuid4())
-    token = kept_secret(token_file(get_settings()))
-    with httpx.Client(
-        base_url=url, timeout=120, headers={"Authorization": f"Bearer {token}"}
-    ) as client:
+    with service_client(url) as client:
         started = client.post(
             f"/api/alerts/{alert_id}/media/initiate",
             json={
