@@ -1,4 +1,4 @@
-"""The embedded default's Prefect server: Prefect's own app on uvicorn, as ``prefect server
+"""What the local server's watcher runs: Prefect's own app on uvicorn, as ``prefect server
 start`` runs it, except that every SQLite transaction begins IMMEDIATE.
 
 Prefect begins a SQLite transaction DEFERRED unless it locks rows. In WAL mode, a deferred
