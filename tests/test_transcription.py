@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -129,6 +130,24 @@ def transcriptions(media_id: uuid.UUID) -> list[Transcription]:
 pytestmark_flow = pytest.mark.usefixtures("prefect_server")
 
 
+def media_artifacts(media_id: uuid.UUID) -> tuple[Any, Any]:
+    """The media's table artifact and the transcript its run published."""
+    with get_client(sync_client=True) as client:
+        (table,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"media-{media_id}"]))
+        )
+        (transcript,) = [
+            a
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])
+                )
+            )
+            if (a.description or "").startswith(f"transcript-{media_id}")
+        ]
+    return table, transcript
+
+
 @pytestmark_flow
 def test_voice_note_gets_transcript_and_waveform(
     app_db, fake_providers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -166,19 +185,8 @@ def test_voice_note_gets_transcript_and_waveform(
         (waveform,) = stored.derivatives
         assert waveform.type.value == "WAVEFORM" and waveform.extra["svg"].endswith(".svg")
 
+    table, transcript = media_artifacts(media.id)
     with get_client(sync_client=True) as client:
-        (table,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"media-{media.id}"]))
-        )
-        (transcript,) = [
-            a
-            for a in client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])
-                )
-            )
-            if (a.description or "").startswith(f"transcript-{media.id}")
-        ]
         (files,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"files-{media.id}"]))
         )
@@ -275,20 +283,7 @@ def test_what_a_voice_note_says_stays_plain_text_in_its_transcript_artifact(
     )
     assert process_media(str(media.id), return_state=True).is_completed()
 
-    with get_client(sync_client=True) as client:
-        (table,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"media-{media.id}"]))
-        )
-        (transcript,) = [
-            a
-            for a in client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[table.flow_run_id])
-                )
-            )
-            if (a.description or "").startswith(f"transcript-{media.id}")
-        ]
-    text = transcript.data
+    text = media_artifacts(media.id)[1].data
     assert "&lt;img src=x onerror=alert(1)&gt;" in text and "<img" not in text
     assert r"\[click\](javascript:alert(1))" in text and "[click](" not in text
     assert r"\!\[p\](http://x/p.png)" in text

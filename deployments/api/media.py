@@ -24,36 +24,18 @@ from deployments.api.links import DOWNLOAD, IngestDep, ingest_of
 from deployments.operations.client_api import retry_media
 from deployments.operations.erasure import erase_media
 from flows.submission import submit_media
-from media_pipeline.enums import JobState, MediaStatus, MediaType
+from media_pipeline.enums import MediaStatus, MediaType
+from media_pipeline.payloads import JobSummary, OutputRecord
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
 
 
-class Output(Open):
+class Output(Open, OutputRecord):
     """One thing a job made (a derivative, a transcription version, an enhanced media)."""
 
-    type: str
-    path: str | None = None
-    mime_type: str | None = None
-    width: int | None = None
-    height: int | None = None
-    bytes: int | None = None
-    duration: float | None = None
-    version: int | None = None
-    language: str | None = None
-    chars: int | None = None
-    media_id: str | None = None
-    model: str | None = None
 
-
-class Job(Camel):
-    job: str
-    state: JobState
-    attempts: int
-    error: str | None = None
+class Job(Camel, JobSummary):
     outputs: list[Output] = Field(default_factory=list)
-    estimated_cost: float | None = None
-    flow_run_id: str | None = None
 
 
 class Original(Camel):
