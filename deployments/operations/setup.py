@@ -31,7 +31,7 @@ from media_pipeline.object_store import S3Store, get_store
 from media_pipeline.settings import get_settings
 from tasks.table import BACKFILL_PRIORITY, BACKFILL_QUEUE, PRIORITY_QUEUES
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # the project: prefect.yaml
 DEFAULT_QUEUE_PRIORITY = 1000  # below every tier: nothing should ever wait there
 # Worker machines install the project at the same path as the one running set-up.
 ENGINE_COMMAND = f"{sys.executable} -m prefect.engine"
