@@ -61,7 +61,7 @@ def test_the_grafana_dashboard_queries_exported_names():
         for target in panel["targets"]
         for name in METRIC.findall(target["expr"])
     }
-    source = (ROOT / "deployments" / "metrics.py").read_text()
+    source = (ROOT / "deployments" / "operations" / "metrics.py").read_text()
     families = set(re.findall(r'MetricFamily\(\s*"(media_pipeline_[a-z_]+)"', source))
     exported = (
         families
