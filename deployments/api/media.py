@@ -24,8 +24,8 @@ from deployments.api.links import DOWNLOAD, IngestDep, ingest_of
 from deployments.operations.client_api import retry_media
 from deployments.operations.erasure import erase_media
 from flows.submission import submit_media
-from media_pipeline.enums import MediaStatus, MediaType
-from media_pipeline.payloads import JobSummary, OutputRecord
+from media_pipeline.enums import MediaStatus
+from media_pipeline.payloads import JobSummary, MediaSummary, OutputRecord
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
 
@@ -61,15 +61,10 @@ class ActiveTranscription(Camel):
     duration: float | None
 
 
-class MediaView(Camel):
-    media_id: str
-    alert_id: str
-    type: MediaType
-    status: MediaStatus
-    status_message: str | None = None
-    filename: str | None = None
-    placeholder: str | None = Field(None, description="BlurHash to show while loading")
-    jobs: list[Job]
+class MediaView(Camel, MediaSummary):
+    """The media's summary (the payload's), with its files' links and its transcript."""
+
+    jobs: list[Job] = Field(default_factory=list)
     original: Original
     derivatives: list[Derivative]
     transcription: ActiveTranscription | None
