@@ -67,7 +67,7 @@ class Uploader:
             began = time.monotonic()
             media_id, path = upload(client, self.site.samples["IMAGE"], "IMAGE")
             moment = time.monotonic()
-            runs, _ = complete(client, path)
+            runs = complete(client, path)
             self.completed[media_id] = moment
             self.runs += runs
             self.stop.wait(max(0.0, self.every - (time.monotonic() - began)))

@@ -82,6 +82,17 @@ def plan_jobs(
     refresh_media_status(session, media_id, list(rows.values()))
 
 
+def job_rows(session: Session, media_id: uuid.UUID) -> dict[str, ProcessingJob]:
+    """The media's job rows by job name."""
+    query = select(ProcessingJob).where(ProcessingJob.media_id == media_id)
+    return {row.job: row for row in session.scalars(query)}
+
+
+def waits_for_run(row: ProcessingJob) -> bool:
+    """Planned, and no flow run made for it yet (its run waits in the outbox)."""
+    return row.state is JobState.PENDING and row.flow_run_id is None
+
+
 def assign_runs(session: Session, media_id: uuid.UUID, runs: dict[str, str]) -> None:
     """Record which flow run will do each planned job (job name -> flow run id), so that a
     run lost before it starts is found from the media's side too."""

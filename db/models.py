@@ -216,6 +216,28 @@ class ProcessingJob(Timestamps, Base):
     media: Mapped[Media] = relationship(back_populates="jobs")
 
 
+class OutboxRun(Base):
+    """A flow run to create: written in the transaction that plans the media's jobs (the
+    outbox), created in Prefect by a relay, then deleted. ``id`` is the order of acceptance."""
+
+    __tablename__ = "outbox_run"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    media_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("media.id", ondelete="CASCADE"), index=True
+    )
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    deployment: Mapped[str] = mapped_column(String(200))  # flow/deployment
+    body: Mapped[dict[str, Any]] = mapped_column()  # Prefect's DeploymentFlowRunCreate
+    jobs: Mapped[list[str]] = mapped_column(JSON)  # the planned jobs the run does
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())  # a relay's lease
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)  # why the last attempt failed
+
+
 class Backfill(Timestamps, Base):
     """One job run again over many existing media, paced by its own flow run."""
 

@@ -46,8 +46,9 @@ from db.backfill import (
 )
 from db.models import Backfill, BackfillItemState, BackfillStatus
 from db.session import transaction
+from flows.run_creation import create_flow_runs
 from flows.sources import read_source
-from flows.submission import Submission, create_flow_runs, create_runs
+from flows.submission import Submission, create_runs
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
 from tasks.table import BACKFILL_TAG, JOB_TABLE

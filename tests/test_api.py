@@ -22,7 +22,7 @@ from deployments.api.security import LinkSigner
 from deployments.operations.registration import register_media
 from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.settings import get_settings
-from tests.support.api import start_api
+from tests.support.api import complete, start_api
 from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import stop_process, wait_until
 from tests.support.production import wait_for_runs
@@ -92,18 +92,21 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
     with photo.open("rb") as file:
         put = httpx.put(started["uploadUrl"], files={"file": ("test.jpg", file, "image/jpeg")})
     assert put.status_code == 200 and put.json()["size"] == photo.stat().st_size
-    done = client.post(f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
+    path = f"/api/alerts/{alert}/media/{started['mediaId']}/complete"
+    done = client.post(path)  # answered from the app database: the run is made just after
     assert done.status_code == 202 and done.json()["status"] == "PROCESSING"
-    again = client.post(f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
-    assert again.json()["runs"] == done.json()["runs"]  # the same runs, not new ones
+    assert done.json()["jobs"] == [{"job": "generate-thumbnails", "tier": "high", "runId": None}]
+    photo_runs = complete(client, path)  # again, then the run the relay made
+    again = client.post(path).json()
+    assert again["runs"] == photo_runs and again["jobs"][0]["runId"] == photo_runs[0]
 
     # A voice note as a raw body, with the declared Content-Type.
     note = initiate(client, alert, voice, "audio/mp4", "AUDIO", category=None)
     put = httpx.put(note["uploadUrl"], content=voice.read_bytes(), headers=note["headers"])
     assert put.status_code == 200
-    note_runs = client.post(f"/api/alerts/{alert}/media/{note['mediaId']}/complete").json()
+    note_runs = complete(client, f"/api/alerts/{alert}/media/{note['mediaId']}/complete")
 
-    wait_for_runs(done.json()["runs"] + note_runs["runs"])
+    wait_for_runs(photo_runs + note_runs)
     media = client.get(f"/api/media/{started['mediaId']}").json()
     assert media["status"] == "READY" and media["alertId"] == alert
     sizes = {}
@@ -120,7 +123,7 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
     assert voice_media["transcription"]["version"] == 1
 
     # The seed's getJobStatus and getQueueStats.
-    run = client.get(f"/api/jobs/{note_runs['runs'][0]}").json()
+    run = client.get(f"/api/jobs/{note_runs[0]}").json()
     assert run["state"] == "Completed" and run["progress"] == 100
     assert run["jobs"] == [
         {"job": "transcribe-audio", "state": "SUCCEEDED", "attempts": 1, "error": None}
@@ -131,7 +134,7 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
 
     # One job again (the seed's enqueueMediaJob): a new transcription version.
     redo = client.post(f"/api/media/{note['mediaId']}/jobs/transcribe-audio")
-    assert redo.status_code == 202 and redo.json()["runs"][0] not in note_runs["runs"]
+    assert redo.status_code == 202 and redo.json()["runs"][0] not in note_runs
     wait_for_runs(redo.json()["runs"])
     assert client.get(f"/api/media/{note['mediaId']}").json()["transcription"]["version"] == 2
     assert_error(client.post(f"/api/media/{note['mediaId']}/retry"), 409, "nothing_to_retry")
@@ -142,16 +145,14 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
     cut.write_bytes(photo.read_bytes()[:20_000])
     broken = initiate(client, alert, cut, "image/jpeg", "IMAGE", category=None)
     httpx.put(broken["uploadUrl"], content=cut.read_bytes(), headers=broken["headers"])
-    failed = client.post(f"/api/alerts/{alert}/media/{broken['mediaId']}/complete").json()
-    first = wait_for_runs(failed["runs"])[failed["runs"][0]]
+    failed = complete(client, f"/api/alerts/{alert}/media/{broken['mediaId']}/complete")
+    first = wait_for_runs(failed)[failed[0]]
     view = client.get(f"/api/media/{broken['mediaId']}").json()
     assert view["status"] == "FAILED" and "not retried" in view["jobs"][0]["error"]
     retried = client.post(f"/api/media/{broken['mediaId']}/retry")
-    assert retried.status_code == 202 and retried.json()["runs"] == failed["runs"]
+    assert retried.status_code == 202 and retried.json()["runs"] == failed
     wait_until(
-        lambda: (
-            client.get(f"/api/jobs/{failed['runs'][0]}").json()["attemptsMade"] > first.run_count
-        ),
+        lambda: client.get(f"/api/jobs/{failed[0]}").json()["attemptsMade"] > first.run_count,
         120,
         "the retried run",
     )

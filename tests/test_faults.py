@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import select
 
-from db.models import Media, MediaStatus, ProcessingJob
+from db.models import Media, MediaDerivative, MediaStatus, ProcessingJob
 from db.session import session_scope
+from deployments.operations.queue_board import outbox_summary
 from deployments.operations.registration import register_media
 from deployments.operations.run_health import MARK
 from deployments.worker.warm import WORKER_TYPE as WARM
@@ -30,6 +33,7 @@ from flows.submission import submit_media
 from media_pipeline.settings import get_settings
 from tests.support.api import start_api, upload
 from tests.support.databases import scratch_database
+from tests.support.embedded import cli
 from tests.support.media import make_jpeg, make_tone
 from tests.support.processes import free_port, stop_process, wait_until
 from tests.support.production import wait_for_runs
@@ -207,46 +211,68 @@ def test_a_slow_provider_does_not_hold_the_slots_of_photos(production, tmp_path:
     assert len(in_flight(transcriptions)) == 3  # still waiting on the provider
 
 
-def test_complete_answers_within_its_bound_while_prefect_is_away(
+def test_uploads_completed_while_prefect_is_away_are_processed_when_it_is_back(
     production, own_server: RestartablePrefect, tmp_path: Path
 ):
     production["use"](WARM)
+    production["start_worker"]()
     token = "faults-token-0123456789"
     process, base = start_api(
         tmp_path / "api.log",
         MEDIA_PIPELINE_API_TOKENS=token,
-        MEDIA_PIPELINE_SUBMIT_WAIT_SECONDS="3",
+        MEDIA_PIPELINE_RELAY_POLL_SECONDS="0.5",
     )
-    photo = make_jpeg(tmp_path / "photo.jpg", 1600, 1200)
+    photo = make_jpeg(tmp_path / "photo.jpg", 800, 600)
+    alert = uuid.uuid4()
     try:
         with httpx.Client(
             base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
         ) as client:
-            media_id, complete = upload(client, photo, "IMAGE")
+            uploaded = [upload(client, photo, "IMAGE", alert) for _ in range(20)]
             own_server.kill()
-            began = time.monotonic()
-            answer = client.post(complete)
-            waited = time.monotonic() - began
+            answers: list[tuple[int, float]] = []
+            for _, path in uploaded:
+                began = time.monotonic()
+                code = client.post(path).status_code
+                answers.append((code, time.monotonic() - began))
+            assert [code for code, _ in answers] == [202] * 20  # accepted: Prefect not asked
+            assert max(seconds for _, seconds in answers) < 2
+
+            def backlog_seen() -> bool:  # what an operator sees: the backlog, and why
+                summary = outbox_summary()
+                return summary["runs"] == 20 and summary["failing"] >= 1
+
+            wait_until(backlog_seen, 30, "the relay to find Prefect away")
+            stats = cli(dict(os.environ), "stats")
+            assert stats.stdout.startswith("Outbox: 20 planned runs not created yet"), stats
             own_server.start()
 
-            assert answer.status_code == 503, answer.text
-            assert waited < 3 + 2
-            assert answer.headers["Retry-After"] == "3"
-            assert answer.json()["error"]["code"] == "prefect_unavailable"
-            with session_scope() as session:  # accepted and planned, not lost
-                media = session.get(Media, media_id)
-                assert media.status is not MediaStatus.AWAITING_UPLOAD
-                assert [job.job for job in media.jobs] == ["generate-thumbnails"]
-
-            answers: list[httpx.Response] = []
-
-            def accepted() -> bool:  # as a client does, after Retry-After
-                answers.append(client.post(complete))
-                return answers[-1].status_code == 202
-
-            wait_until(accepted, 120, "complete to be accepted", interval=3)
-            assert {a.status_code for a in answers} <= {202, 503}
-            runs = answers[-1].json()["runs"]
-            assert len(runs) == 1 and client.post(complete).json()["runs"] == runs
+            media = [m for m, _ in uploaded]
+            wait_until(lambda: all_ready(media), 240, "every photo READY", interval=1)
+            again = client.post(uploaded[0][1]).json()
+        with get_client(sync_client=True) as prefect:
+            runs = prefect.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"alert-{alert}"]))
+            )
+        assert outbox_summary()["runs"] == 0
+        tags = [f"media-{m}" for m in media]
+        made = [next(t for t in run.tags if t in tags) for run in runs]
+        assert sorted(made) == sorted(tags)  # one run each, made once
+        assert {run.state.type for run in runs if run.state} == {StateType.COMPLETED}
+        created = dict(zip(made, [run.created for run in runs], strict=True))
+        in_acceptance_order = [created[tag] for tag in tags]
+        assert in_acceptance_order == sorted(in_acceptance_order)  # made in that order
+        with session_scope() as session:
+            derivatives = session.scalars(
+                select(MediaDerivative.media_id).where(MediaDerivative.media_id.in_(media))
+            ).all()
+        assert sorted(Counter(derivatives).values()) == [3] * 20  # one set of outputs each
+        assert again["runs"] and again["jobs"][0]["runId"] == again["runs"][0]
     finally:
         stop_process(process)
+
+
+def all_ready(media: list[uuid.UUID]) -> bool:
+    with session_scope() as session:
+        statuses = session.scalars(select(Media.status).where(Media.id.in_(media))).all()
+    return len(statuses) == len(media) and set(statuses) == {MediaStatus.READY}

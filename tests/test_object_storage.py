@@ -16,7 +16,7 @@ from deployments.worker.warm import WORKER_TYPE as WARM
 from media_pipeline.errors import InvalidMedia
 from media_pipeline.object_store import S3Store, StorageError, get_store, open_store
 from media_pipeline.settings import get_settings
-from tests.support.api import start_api
+from tests.support.api import complete, start_api
 from tests.support.media import make_jpeg, make_tone, make_video
 from tests.support.processes import stop_process, wait_until
 from tests.support.production import wait_for_runs
@@ -104,10 +104,8 @@ def test_api_and_two_workers_sharing_no_folder(
                 started["uploadUrl"], content=path.read_bytes(), headers=started["headers"]
             )
             assert put.status_code == 200, put.text
-            done = client.post(f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
-            assert done.status_code == 202, done.text
             media.append(started["mediaId"])
-            runs += done.json()["runs"]
+            runs += complete(client, f"/api/alerts/{alert}/media/{started['mediaId']}/complete")
         wait_for_runs(runs, timeout=400)
 
         views = {m: client.get(f"/api/media/{m}").json() for m in media}

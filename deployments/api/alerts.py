@@ -72,11 +72,21 @@ class Initiated(Camel):
     expires_at: int = Field(description="Unix time after which the URL is refused")
 
 
+class PlannedJob(Camel):
+    job: str
+    tier: str = Field(description="The priority queue its run waits in")
+    run_id: str | None = Field(description="None until the relay has made the run")
+
+
 class Completed(Camel):
     media_id: str
     type: MediaType = Field(description="As detected from the content")
     status: MediaStatus
-    runs: list[str] = Field(description="Its flow runs, one per priority tier")
+    jobs: list[PlannedJob] = Field(description="Its planned jobs, highest tier first")
+    runs: list[str] = Field(
+        description="Its flow runs made so far, one per priority tier: none on the first "
+        "call, as a rule (GET /api/media/{mediaId} shows them once made)"
+    )
 
 
 class Receipt(Camel):
@@ -141,9 +151,16 @@ def alerts_router() -> APIRouter:
 
     @router.post("/{alert_id}/media/{media_id}/complete", status_code=202, tags=["ingest"])
     def complete(alert_id: str, media_id: str, ingest: IngestDep) -> Completed:
-        """Check the upload and submit the media's jobs; the same runs on every call."""
-        media_type, status, runs = ingest.complete(alert_id, media_id)
-        return Completed(media_id=media_id, type=media_type, status=status, runs=runs)
+        """Check the upload and plan the media's jobs; their runs are made just after (or
+        when Prefect is back). The same jobs and runs on every call."""
+        media_type, status, planned = ingest.complete(alert_id, media_id)
+        return Completed(
+            media_id=media_id,
+            type=media_type,
+            status=status,
+            jobs=[PlannedJob(job=p.job, tier=p.tier, run_id=p.run_id) for p in planned],
+            runs=list(dict.fromkeys(p.run_id for p in planned if p.run_id)),
+        )
 
     @router.delete("/{alert_id}", tags=["erasure"])
     def delete_alert(alert_id: str) -> AlertErased:

@@ -33,7 +33,7 @@ from deployments.api.links import UPLOADS, links_router
 from deployments.api.media import media_router
 from deployments.api.queues import queues_router
 from deployments.api.security import LinkSigner, api_tokens, token_allowed
-from flows.submission import RunBatcher
+from flows.relay import Relay
 from media_pipeline.object_store import get_store
 from media_pipeline.settings import get_settings
 
@@ -61,9 +61,9 @@ def create_app(
             client = prefect or stack.enter_context(get_client(sync_client=True))
             app.state.tokens = api_tokens(settings)
             app.state.signer = LinkSigner(settings)
-            batcher = RunBatcher(client)
-            stack.callback(batcher.close)
-            app.state.ingest = Ingest(settings, get_store(), app.state.signer, client, batcher)
+            relay = Relay(client)
+            stack.callback(relay.close)
+            app.state.ingest = Ingest(settings, get_store(), app.state.signer, client, relay)
             if on_shutdown is not None:
                 stack.callback(on_shutdown)
             yield

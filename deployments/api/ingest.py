@@ -1,6 +1,10 @@
 """The seed's upload workflow: initiate (a media row and an upload URL), the bytes (to the
 object store's presigned URL, or streamed to the API on local storage), complete (the
-stored object checked, then the media's flow runs submitted).
+stored object checked, then the media's jobs and their runs planned in one transaction).
+
+``complete`` answers from the app database alone: it never waits for Prefect, and it
+accepts uploads while Prefect is away. The process's relay (``flows/relay.py``) creates
+the planned runs just after, or when Prefect is back.
 
 Stateless: everything lives in the app database, the store and Prefect, so any number of
 API replicas can serve one client's three calls.
@@ -9,22 +13,23 @@ API replicas can serve one client's three calls.
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from prefect.client.orchestration import SyncPrefectClient
 from sqlalchemy.orm import Session
 
-from db.jobs import assign_runs
+from db.jobs import job_rows
 from db.models import Alert, Media
 from db.repository import create_media, ensure_alert, load_media, mark_uploaded
 from db.session import transaction
 from deployments.api.errors import ApiError
 from deployments.api.security import LinkSigner
-from flows.faults import is_infrastructure_fault
-from flows.submission import RunBatcher, RunRequest, Submission, create_runs, plan_submission
+from flows.relay import Relay
+from flows.submission import plan_runs, runs_of_jobs
 from media_pipeline.detect import DetectedMedia
 from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.errors import InvalidMedia, PermanentError
@@ -44,13 +49,20 @@ class Initiated:
     expires_at: int
 
 
+@dataclass(frozen=True)
+class PlannedJob:
+    job: str
+    tier: str
+    run_id: str | None  # None until the relay has made its run
+
+
 @dataclass
 class Ingest:
     settings: Settings
     store: Store
     signer: LinkSigner
     prefect: SyncPrefectClient
-    batcher: RunBatcher  # creates the flow runs (together with other callers')
+    relay: Relay  # creates the planned runs
 
     def max_bytes(self, media_type: MediaType) -> int:
         api = self.settings.api
@@ -160,9 +172,12 @@ class Ingest:
                 )
         return received
 
-    def complete(self, alert_id: str, media_id: str) -> tuple[MediaType, MediaStatus, list[str]]:
-        """Check the stored object of an initiated media, then submit its runs (the same
-        runs on every call). Three transactions: read, accept and plan, record the runs."""
+    def complete(
+        self, alert_id: str, media_id: str
+    ) -> tuple[MediaType, MediaStatus, list[PlannedJob]]:
+        """Check the stored object of an initiated media, then plan its jobs and their runs
+        (the same on every call); the relay is woken to create the runs. Two transactions:
+        read, then accept and plan."""
         alert = parse_uuid(alert_id, "alert id")
         media = transaction(lambda session: load_media(session, media_id))
         if media.alert_id != alert:
@@ -171,35 +186,33 @@ class Ingest:
         if media.status is MediaStatus.AWAITING_UPLOAD:
             found = self.check_object(media)
 
-        def accept(session: Session) -> tuple[Submission, MediaType, MediaStatus]:
+        def accept(session: Session) -> tuple[MediaType, MediaStatus, list[PlannedJob]]:
             if found is not None:
                 mark_uploaded(session, media.id, *found)
-            submission = plan_submission(session, media.id)
+            submission = plan_runs(session, media.id)
+            rows = job_rows(session, media.id)
             stored = load_media(session, media.id)  # read by planning: no query
-            return submission, stored.type, stored.status
+            planned = [
+                PlannedJob(j.name, j.queue, rows[j.name].flow_run_id) for j in submission.jobs
+            ]
+            return stored.type, stored.status, planned
 
-        submission, media_type, status = transaction(accept)
-        runs = create_runs(submission, self.create_runs)
-        transaction(lambda session: assign_runs(session, media.id, runs))
-        return media_type, status, list(dict.fromkeys(runs.values()))
+        accepted = transaction(accept)
+        self.relay.wake()
+        return accepted
 
-    def create_runs(self, requests: Sequence[RunRequest]) -> list[str]:
-        """The runs, or within ``submit_wait_seconds`` a 503 while Prefect is away: the
-        upload stays accepted and its jobs planned; the client's retry (or else the
-        reconciler) gets the same runs, by their idempotency keys."""
-        wait = self.settings.api.submit_wait_seconds
-        try:
-            return self.batcher(requests, timeout=wait)
-        except Exception as error:
-            if not isinstance(error, TimeoutError) and not is_infrastructure_fault(error):
-                raise
-            raise ApiError(
-                503,
-                "prefect_unavailable",
-                f"Prefect did not take the media's runs within {wait:.0f} s; the upload is "
-                "accepted: call complete again to get its runs",
-                retry_after=max(1, round(wait)),
-            ) from None
+    def run_again(self, media_id: str, job: str) -> list[str]:
+        """Run one job of the media again (new runs); their ids once the relay has made
+        them, or none after ``submit_wait_seconds`` (Prefect away: made when it is back)."""
+        media = parse_uuid(media_id, "media id")
+        submission = transaction(lambda session: plan_runs(session, media, jobs=[job]))
+        self.relay.wake()
+        deadline = time.monotonic() + self.settings.api.submit_wait_seconds
+        while (runs := transaction(lambda s: runs_of_jobs(s, media, submission.jobs))) is None:
+            if time.monotonic() > deadline:
+                return []
+            time.sleep(0.02)
+        return runs
 
     def check_object(self, media: Media) -> tuple[MediaType, str]:
         key = media.storage_key

@@ -23,11 +23,9 @@ from deployments.api.errors import ApiError
 from deployments.api.links import DOWNLOAD, IngestDep, ingest_of
 from deployments.operations.client_api import retry_media
 from deployments.operations.erasure import erase_media
-from flows.submission import submit_media
 from media_pipeline.enums import MediaStatus
 from media_pipeline.payloads import JobSummary, MediaSummary, OutputRecord
 from media_pipeline.settings import get_settings
-from media_pipeline.storage import parse_uuid
 
 
 class Output(Open, OutputRecord):
@@ -73,7 +71,7 @@ class MediaView(Camel, MediaSummary):
 class JobRunAgain(Camel):
     media_id: str
     job: str
-    runs: list[str]
+    runs: list[str] = Field(description="Empty while Prefect is away: made when it is back")
 
 
 class Retried(Camel):
@@ -97,10 +95,7 @@ def media_router() -> APIRouter:
     @router.post("/{media_id}/jobs/{job}", status_code=202, tags=["media"])
     def run_job_again(media_id: str, job: str, ingest: IngestDep) -> JobRunAgain:
         """Run one job of the media again (a new transcription version, say)."""
-        runs = submit_media(
-            str(parse_uuid(media_id, "media id")), jobs=[job], create=ingest.create_runs
-        )
-        return JobRunAgain(media_id=media_id, job=job, runs=runs)
+        return JobRunAgain(media_id=media_id, job=job, runs=ingest.run_again(media_id, job))
 
     @router.post("/{media_id}/retry", status_code=202, tags=["media"])
     def retry(media_id: str, ingest: IngestDep) -> Retried:

@@ -124,12 +124,20 @@ def metrics(
 
 @operations.command()
 def stats(as_json: JsonOption = False) -> None:
-    """The queue board, as the UI's ``queue-board`` artifact shows it: per queue (waiting,
-    active, completed, failed, delayed, total, paused, oldest waiting) in the last hour and
-    day, per job and media type, the newest backfills, and the newest failures with their
-    reason."""
-    from deployments.operations.queue_board import BACKFILL_COUNTS, COUNTS, board
+    """The queue board, as the UI's ``queue-board`` artifact shows it: the outbox (accepted
+    uploads whose runs are not created yet), per queue (waiting, active, completed, failed,
+    delayed, total, paused, oldest waiting) in the last hour and day, per job and media
+    type, the newest backfills, and the newest failures with their reason."""
+    from deployments.operations.queue_board import (
+        BACKFILL_COUNTS,
+        COUNTS,
+        board,
+        outbox_line,
+        outbox_summary,
+    )
 
+    if not as_json:  # first: it is what an operator needs to see while Prefect is away
+        typer.echo(outbox_line(outbox_summary()))
     content = board()
     if as_json:
         typer.echo(json.dumps(content, indent=2))

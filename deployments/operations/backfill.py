@@ -44,7 +44,7 @@ from deployments.operations.run_health import (
 )
 from flows.backfill import FLOW_NAME
 from flows.rate_limits import backfill_reserve, calls_per_minute
-from flows.submission import api_client, create_flow_runs, run_request
+from flows.run_creation import api_client, create_flow_runs, run_request
 from media_pipeline.enums import MediaType
 from media_pipeline.errors import PermanentError
 from media_pipeline.settings import OrchestrationSettings, get_settings

@@ -25,7 +25,7 @@ from deployments.operations.erasure import (
 from deployments.operations.erasure import erase_media as erase_media
 from deployments.operations.failures import FailedRun, failed_runs
 from deployments.operations.queue_board import queue_stats
-from flows.submission import api_client
+from flows.run_creation import api_client
 from flows.submission import submit_media as submit_media  # the app imports it from here
 from media_pipeline.enums import JobState
 from media_pipeline.errors import RunNotFound

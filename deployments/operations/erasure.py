@@ -56,7 +56,7 @@ from db.erasure import (
 )
 from db.models import MediaErasure
 from db.session import session_scope, transaction
-from flows.submission import api_client
+from flows.run_creation import api_client
 from media_pipeline.errors import MediaNotFound
 from media_pipeline.object_store import get_store
 from media_pipeline.settings import get_settings

@@ -23,7 +23,8 @@ from prefect.client.schemas.sorting import FlowRunSort
 
 from db.jobs import unfinished_jobs_of_runs
 from db.session import session_scope
-from flows.submission import FLOW_NAME, api_client
+from flows.run_creation import api_client
+from flows.submission import FLOW_NAME
 from media_pipeline.enums import MediaType
 from media_pipeline.storage import parse_uuid
 from tasks.table import JOB_TABLE

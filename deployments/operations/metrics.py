@@ -1,8 +1,9 @@
 """``media-pipeline metrics``: Prometheus metrics of the pipeline, read at each scrape.
 
 Flow runs per queue and state and the age of the oldest waiting run come from the Prefect
-API; jobs, attempts, durations, estimated cost, provider calls and the media of unfinished
-backfills from the app database.
+API (``media_pipeline_prefect_up`` 0 while it does not answer); the outbox (planned runs not
+created yet), jobs, attempts, durations, estimated cost, provider calls and the media of
+unfinished backfills from the app database.
 Nothing personal is exported: no file names, no alert ids, no transcript text, only
 queue, job, state and provider names. ``grafana/media-pipeline.json`` charts exactly these
 names (tests/test_metrics.py checks it).
@@ -37,8 +38,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from db.models import ProcessingJob, ProviderCall
+from db.outbox import outbox_depth
 from db.session import session_scope
 from deployments.operations.backfill import list_backfills
+from flows.faults import is_infrastructure_fault
 from flows.submission import FLOW_NAME
 from media_pipeline.enums import JobState
 from media_pipeline.settings import get_settings
@@ -58,9 +61,30 @@ RUN_STATES = (
 
 class PipelineCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        yield from self.runs()
+        # The app database's first: they are what operators need while Prefect is away.
+        yield from self.outbox()
         yield from self.jobs()
         yield from self.backfills()
+        yield from self.runs()
+
+    def outbox(self) -> Iterator[Metric]:
+        with session_scope() as session:
+            depth = outbox_depth(session)
+        yield GaugeMetricFamily(
+            "media_pipeline_outbox_runs",
+            "Planned flow runs a relay has not created yet (accepted uploads waiting)",
+            value=depth.runs,
+        )
+        yield GaugeMetricFamily(
+            "media_pipeline_outbox_oldest_seconds",
+            "Age of the oldest of them (0: none)",
+            value=depth.age_seconds(datetime.now(UTC)),
+        )
+        yield GaugeMetricFamily(
+            "media_pipeline_outbox_failing_runs",
+            "Of them, those whose last attempt failed (Prefect away, say)",
+            value=depth.failing,
+        )
 
     def backfills(self) -> Iterator[Metric]:
         media = GaugeMetricFamily(
@@ -83,6 +107,22 @@ class PipelineCollector(Collector):
         yield from (media, cost)
 
     def runs(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily(
+            "media_pipeline_prefect_up", "1 when the Prefect API answered this scrape"
+        )
+        try:
+            families = list(self.flow_runs())
+        except Exception as error:
+            if not is_infrastructure_fault(error):
+                raise
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    def flow_runs(self) -> Iterator[Metric]:
         runs = GaugeMetricFamily(
             "media_pipeline_flow_runs", "Flow runs of the pipeline", labels=["queue", "state"]
         )

@@ -4,7 +4,8 @@ Per priority queue (and the backfill queue below them): waiting (due, or claimed
 started), active, completed and failed (in a window), delayed (scheduled later), total,
 whether the queue is paused, and the age of its oldest waiting run; the same per job and per
 media type (runs are tagged with both at creation); the newest backfills and their counts;
-and the newest failures with their reason. ``all`` is the sum of the queues. Warm workers
+and the newest failures with their reason; and the outbox's depth (the accepted uploads whose
+runs are not created yet). ``all`` is the sum of the queues. Warm workers
 publish it as the Markdown artifact ``queue-board`` every ``MEDIA_PIPELINE_BOARD_SECONDS``;
 ``media-pipeline stats`` prints the same numbers.
 """
@@ -29,6 +30,8 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
+from db.outbox import outbox_depth
+from db.session import session_scope
 from deployments.operations.failures import FAILED_STATES, failed_runs, state_filter
 from flows.submission import FLOW_NAME
 from media_pipeline.enums import MediaType
@@ -102,11 +105,24 @@ def queue_stats(client: SyncPrefectClient, since: datetime | None = None) -> dic
     return stats
 
 
+def outbox_summary() -> dict[str, Any]:
+    """The planned runs no relay has created yet (from the app database alone: it is what
+    operators watch while Prefect is away)."""
+    with session_scope() as session:
+        depth = outbox_depth(session)
+    return {
+        "runs": depth.runs,
+        "oldest_seconds": round(depth.age_seconds(datetime.now(UTC)), 1),
+        "failing": depth.failing,
+    }
+
+
 def board() -> dict[str, Any]:
     """Everything the board shows, as plain values."""
     from deployments.operations.backfill import list_backfills
 
     moment = datetime.now(UTC)
+    outbox = outbox_summary()
     with get_client(sync_client=True) as client:
         counter = Counter(client, moment)
         day = moment - timedelta(days=1)
@@ -114,6 +130,7 @@ def board() -> dict[str, Any]:
         tagged |= {f"type {t.value}": f"type-{t.value.lower()}" for t in MediaType}
         return {
             "generated_at": moment.isoformat(timespec="seconds"),
+            "outbox": outbox,
             "last_hour": queue_stats(client, moment - timedelta(hours=1)),
             "last_day": queue_stats(client, day),
             "by_job_and_type_last_day": {
@@ -146,8 +163,23 @@ def board() -> dict[str, Any]:
         }
 
 
+def outbox_line(outbox: dict[str, Any]) -> str:
+    line = (
+        f"Outbox: {outbox['runs']} planned runs not created yet, the oldest "
+        f"{outbox['oldest_seconds']:.0f} s old"
+    )
+    return line + (
+        f"; {outbox['failing']} failed to be created so far" if outbox["failing"] else ""
+    )
+
+
 def board_markdown(content: dict[str, Any]) -> str:
-    lines = [f"# Queue board ({content['generated_at']} UTC)", ""]
+    lines = [
+        f"# Queue board ({content['generated_at']} UTC)",
+        "",
+        outbox_line(content["outbox"]),
+        "",
+    ]
     for window, title in (("last_hour", "last hour"), ("last_day", "last day")):
         lines += [
             f"## Queues, {title}",

@@ -17,7 +17,9 @@ check did; this does, from the app database's side, which says what is still to 
    (no deployment) and fell silent is not scheduled again: its command is gone, so it is
    marked Crashed and its jobs FAILED at once. A cancelled run's jobs are marked FAILED
    at once;
-4. planned jobs that never got a run (their submitter died in between) are submitted again;
+4. the runs planned in the outbox are created (a relay of last resort: every API process
+   runs one, but a site may run none), and planned jobs with neither a run nor a row in
+   the outbox (their submitter died in between) are submitted again;
 5. erasures whose stores could not all be cleared (a store away, runs still cancelling)
    are finished (``deployments/operations/erasure.py``);
 6. backfills whose own run is stranded or ended early are resumed
@@ -42,6 +44,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from sqlalchemy.orm import Session
 
 from db.jobs import fail_unfinished_jobs, try_lock, unfinished_jobs
+from db.outbox import media_with_planned_runs
 from db.session import session_scope
 from deployments.operations.backfill import recover_backfills
 from deployments.operations.erasure import continue_erasures
@@ -52,6 +55,7 @@ from deployments.operations.run_health import (
     read_workers,
     reschedule_or_give_up,
 )
+from flows.relay import relay_all
 from flows.submission import submit_media
 from media_pipeline.settings import OrchestrationSettings, get_settings
 
@@ -112,9 +116,25 @@ class Reconciler:
     ) -> list[Recovery]:
         stall = timedelta(seconds=policy.stall_seconds)
         done: list[Recovery] = []
-        with session_scope() as session, get_client(sync_client=True) as client:
+        with get_client(sync_client=True) as client:
+            # Before this pass's transaction, which may hold SQLite's write lock.
+            if relayed := relay_all(client):
+                done.append(Recovery("outbox", None, "relayed", f"{relayed} planned runs made"))
+            self._check(client, moment, api_up_since, policy, stall, done)
+        return done
+
+    def _check(
+        self,
+        client: SyncPrefectClient,
+        moment: datetime,
+        api_up_since: datetime,
+        policy: OrchestrationSettings,
+        stall: timedelta,
+        done: list[Recovery],
+    ) -> None:
+        with session_scope() as session:
             if not try_lock(session, LOCK):
-                return done  # another worker's pass is under way
+                return  # another worker's pass is under way
             owed: dict[str, uuid.UUID] = {}  # flow run id -> the media whose jobs it owes
             unplanned: dict[uuid.UUID, datetime] = {}  # media -> its oldest planned job
             for row in unfinished_jobs(session):
@@ -141,8 +161,9 @@ class Reconciler:
                     recovery = recover(client, session, run, media_id, reason, policy)
                     if recovery is not None:
                         done.append(recovery)
+            relaying = media_with_planned_runs(session)
             for media_id, changed in unplanned.items():
-                if moment - max(changed, api_up_since) > stall:
+                if media_id not in relaying and moment - max(changed, api_up_since) > stall:
                     runs_made = submit_media(str(media_id))
                     done.append(
                         Recovery(
@@ -163,7 +184,6 @@ class Reconciler:
                             receipt["mediaId"], None, "erased", "what the stores still held is gone"
                         )
                     )
-        return done
 
 
 def recover(

@@ -123,6 +123,18 @@ class OrchestrationSettings(Group):
     backfill_poll_seconds: float = Field(
         0.5, gt=0, description="How often a backfill looks for finished runs to replace"
     )
+    relay_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often an API process's relay looks for runs to create that other "
+        "processes accepted (its own process wakes it at once)",
+    )
+    relay_lease_seconds: float = Field(
+        30,
+        gt=0,
+        description="How long a relay holds the planned runs it claimed: a dead relay's "
+        "are claimed again after this",
+    )
     openai_calls_per_minute: int = Field(10, gt=0, description="Rate limit of OpenAI calls")
     gemini_calls_per_minute: int = Field(10, gt=0, description="Rate limit of Gemini calls")
 
@@ -150,9 +162,9 @@ class ApiSettings(Group):
     submit_wait_seconds: float = Field(
         10,
         gt=0,
-        description="complete answers 503 with Retry-After when Prefect has not taken the "
-        "media's runs within this long; the upload stays accepted and a retry returns the "
-        "same runs",
+        description="POST /api/media/{id}/jobs/{job} waits this long for the relay to "
+        "create the job's run; after it, it answers without the run id (the run is made "
+        "when Prefect answers)",
     )
 
     def tokens(self) -> list[str]:
