@@ -165,10 +165,19 @@ def drill_server_kill(site: Site, count: int) -> Row:
     uploaded = [upload(client, site.samples[kind], kind) for kind in kinds]
     run_ids: list[str] = []
     waits: list[float] = []
+
+    def accept(path: str) -> tuple[list[str], float]:
+        """complete's answer time, then the runs the relay makes (after the outage)."""
+        began = time.monotonic()
+        answer = client.post(path)
+        answered = time.monotonic() - began
+        assert answer.status_code == 202, answer.text
+        return complete(client, path), answered
+
     with ThreadPoolExecutor(count) as pool:
         calls = []
         for index, (_, path) in enumerate(uploaded):
-            calls.append(pool.submit(complete, client, path))
+            calls.append(pool.submit(accept, path))
             if index == count // 2:
                 site.kill_server()
                 killed = time.monotonic()
@@ -177,10 +186,10 @@ def drill_server_kill(site: Site, count: int) -> Row:
         for call in calls:
             runs, answered = call.result()
             run_ids += runs
-            waits += answered
+            waits.append(answered)
     wait_final([m for m, _ in uploaded], killed, row)
     count_recoveries(run_ids, row)
-    row.notes.append(f"complete answered within {max(waits):.1f} s, {len(waits)} calls")
+    row.notes.append(f"complete answered 202 within {max(waits):.2f} s, {len(waits)} calls")
     return row
 
 
