@@ -1,9 +1,10 @@
-"""Creating a media's flow runs on the deployments: one per priority tier it needs.
+"""A media's flow runs on the deployments: one per priority tier it needs, planned with its
+jobs and created by a relay (``flows/relay.py``) from the outbox (``db/outbox.py``).
 
-Idempotent, also under concurrency: the job rows are planned under the media's row lock,
-and each tier's run has an idempotency key, so every caller gets the same run ids. The
-planned rows record their run, so a run lost before it starts is found from the media's
-side too (see ``deployments/operations/reconciler.py``).
+Idempotent, also under concurrency: the job rows and the outbox rows are planned under the
+media's row lock, and each tier's run has an idempotency key, so every caller gets the same
+run ids. The planned rows record their run, so a run lost before it starts is found from
+the media's side too (see ``deployments/operations/reconciler.py``).
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ def plan_submission(
     jobs: list[str] | None = None,
     generation: str | None = None,
 ) -> Submission:
-    """Plan the media's jobs (PENDING rows) in the caller's transaction; ``generation``
-    reprocesses under that key (the same runs whoever asks with it)."""
+    """Plan the media's jobs (PENDING rows) and write the runs that do them to the outbox,
+    in the caller's transaction; ``generation`` reprocesses under that key (the same runs
+    whoever asks with it)."""
     source = read_source(session, media_id)
     wanted = JOB_TABLE.select(source, get_settings().gemini.enhancement_categories, jobs)
     if jobs is not None:
@@ -75,7 +77,9 @@ def plan_submission(
     reprocess = reprocess or generation is not None
     plan_jobs(session, source.media_id, [job.name for job in wanted], reset=reprocess)
     generation = generation or (uuid.uuid4().hex[:8] if reprocess else "first")
-    return Submission(source, wanted, generation, named=jobs is not None)
+    submission = Submission(source, wanted, generation, named=jobs is not None)
+    enqueue_runs(session, submission)
+    return submission
 
 
 def queues_of(submission: Submission) -> dict[str, list[str]]:
@@ -148,20 +152,6 @@ def enqueue_runs(session: Session, submission: Submission) -> None:
             enqueue_run(session, media_id, run.request.deployment, run.request.body, run.jobs)
 
 
-def plan_runs(
-    session: Session,
-    media_id: object,
-    reprocess: bool = False,
-    jobs: list[str] | None = None,
-    generation: str | None = None,
-) -> Submission:
-    """Plan the media's jobs and write their runs to the outbox, in the caller's
-    transaction (``plan_submission``'s arguments)."""
-    submission = plan_submission(session, media_id, reprocess, jobs, generation)
-    enqueue_runs(session, submission)
-    return submission
-
-
 def runs_of_jobs(session: Session, media_id: uuid.UUID, jobs: list[Job]) -> list[str] | None:
     """The runs doing ``jobs`` (once each, in tier order), or None while one still waits
     for its run; ``RunRefused`` when Prefect refused one."""
@@ -194,7 +184,7 @@ def submit_media(
     """
 
     submission = transaction(
-        lambda session: plan_runs(session, media_id, reprocess, jobs, generation)
+        lambda session: plan_submission(session, media_id, reprocess, jobs, generation)
     )
     media = submission.source.media_id
     deadline = time.monotonic() + get_settings().orchestration.relay_lease_seconds

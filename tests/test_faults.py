@@ -31,11 +31,11 @@ from deployments.operations.run_health import MARK
 from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.submission import submit_media
 from media_pipeline.settings import get_settings
-from tests.support.api import start_api, upload
+from tests.support.api import SCRIPT, start_api, upload
 from tests.support.databases import scratch_database
 from tests.support.embedded import cli
 from tests.support.media import make_jpeg, make_tone
-from tests.support.processes import free_port, stop_process, wait_until
+from tests.support.processes import free_port, http_ok, start_process, stop_process, wait_until
 from tests.support.production import wait_for_runs
 from tests.support.services import PrivateRedis, start_prefect_server
 
@@ -245,6 +245,18 @@ def test_uploads_completed_while_prefect_is_away_are_processed_when_it_is_back(
             wait_until(backlog_seen, 30, "the relay to find Prefect away")
             stats = cli(dict(os.environ), "stats")
             assert stats.stdout.startswith("Outbox: 20 planned runs not created yet"), stats
+            port = free_port()
+            metrics = start_process(
+                [SCRIPT, "metrics", "--port", str(port)], dict(os.environ), tmp_path / "m.log"
+            )
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                wait_until(lambda: http_ok(url), 60, "the metrics server")
+                text = httpx.get(url, timeout=120).text
+            finally:
+                stop_process(metrics)
+            assert "media_pipeline_outbox_runs 20.0" in text
+            assert "media_pipeline_prefect_up 0.0" in text
             own_server.start()
 
             media = [m for m, _ in uploaded]

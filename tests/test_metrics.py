@@ -45,6 +45,8 @@ def test_metrics_serve_the_pipeline_without_personal_data(
     assert samples['media_pipeline_jobs{job="ai-enhancement",state="skipped"}'] == "1.0"
     assert samples['media_pipeline_job_attempts_total{job="generate-thumbnails"}'] == "1.0"
     assert samples['media_pipeline_job_duration_seconds_count{job="generate-thumbnails"}'] == "1.0"
+    assert samples["media_pipeline_outbox_runs"] == "0.0"  # every planned run made
+    assert samples["media_pipeline_prefect_up"] == "1.0"
     for queue in ("high", "normal", "low"):
         assert f'media_pipeline_oldest_waiting_seconds{{queue="{queue}"}}' in samples
         assert f'media_pipeline_flow_runs{{queue="{queue}",state="running"}}' in samples

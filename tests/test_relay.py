@@ -28,7 +28,7 @@ from db.session import session_scope, transaction
 from deployments.operations.registration import register_media
 from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.relay import relay_pass
-from flows.submission import plan_runs
+from flows.submission import plan_submission
 from tests.support.api import start_api, upload
 from tests.support.media import make_jpeg
 from tests.support.processes import stop_process, wait_until
@@ -65,7 +65,7 @@ def test_relays_create_planned_runs_once_in_order_and_a_refusal_fails_its_jobs(
         for i in range(7)
     ]
     for photo in photos:  # what complete does: the jobs and their runs, planned
-        transaction(lambda session, photo=photo: plan_runs(session, photo.id))
+        transaction(lambda session, photo=photo: plan_submission(session, photo.id))
     refused = photos[3]
     with session_scope() as session:  # a job variable of the wrong type: Prefect refuses it
         row = session.scalar(select(OutboxRun).where(OutboxRun.media_id == refused.id))
@@ -83,7 +83,7 @@ def test_relays_create_planned_runs_once_in_order_and_a_refusal_fails_its_jobs(
         assert "stream_output" in (rows[refused.id].error or "")
         assert session.get(Media, refused.id).status is MediaStatus.FAILED
         # A second complete of a media whose run exists plans no other.
-        plan_runs(session, photos[0].id)
+        plan_submission(session, photos[0].id)
         assert outbox_depth(session).runs == 0
 
     made = runs_of_alert(alert)
@@ -235,7 +235,7 @@ def test_claims_of_a_dead_relay_are_taken_again_after_its_lease(production, tmp_
     production["use"](WARM)
     alert = uuid.uuid4()
     photo = register_media(make_jpeg(tmp_path / "p.jpg", 320, 240), alert, "AUTRE")
-    transaction(lambda session: plan_runs(session, photo.id))
+    transaction(lambda session: plan_submission(session, photo.id))
     now = datetime.now(UTC)
     with session_scope() as session:  # a live lease: nobody else takes it
         session.execute(update(OutboxRun).values(claimed_until=now + timedelta(hours=1)))

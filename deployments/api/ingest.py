@@ -29,7 +29,7 @@ from db.session import transaction
 from deployments.api.errors import ApiError
 from deployments.api.security import LinkSigner
 from flows.relay import Relay
-from flows.submission import plan_runs, runs_of_jobs
+from flows.submission import plan_submission, runs_of_jobs
 from media_pipeline.detect import DetectedMedia
 from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.errors import InvalidMedia, PermanentError
@@ -189,7 +189,7 @@ class Ingest:
         def accept(session: Session) -> tuple[MediaType, MediaStatus, list[PlannedJob]]:
             if found is not None:
                 mark_uploaded(session, media.id, *found)
-            submission = plan_runs(session, media.id)
+            submission = plan_submission(session, media.id)
             rows = job_rows(session, media.id)
             stored = load_media(session, media.id)  # read by planning: no query
             planned = [
@@ -205,7 +205,7 @@ class Ingest:
         """Run one job of the media again (new runs); their ids once the relay has made
         them, or none after ``submit_wait_seconds`` (Prefect away: made when it is back)."""
         media = parse_uuid(media_id, "media id")
-        submission = transaction(lambda session: plan_runs(session, media, jobs=[job]))
+        submission = transaction(lambda session: plan_submission(session, media, jobs=[job]))
         self.relay.wake()
         deadline = time.monotonic() + self.settings.api.submit_wait_seconds
         while (runs := transaction(lambda s: runs_of_jobs(s, media, submission.jobs))) is None:

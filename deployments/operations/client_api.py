@@ -2,8 +2,10 @@
 erasure (``erase_media``, ``erase_alert``: the receipts).
 
 Plain functions over the Prefect client; the CLI wraps them. ``submit_media`` returns at
-once with one flow run per priority tier the media needs; calling it again returns the
-same runs (idempotency keys), unless ``reprocess`` asks for new ones.
+once with one flow run per priority tier the media needs (it plans them in the outbox and
+creates them itself); calling it again returns the same runs (idempotency keys), unless
+``reprocess`` asks for new ones. While Prefect is away it raises, and a relay creates the
+planned runs when it is back.
 """
 
 from __future__ import annotations
