@@ -17,8 +17,8 @@ api`` as the app does: the Prefect server killed (-9) under uploads and started 
 later, one flow run's process killed (its worker alive), a provider answering after 130 s
 while photos are uploaded (their thumbnails' p95 against the same photos on an idle
 pipeline), and ``complete`` while the server is away (its answer time, then the runs the
-relay makes when it is back). Nothing of the machine's own PostgreSQL or Redis is touched; everything started is
-stopped at the end.
+relay makes when it is back). Nothing of the machine's own PostgreSQL or Redis is touched;
+everything started is stopped at the end.
 """
 
 from __future__ import annotations
