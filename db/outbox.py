@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.jobs import assign_runs, finish_job
-from db.models import JobState, OutboxRun, utcnow
+from db.models import JobState, Media, OutboxRun, utcnow
 
 
 @dataclass(frozen=True)
@@ -88,15 +88,21 @@ def release_runs(session: Session, ids: Sequence[int], error: str) -> None:
     )
 
 
-def settle_runs(session: Session, outcomes: Sequence[tuple[ClaimedRun, str | None, str]]) -> None:
+def settle_runs(
+    session: Session, outcomes: Sequence[tuple[ClaimedRun, str | None, str]]
+) -> list[str]:
     """Record each created run on its planned jobs (``(row, run id, "")``), or end the jobs
-    of a run Prefect refused as FAILED (``(row, None, why)``); the rows go. Media locked in
-    one order, so that two relays settling together never wait for each other in a circle.
-    """
+    of a run Prefect refused as FAILED (``(row, None, why)``); the rows go. Returns the runs
+    made for media erased since their row was claimed: the caller deletes them, so that no
+    copy of an erased media's ids stays in Prefect. Media locked in one order, so that two
+    relays settling together never wait for each other in a circle."""
+    erased: list[str] = []
     for row, run_id, refusal in sorted(outcomes, key=lambda outcome: str(outcome[0].media_id)):
-        if run_id is not None:
+        if session.get(Media, row.media_id) is None:
+            erased += [run_id] if run_id is not None else []
+        elif run_id is not None:
             assign_runs(session, row.media_id, dict.fromkeys(row.jobs, run_id))
-        elif session.get(OutboxRun, row.id) is not None:  # not erased meanwhile
+        else:
             for job in row.jobs:
                 finish_job(session, row.media_id, job, JobState.FAILED, error=refusal)
     session.execute(
@@ -104,6 +110,7 @@ def settle_runs(session: Session, outcomes: Sequence[tuple[ClaimedRun, str | Non
         .where(OutboxRun.id.in_([row.id for row, _, _ in outcomes]))
         .execution_options(synchronize_session=False)
     )
+    return erased
 
 
 @dataclass(frozen=True)

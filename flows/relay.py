@@ -9,12 +9,14 @@ runs are made when it is back, in the order the uploads were accepted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
 from datetime import timedelta
 
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.exceptions import ObjectNotFound
 
 from db.outbox import claim_runs, release_runs, settle_runs
 from db.session import transaction
@@ -44,7 +46,9 @@ def relay_pass(client: SyncPrefectClient, media_id: uuid.UUID | None = None) -> 
         (row, None, str(result)) if isinstance(result, RunRefused) else (row, result, "")
         for row, result in zip(claimed, results, strict=True)
     ]
-    transaction(lambda session: settle_runs(session, outcomes))
+    for run_id in transaction(lambda session: settle_runs(session, outcomes)):
+        with contextlib.suppress(ObjectNotFound):  # its media was erased meanwhile
+            client.delete_flow_run(uuid.UUID(run_id))
     return len(claimed)
 
 

@@ -19,12 +19,14 @@ from typing import Any
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import select, update
 
 from db.jobs import job_rows
 from db.models import JobState, Media, MediaStatus, OutboxRun
 from db.outbox import outbox_depth
 from db.session import session_scope, transaction
+from deployments.operations.erasure import erase_media
 from deployments.operations.registration import register_media
 from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.relay import relay_pass
@@ -103,11 +105,12 @@ def test_relays_create_planned_runs_once_in_order_and_a_refusal_fails_its_jobs(
 
 
 class StallingProxy:
-    """An HTTP proxy to the Prefect API that forwards run creations, then holds their
-    answers until it is closed: the relay behind it dies with its runs made but not
-    recorded, the worst moment for it to die."""
+    """An HTTP proxy to the Prefect API that holds run creations until ``release``: by
+    default it forwards them first and holds their answers (the relay behind it dies with
+    its runs made but not recorded, the worst moment for it to die); with
+    ``forward_first=False`` it holds them before Prefect sees them."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, forward_first: bool = True) -> None:
         self.upstream = upstream.rstrip("/")
         self.stalled = threading.Event()
         self.release = threading.Event()
@@ -119,6 +122,10 @@ class StallingProxy:
 
             def forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                creation = self.path.endswith("/create_flow_run/bulk")
+                if creation and not forward_first:
+                    proxy.stalled.set()
+                    proxy.release.wait()
                 headers = {
                     k: v
                     for k, v in self.headers.items()
@@ -131,14 +138,12 @@ class StallingProxy:
                     headers=headers,
                     timeout=60,
                 )
-                if self.path.endswith("/create_flow_run/bulk"):
+                if creation and forward_first:
                     proxy.stalled.set()
                     proxy.release.wait()
-                    return
                 self.send_response(answer.status_code)
-                for key in ("content-type",):
-                    if key in answer.headers:
-                        self.send_header(key, answer.headers[key])
+                if "content-type" in answer.headers:
+                    self.send_header("Content-Type", answer.headers["content-type"])
                 self.send_header("Content-Length", str(len(answer.content)))
                 self.end_headers()
                 self.wfile.write(answer.content)
@@ -249,3 +254,32 @@ def test_claims_of_a_dead_relay_are_taken_again_after_its_lease(production, tmp_
         assert len(made[str(photo.id)]) == 1
     finally:
         delete_runs(made[str(photo.id)])
+
+
+def test_a_run_made_for_a_media_erased_meanwhile_is_deleted(
+    production, prefect_server: str, tmp_path: Path
+):
+    """The relay claimed the media's run, the media was erased, then Prefect made the run:
+    the relay deletes it, so no copy of the erased media's ids stays in Prefect."""
+    production["use"](WARM)
+    alert = uuid.uuid4()
+    photo = register_media(make_jpeg(tmp_path / "p.jpg", 320, 240), alert, "AUTRE")
+    transaction(lambda session: plan_submission(session, photo.id))
+    proxy = StallingProxy(prefect_server, forward_first=False)
+    try:
+        with (
+            temporary_settings(updates={PREFECT_API_URL: proxy.url}),
+            get_client(sync_client=True) as client,
+            ThreadPoolExecutor(1) as pool,
+        ):
+            relaying = pool.submit(relay_pass, client)
+            assert proxy.stalled.wait(30), "the relay never sent its batch"
+            (receipt,) = erase_media([str(photo.id)], client)
+            assert receipt["pending"] == {}
+            proxy.release.set()
+            assert relaying.result(60) == 1
+    finally:
+        proxy.close()
+    assert runs_of_alert(alert) == {}
+    with session_scope() as session:
+        assert outbox_depth(session).runs == 0
