@@ -182,7 +182,6 @@ def submit_media(
     this call relays its own media's rows itself, so no relay needs to run; while Prefect
     is away it raises, and the planned runs are created by a relay when Prefect is back.
     """
-
     submission = transaction(
         lambda session: plan_submission(session, media_id, reprocess, jobs, generation)
     )

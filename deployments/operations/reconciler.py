@@ -164,7 +164,7 @@ class Reconciler:
             relaying = media_with_planned_runs(session)
             for media_id, changed in unplanned.items():
                 if media_id not in relaying and moment - max(changed, api_up_since) > stall:
-                    runs_made = submit_media(str(media_id))
+                    runs_made = submit_media(media_id, client=client)
                     done.append(
                         Recovery(
                             str(media_id),
