@@ -234,7 +234,6 @@ class OutboxRun(Base):
     jobs: Mapped[list[str]] = mapped_column(JSON)  # the planned jobs the run does
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())  # a relay's lease
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)  # why the last attempt failed
 
 

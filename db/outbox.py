@@ -49,7 +49,6 @@ def enqueue_run(
                 deployment=deployment,
                 body=body,
                 jobs=jobs,
-                attempts=0,
             )
         )
         session.flush()
@@ -73,7 +72,6 @@ def claim_runs(
     rows = list(session.scalars(query))
     for row in rows:
         row.claimed_until = now + lease
-        row.attempts += 1
     session.flush()
     return [ClaimedRun(r.id, r.media_id, r.deployment, r.body, r.jobs) for r in rows]
 

@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column("jobs", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("claimed_until", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
     )
     op.create_index("ix_outbox_run_media_id", "outbox_run", ["media_id"])
