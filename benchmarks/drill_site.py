@@ -206,7 +206,7 @@ def register(site: Site, kinds: list[str]) -> list[uuid.UUID]:
 def submit(media: list[uuid.UUID]) -> dict[uuid.UUID, list[str]]:
     from flows.submission import submit_media
 
-    return {m: submit_media(str(m)) for m in media}
+    return {m: submit_media(m) for m in media}
 
 
 def mix(count: int) -> list[str]:

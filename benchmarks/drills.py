@@ -143,7 +143,7 @@ def drill_submit(site: Site, count: int) -> Row:
     began = time.monotonic()
     with ThreadPoolExecutor(10) as pool:
         for media_id in media:
-            calls = [pool.submit(submit_media, str(media_id)) for _ in range(10)]
+            calls = [pool.submit(submit_media, media_id) for _ in range(10)]
             for call in calls:
                 try:
                     answers.setdefault(media_id, set()).add(tuple(call.result()))

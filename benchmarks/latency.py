@@ -164,7 +164,7 @@ def run_phase(
         submitted: dict[uuid.UUID, float] = {}
         for item in steady:
             submitted[item.id] = time.monotonic()
-            submit_media(str(item.id))
+            submit_media(item.id)
             time.sleep(max(0.0, submitted[item.id] + args.interval - time.monotonic()))
         wait_until(lambda: all(m.id in done for m in steady), 1800, "the steady load")
         latencies = [done[m] - submitted[m] for m in submitted]
@@ -173,7 +173,7 @@ def run_phase(
         burst_ids = [m.id for m in burst]
         started = time.monotonic()
         for item in burst:
-            submit_media(str(item.id))
+            submit_media(item.id)
         wait_until(lambda: all_jobs_done(burst_ids), 3600, "the burst", interval=0.2)
         burst_seconds = time.monotonic() - started
         wait_until(lambda: all_jobs_done([m.id for m in steady]), 600, "every job")

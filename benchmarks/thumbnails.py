@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ from tasks.thumbnails import LARGE_BOX, MEDIUM_BOX, THUMBNAIL_SIDE, make_thumbna
 HERE = Path(__file__).parent
 CACHE = HERE / ".cache" / "photos-v2"
 SHARP_DIR = HERE / "sharp"
-MEDIA_ID = "00000000-0000-4000-8000-000000000000"
+MEDIA_ID = uuid.UUID("00000000-0000-4000-8000-000000000000")
 QUALITY = 82
 BOXES = {"MEDIUM": MEDIUM_BOX, "LARGE": LARGE_BOX}
 TARGETS = {"sharp-3": 0.60, "sharp-chained": 1.10}
@@ -103,7 +104,7 @@ def sample_photos() -> dict[str, Path]:
     return paths
 
 
-def naive_thumbnails(source: Path, out_dir: Path, media_id: str) -> None:
+def naive_thumbnails(source: Path, out_dir: Path, media_id: uuid.UUID) -> None:
     """What a first version does: decode everything, three independent LANCZOS resizes."""
     with Image.open(source) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
@@ -115,7 +116,7 @@ def naive_thumbnails(source: Path, out_dir: Path, media_id: str) -> None:
         copy.save(out_dir / f"{media_id}-{kind.lower()}.jpg", quality=QUALITY)
 
 
-def run_ours(source: Path, out_dir: Path, media_id: str) -> None:
+def run_ours(source: Path, out_dir: Path, media_id: uuid.UUID) -> None:
     make_thumbnails(source, out_dir, media_id, quality=QUALITY)
 
 

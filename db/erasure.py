@@ -27,19 +27,18 @@ from db.models import (
 )
 from db.repository import load_media, lock_media
 from media_pipeline.errors import MediaErased, MediaNotFound
-from media_pipeline.storage import media_key, parse_uuid
+from media_pipeline.storage import media_key
 
 STORES = ("store", "prefect")  # cleared after the rows (deployments/operations/erasure.py)
 
 
-def erase_rows(session: Session, media_id: object) -> list[MediaErasure]:
+def erase_rows(session: Session, media_id: uuid.UUID) -> list[MediaErasure]:
     """Delete the media's rows and those of its enhanced copy, leave a tombstone for each
     (the copy's first), and return them. Erased already: the tombstones as they are."""
-    wanted = parse_uuid(media_id, "media id")
     try:
-        media = load_media(session, wanted)
+        media = load_media(session, media_id)
     except MediaErased:
-        return tombstones_of(session, wanted)
+        return tombstones_of(session, media_id)
     lock_media(session, media.id)
     copies = session.scalars(select(Media).where(Media.source_media_id == media.id)).all()
     erased = [_erase(session, item) for item in copies]

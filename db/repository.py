@@ -25,7 +25,7 @@ from db.models import (
 from media_pipeline.derivatives import Derivative
 from media_pipeline.errors import MediaErased, MediaNotFound, PermanentError
 from media_pipeline.payloads import JobSummary, MediaSummary
-from media_pipeline.storage import parse_uuid, relative_key
+from media_pipeline.storage import relative_key
 
 
 def ensure_alert(session: Session, alert_id: uuid.UUID, category_code: str) -> Alert:
@@ -135,10 +135,10 @@ def delete_abandoned_uploads(session: Session, initiated_before: datetime) -> li
     return [media.storage_key for media in abandoned]
 
 
-def load_media(session: Session, media_id: object) -> Media:
-    media = session.get(Media, parse_uuid(media_id, "media id"))
+def load_media(session: Session, media_id: uuid.UUID) -> Media:
+    media = session.get(Media, media_id)
     if media is None:
-        erased = session.get(MediaErasure, parse_uuid(media_id, "media id"))
+        erased = session.get(MediaErasure, media_id)
         if erased is not None:
             raise MediaErased(
                 f"media {media_id} was erased at {erased.erased_at.isoformat(timespec='seconds')}"
@@ -186,12 +186,12 @@ def record_derivatives(
     return rows
 
 
-def media_summary(session: Session, media_id: object) -> MediaSummary:
+def media_summary(session: Session, media_id: uuid.UUID) -> MediaSummary:
     """The media's status and every job's state and outputs."""
     media = load_media(session, media_id)
     return MediaSummary(
-        media_id=str(media.id),
-        alert_id=str(media.alert_id),
+        media_id=media.id,
+        alert_id=media.alert_id,
         type=media.type,
         status=media.status,
         status_message=media.status_message,
@@ -301,10 +301,10 @@ def upsert_enhanced_media(
     return media
 
 
-def active_transcription(session: Session, media_id: object) -> Transcription | None:
+def active_transcription(session: Session, media_id: uuid.UUID) -> Transcription | None:
     return session.scalar(
         select(Transcription).where(
-            Transcription.media_id == parse_uuid(media_id, "media id"),
+            Transcription.media_id == media_id,
             Transcription.is_active.is_(True),
         )
     )

@@ -4,6 +4,7 @@ and the transcript as Markdown for voice notes."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from prefect.artifacts import (
@@ -125,7 +126,7 @@ def files_markdown(summary: MediaSummary) -> str:
 class ChunkProgress:
     """A progress artifact in the UI while long audio is transcribed chunk by chunk."""
 
-    def __init__(self, media_id: object) -> None:
+    def __init__(self, media_id: uuid.UUID) -> None:
         self.media_id = media_id
         self.artifact_id: Any = None
 

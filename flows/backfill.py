@@ -50,7 +50,6 @@ from flows.run_creation import create_flow_runs
 from flows.sources import read_source
 from flows.submission import Submission, create_runs
 from media_pipeline.settings import get_settings
-from media_pipeline.storage import parse_uuid
 from tasks.table import BACKFILL_TAG, JOB_TABLE
 
 FLOW_NAME = "backfill"
@@ -71,34 +70,33 @@ def backfill_run_name() -> str:
 
 
 @flow(name=FLOW_NAME, flow_run_name=backfill_run_name, validate_parameters=True)
-def run_backfill(backfill_id: str) -> dict[str, Any]:
+def run_backfill(backfill_id: uuid.UUID) -> dict[str, Any]:
     """Run one job again over the media a backfill selected, at its pace; returns its
     counts (selected, submitted, done, failed, skipped, estimated cost)."""
-    backfill_uuid = parse_uuid(backfill_id, "backfill id")
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "") or None
-    backfill = transaction(lambda session: start(session, backfill_uuid, run_id))
+    backfill = transaction(lambda session: start(session, backfill_id, run_id))
     logger.info(
         "backfill %s: %s %s, at most %d runs at once",
-        backfill_uuid,
+        backfill_id,
         backfill.job,
         backfill.selection,
         backfill.in_flight,
     )
-    progress = Progress(backfill_uuid)
+    progress = Progress(backfill_id)
     poll = get_settings().orchestration.backfill_poll_seconds
     batch = max(1, backfill.in_flight // 2)
     while True:
-        status, room = transaction(lambda session: step(session, backfill_uuid))
+        status, room = transaction(lambda session: step(session, backfill_id))
         if room >= batch or room == backfill.in_flight:  # in batches: fewer calls to Prefect
             # Runs that recorded their job may still be ending in Prefect.
-            room = min(room, backfill.in_flight - live_runs(backfill_uuid))
+            room = min(room, backfill.in_flight - live_runs(backfill_id))
             if room > 0:
-                submit_next(backfill_uuid, room)
+                submit_next(backfill_id, room)
         final = status not in UNFINISHED
         if final:
             counts = progress.update(final=True)
-            logger.info("backfill %s %s: %s", backfill_uuid, status.value.lower(), counts)
+            logger.info("backfill %s %s: %s", backfill_id, status.value.lower(), counts)
             return counts
         progress.update()
         time.sleep(poll)

@@ -45,7 +45,7 @@ def is_retryable(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> 
     return not isinstance(state.data, PermanentError | InfrastructureFault)
 
 
-def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
+def execute_job(table: JobTable, job_name: str, media_id: uuid.UUID) -> JobOutput:
     """One attempt of one job: record it, run it, and turn ``NotConfigured`` into a skip.
 
     A fault of Prefect or the app database (``flows/faults.py``) is not an attempt: it is
@@ -53,7 +53,6 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     idempotent); beyond that, ``InfrastructureFault`` ends the run for the reconciler.
     """
     job = table.get(job_name)
-    media_uuid = uuid.UUID(media_id)
     settings = get_settings()
     logger = get_run_logger()
     deadline = time.monotonic() + settings.orchestration.fault_wait_seconds
@@ -61,11 +60,9 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
     while True:
         try:
             if not attempt:
-                attempt = transaction(
-                    lambda session: mark_job_running(session, media_uuid, job.name)
-                )
+                attempt = transaction(lambda session: mark_job_running(session, media_id, job.name))
                 logger.info("media %s: %s, attempt %d", media_id, job.name, attempt)
-            return run_attempt(job, media_uuid, attempt)
+            return run_attempt(job, media_id, attempt)
         except Exception as exc:
             if not is_infrastructure_fault(exc):
                 raise
@@ -86,23 +83,23 @@ def execute_job(table: JobTable, job_name: str, media_id: str) -> JobOutput:
             delay = min(delay * 2, 10.0)
 
 
-def run_attempt(job: Job, media_uuid: uuid.UUID, attempt: int) -> JobOutput:
+def run_attempt(job: Job, media_id: uuid.UUID, attempt: int) -> JobOutput:
     """Run the job once. Errors leave with their message cleared of secrets. A provider's
     Retry-After longer than the next backoff is waited out here, so the next attempt is
     not wasted."""
     settings = get_settings()
     logger = get_run_logger()
     try:
-        output = run_core(job, media_uuid, settings)
+        output = run_core(job, media_id, settings)
     except NotConfigured as exc:
-        logger.warning("media %s: %s skipped: %s", media_uuid, job.name, exc)
+        logger.warning("media %s: %s skipped: %s", media_id, job.name, exc)
         return JobOutput(skipped_reason=settings.redact(str(exc)))
     except Exception as exc:
         if is_infrastructure_fault(exc):
             raise
         message = settings.redact(str(exc)) or type(exc).__name__
-        logger.error("media %s: %s attempt %d failed: %s", media_uuid, job.name, attempt, message)
-        transaction(lambda session: note_attempt_error(session, media_uuid, job.name, message))
+        logger.error("media %s: %s attempt %d failed: %s", media_id, job.name, attempt, message)
+        transaction(lambda session: note_attempt_error(session, media_id, job.name, message))
         if isinstance(exc, TransientError):
             wait_out_retry_after(exc.retry_after, attempt)
         if message != str(exc):  # a secret was in the message: never let it travel
@@ -110,7 +107,7 @@ def run_attempt(job: Job, media_uuid: uuid.UUID, attempt: int) -> JobOutput:
             raise cleaned(message) from None
         raise
     kinds = ", ".join(o.type for o in output.outputs) or "no files"
-    logger.info("media %s: %s done (%s)", media_uuid, job.name, kinds)
+    logger.info("media %s: %s done (%s)", media_id, job.name, kinds)
     return output
 
 
@@ -128,7 +125,7 @@ def wait_out_retry_after(retry_after: float | None, attempt: int) -> None:
 def job_task(table: JobTable, job: Job, run_name: str) -> Task[..., JobOutput]:
     """The Prefect task for ``job``, with the retry policy and a readable run name."""
 
-    def perform(job_name: str, media_id: str) -> JobOutput:  # the task: its attempts
+    def perform(job_name: str, media_id: uuid.UUID) -> JobOutput:  # the task: its attempts
         return execute_job(table, job_name, media_id)
 
     settings = get_settings()

@@ -7,6 +7,7 @@ the table with jobs of their own; ``process_media`` is the flow for the real tab
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -29,15 +30,14 @@ from flows.submission import FLOW_NAME, run_name, submit_media
 from media_pipeline.errors import PermanentError
 from media_pipeline.payloads import JobOutput, MediaSummary
 from media_pipeline.settings import get_settings
-from media_pipeline.storage import parse_uuid
 from tasks.table import BACKFILL_QUEUE, BACKFILL_TAG, JOB_TABLE, JobTable
 
 
 def run_media_jobs(
-    media_id: str,
+    media_id: uuid.UUID,
     jobs: list[str] | None = None,
     table: JobTable = JOB_TABLE,
-    follow_up: Callable[[str], object] | None = None,
+    follow_up: Callable[[uuid.UUID], object] | None = None,
     tier: str | None = None,
 ) -> State[MediaSummary]:
     """Run the jobs of ``table`` that apply to the media (or the ``jobs`` named, or the
@@ -59,22 +59,20 @@ def run_media_jobs(
             with contextlib.suppress(Exception):
                 reason = failure_message(error)
                 transaction(
-                    lambda session: fail_unfinished_jobs(
-                        session, parse_uuid(media_id, "media id"), flow_run_id, reason
-                    )
+                    lambda session: fail_unfinished_jobs(session, media_id, flow_run_id, reason)
                 )
         raise
 
 
 def _run_media_jobs(
-    media_id: str,
+    media_id: uuid.UUID,
     jobs: list[str] | None,
     table: JobTable,
-    follow_up: Callable[[str], object] | None,
+    follow_up: Callable[[uuid.UUID], object] | None,
     tier: str | None,
     flow_run_id: str | None,
 ) -> State[MediaSummary]:
-    source = load_source(parse_uuid(media_id, "media id"))
+    source = load_source(media_id)
     categories = get_settings().gemini.enhancement_categories
     selected = table.select(source, categories, jobs, tier)
     names = [job.name for job in selected]
@@ -82,9 +80,7 @@ def _run_media_jobs(
 
     label = f"{source.type.value.lower()} · {source.short_id}"
     futures = {
-        job.name: job_task(table, job, f"{job.name} · {label}").submit(
-            job.name, str(source.media_id)
-        )
+        job.name: job_task(table, job, f"{job.name} · {label}").submit(job.name, source.media_id)
         for job in selected
     }
     wait(list(futures.values()))
@@ -158,13 +154,13 @@ def current_run_name() -> str:
 def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:
     @flow(name=name, flow_run_name=current_run_name, validate_parameters=True)
     def process_media(
-        media_id: str, jobs: list[str] | None = None, tier: str | None = None
+        media_id: uuid.UUID, jobs: list[str] | None = None, tier: str | None = None
     ) -> State[MediaSummary]:
         """Process one media: the jobs of the job table that apply to it (all, the ``jobs``
         named, or those of one priority ``tier``: high, normal, low)."""
         return run_media_jobs(media_id, jobs, table, follow_up=process_follow_up, tier=tier)
 
-    def process_follow_up(created_media_id: str) -> object:
+    def process_follow_up(created_media_id: uuid.UUID) -> object:
         """A deployment run hands new media to the deployments (their own runs, on their
         own queues, recovered like any other); an in-process run processes them here. A
         copy made again (an enhancement run again) gets its jobs again: new runs, the same

@@ -78,7 +78,7 @@ def notify_media_processed(summary: MediaSummary, flow_run_id: str | None) -> bo
             "prefect.resource.id": f"media.{summary.media_id}",
             "prefect.resource.name": f"{summary.type.value.lower()} {summary.media_id}",
         },
-        payload={"media_id": summary.media_id, "status": summary.status.value},
+        payload={"media_id": str(summary.media_id), "status": summary.status.value},
     )
     if get_settings().notifications.callback_url:
         # The same id for every attempt of one announcement: receivers drop duplicates.

@@ -107,7 +107,7 @@ def record_result(
             output.outputs.append(
                 OutputRecord(
                     type="ENHANCED",
-                    media_id=str(media.id),
+                    media_id=media.id,
                     path=key,
                     width=enhanced.width,
                     height=enhanced.height,
@@ -116,7 +116,7 @@ def record_result(
                     usage=enhanced.usage,
                 )
             )
-            output.follow_up_media.append(str(media.id))
+            output.follow_up_media.append(media.id)
         return output
 
     return transaction(record)

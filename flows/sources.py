@@ -31,7 +31,7 @@ class MediaSource:
         return str(self.media_id)[:8]
 
 
-def read_source(session: Session, media_id: object) -> MediaSource:
+def read_source(session: Session, media_id: uuid.UUID) -> MediaSource:
     """The media's row as a plain value; a media whose upload is not complete is refused."""
     media = load_media(session, media_id)
     if media.status is MediaStatus.AWAITING_UPLOAD:
@@ -49,5 +49,5 @@ def read_source(session: Session, media_id: object) -> MediaSource:
     )
 
 
-def load_source(media_id: object) -> MediaSource:
+def load_source(media_id: uuid.UUID) -> MediaSource:
     return transaction(lambda session: read_source(session, media_id))

@@ -57,7 +57,7 @@ class Submission:
 
 def plan_submission(
     session: Session,
-    media_id: object,
+    media_id: uuid.UUID,
     reprocess: bool = False,
     jobs: list[str] | None = None,
     generation: str | None = None,
@@ -167,7 +167,7 @@ def runs_of_jobs(session: Session, media_id: uuid.UUID, jobs: list[Job]) -> list
 
 
 def submit_media(
-    media_id: object,
+    media_id: uuid.UUID,
     reprocess: bool = False,
     jobs: list[str] | None = None,
     generation: str | None = None,

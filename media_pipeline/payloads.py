@@ -6,6 +6,8 @@ webhook body (``MediaSummary.model_json_schema()`` is the schema receivers can r
 
 from __future__ import annotations
 
+import uuid
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from media_pipeline.enums import JobState, MediaStatus, MediaType
@@ -29,7 +31,7 @@ class OutputRecord(BaseModel):
     version: int | None = Field(None, description="Transcription version")
     language: str | None = None
     chars: int | None = Field(None, description="Length of the transcript")
-    media_id: str | None = Field(None, description="The enhanced media's id")
+    media_id: uuid.UUID | None = Field(None, description="The enhanced media's id")
     model: str | None = None
 
 
@@ -40,7 +42,7 @@ class JobOutput(BaseModel):
     outputs: list[OutputRecord] = Field(default_factory=list)
     estimated_cost: float | None = None
     skipped_reason: str | None = None
-    follow_up_media: list[str] = Field(default_factory=list)
+    follow_up_media: list[uuid.UUID] = Field(default_factory=list)
 
 
 class JobSummary(BaseModel):
@@ -56,8 +58,8 @@ class JobSummary(BaseModel):
 class MediaSummary(BaseModel):
     """A media's status and every job's state and outputs."""
 
-    media_id: str
-    alert_id: str
+    media_id: uuid.UUID
+    alert_id: uuid.UUID
     type: MediaType
     status: MediaStatus
     status_message: str | None = None

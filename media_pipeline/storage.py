@@ -1,9 +1,11 @@
 """Where media files live, and how they are written.
 
 ``{media_root}/alerts/{alert_id}/media/{media_id}/`` holds ``original.{ext}`` and the
-derivatives ``{media_id}-{type}.{ext}``. Ids are validated as UUIDs before they touch a
-path. Files are written to a temporary name in the same folder and renamed into place,
-so that a crash never leaves a half-written file under a final name.
+derivatives ``{media_id}-{type}.{ext}``. Ids are parsed once where they enter (an HTTP
+route, a CLI argument, a flow parameter, the client API) and are ``uuid.UUID`` after; a
+path is built from ``uuid.UUID`` values only. Files are written to a temporary name in the
+same folder and renamed into place, so that a crash never leaves a half-written file under
+a final name.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from media_pipeline.errors import InvalidId
 
 
 def parse_uuid(value: object, what: str = "id") -> uuid.UUID:
-    """The UUID in ``value``, or ``InvalidId``; nothing else reaches a path or a query."""
+    """The UUID in ``value``, or ``InvalidId``: for the entry points that take text (the
+    client API, the CLI's arguments, folder names read back from the store)."""
     if isinstance(value, uuid.UUID):
         return value
     try:
@@ -31,16 +34,22 @@ def parse_uuid(value: object, what: str = "id") -> uuid.UUID:
     return parsed
 
 
-def media_key(alert_id: object, media_id: object) -> str:
+def path_part(value: uuid.UUID, what: str) -> str:
+    """``value`` as it appears in a key; anything but a ``uuid.UUID`` is refused, so that no
+    unparsed text ever reaches a path."""
+    if not isinstance(value, uuid.UUID):
+        raise InvalidId(f"{what} {str(value)[:80]!r} is not a UUID")
+    return str(value)
+
+
+def media_key(alert_id: uuid.UUID, media_id: uuid.UUID) -> str:
     """``alerts/{alert_id}/media/{media_id}``: the media's folder, on disk or in a bucket."""
-    alert = parse_uuid(alert_id, "alert id")
-    media = parse_uuid(media_id, "media id")
-    return f"alerts/{alert}/media/{media}"
+    return f"alerts/{path_part(alert_id, 'alert id')}/media/{path_part(media_id, 'media id')}"
 
 
-def derivative_name(media_id: object, kind: str, ext: str) -> str:
+def derivative_name(media_id: uuid.UUID, kind: str, ext: str) -> str:
     """``{media_id}-{kind}.{ext}``, kind in lower case (``thumbnail``, ``waveform``...)."""
-    return f"{parse_uuid(media_id, 'media id')}-{kind.lower()}.{ext}"
+    return f"{path_part(media_id, 'media id')}-{kind.lower()}.{ext}"
 
 
 def relative_key(media_root: Path, path: Path) -> str:

@@ -35,7 +35,7 @@ class ThumbnailSet:
 def make_thumbnails(
     source: Path,
     out_dir: Path,
-    media_id: uuid.UUID | str,
+    media_id: uuid.UUID,
     *,
     quality: int = 82,
     max_pixels: int = 89_478_485,

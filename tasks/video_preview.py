@@ -38,7 +38,7 @@ def can_copy(info: VideoInfo) -> bool:
     )
 
 
-def make_preview(source: Path, out_dir: Path, media_id: uuid.UUID | str) -> Derivative:
+def make_preview(source: Path, out_dir: Path, media_id: uuid.UUID) -> Derivative:
     info = probe_video(source)
     target = out_dir / derivative_name(media_id, "preview", "mp4")
     mode = "copy" if can_copy(info) else "transcode"

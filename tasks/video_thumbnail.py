@@ -60,7 +60,7 @@ def middle_frame(source: Path) -> tuple[Image.Image, float]:
 
 
 def make_video_thumbnail(
-    source: Path, out_dir: Path, media_id: uuid.UUID | str, quality: int = 82
+    source: Path, out_dir: Path, media_id: uuid.UUID, quality: int = 82
 ) -> Derivative:
     picture, at = middle_frame(source)
     picture = resample(picture, fit_inside(picture.size, (MAX_SIDE, MAX_SIDE)))

@@ -127,7 +127,7 @@ def render_svg(peaks: Peaks, width: int = 1000, height: int = 120) -> str:
     )
 
 
-def make_waveform(source: Path, out_dir: Path, media_id: uuid.UUID | str) -> Derivative:
+def make_waveform(source: Path, out_dir: Path, media_id: uuid.UUID) -> Derivative:
     """Write ``{media_id}-waveform.json`` and ``-waveform.svg`` (both or neither)."""
     peaks = compute_peaks(source)
     json_path = out_dir / derivative_name(media_id, "waveform", "json")

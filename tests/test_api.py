@@ -518,3 +518,14 @@ def test_every_answer_of_the_api_has_a_camel_case_schema():
     assert "mediaId" in schemas["MediaView"]["properties"]
     assert "oldestWaitingSeconds" in schemas["QueueStats"]["properties"]
     assert "uploadUrl" in schemas["Initiated"]["properties"]
+    # Ids are UUIDs where they enter: every id in a path, and in the answers.
+    id_parameters = [
+        (path, parameter["schema"].get("format"))
+        for path, item in document["paths"].items()
+        for operation in item.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path" and parameter["name"].endswith("_id")
+    ]
+    assert len(id_parameters) >= 10 and {f for _, f in id_parameters} == {"uuid"}, id_parameters
+    assert schemas["Initiated"]["properties"]["mediaId"]["format"] == "uuid"
+    assert schemas["MediaView"]["properties"]["alertId"]["format"] == "uuid"

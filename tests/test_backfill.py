@@ -179,7 +179,7 @@ def test_missing_then_outdated_waveforms_touch_only_their_media(production, tmp_
     production["use"](WARM)
     production["start_worker"](limit=2)
     processed = voice_notes(tmp_path / "old", 2)
-    runs = [run for m in processed for run in submit_media(str(m.id))]
+    runs = [run for m in processed for run in submit_media(m.id)]
     wait_for_runs(runs, timeout=120)
     before = {m.id: waveform_row(m.id) for m in processed}
     bare = voice_notes(tmp_path / "new", 3)  # registered, never processed
@@ -339,7 +339,7 @@ def test_running_a_job_again_replaces_its_outputs_in_place(production, tmp_path:
     production["start_worker"](limit=2)
     photo = register_media(make_jpeg(tmp_path / "portrait.jpg", 900, 1200, seed=3), category="DISP")
     note = register_media(make_voice_note(tmp_path / "note.m4a", 3, codec_args=("-c:a", "aac")))
-    wait_for_runs([run for m in (photo, note) for run in submit_media(str(m.id))], timeout=120)
+    wait_for_runs([run for m in (photo, note) for run in submit_media(m.id)], timeout=120)
     copy, copy_files = wait_for_enhanced_copy(photo.id, after=None)
 
     for job_name in ("ai-enhancement", "transcribe-audio"):

@@ -107,7 +107,7 @@ def test_runs_of_a_killed_worker_are_run_again_by_themselves(production, tmp_pat
     production["use"](WARM)
     production["providers"].latency = 3.0  # transcriptions are in flight for a while
     media = mixed_media(tmp_path, 9)
-    run_ids = [run for m in media for run in submit_media(str(m.id))]
+    run_ids = [run for m in media for run in submit_media(m.id)]
     victim = production["start_worker"](limit=3)
     production["start_worker"](limit=3)
 
@@ -149,7 +149,7 @@ def test_media_reach_a_final_status_across_an_app_database_restart(
     production["use"](WARM)
     production["providers"].latency = 2.0
     media = mixed_media(tmp_path, 9)
-    run_ids = [run for m in media for run in submit_media(str(m.id))]
+    run_ids = [run for m in media for run in submit_media(m.id)]
     production["start_worker"](limit=3)
     production["start_worker"](limit=3)
 
@@ -178,7 +178,7 @@ def test_sigterm_stops_a_worker_gracefully_whatever_it_inherited(
         for i in range(4)
     ]
     # The transcriptions alone, two at once: they wait on the provider, in provider slots.
-    run_ids = [run for m in notes for run in submit_media(str(m.id), jobs=["transcribe-audio"])]
+    run_ids = [run for m in notes for run in submit_media(m.id, jobs=["transcribe-audio"])]
     # A background job of a shell script: SIGINT ignored, which used to swallow SIGTERM.
     worker = production["start_worker"](
         limit=1, ignore_sigint=True, MEDIA_PIPELINE_WORKER_PROVIDER_LIMIT="2"
@@ -222,7 +222,7 @@ def test_priorities_hold_under_a_backlog(production, tmp_path: Path):
         register_media(make_jpeg(tmp_path / f"p{i}.jpg", 800, 600, seed=i), category="AUTRE")
         for i in range(3)
     ]
-    runs_of = {m.id: submit_media(str(m.id)) for m in notes + photos}
+    runs_of = {m.id: submit_media(m.id) for m in notes + photos}
     high = [runs[0] for runs in runs_of.values()]  # transcriptions and thumbnails
     low = [runs_of[m.id][1] for m in notes]  # waveforms
 
@@ -249,8 +249,7 @@ def test_concurrent_submissions_get_the_same_runs(production, tmp_path: Path):
     with ThreadPoolExecutor(30) as pool:
         calls = {
             m.id: [
-                pool.submit(contextvars.copy_context().run, submit_media, str(m.id))
-                for _ in range(10)
+                pool.submit(contextvars.copy_context().run, submit_media, m.id) for _ in range(10)
             ]
             for m in media
         }
@@ -282,7 +281,7 @@ def test_the_queue_board_counts_queues_jobs_and_paused_queues(production, tmp_pa
             register_media(make_tone(tmp_path / f"a{i}.wav", 1.0), category="AUTRE")
             for i in range(2)
         ]
-        runs = {m.id: submit_media(str(m.id)) for m in notes}
+        runs = {m.id: submit_media(m.id) for m in notes}
         production["start_worker"]()
         wait_for_runs([r[0] for r in runs.values()], timeout=120)  # the transcriptions
 

@@ -221,7 +221,7 @@ def test_two_reconcilers_racing_on_one_crashed_run_act_once(postgres_app_db, tmp
 
     setup()
     media = register_media(make_jpeg(tmp_path / "p.jpg", 640, 480), category="AUTRE")
-    (run_id,) = submit_media(str(media.id))
+    (run_id,) = submit_media(media.id)
     with get_client(sync_client=True) as client:  # its process died, and it was reported
         client.set_flow_run_state(uuid.UUID(run_id), Crashed(message="exit -9"), force=True)
     reconcilers = [Reconciler(), Reconciler()]

@@ -135,7 +135,7 @@ def test_a_prefect_server_restart_fails_no_healthy_photo(
         register_media(make_jpeg(tmp_path / f"p{i}.jpg", 4000, 3000, seed=i), category="AUTRE")
         for i in range(5)
     ]
-    run_ids = [run for photo in photos for run in submit_media(str(photo.id))]
+    run_ids = [run for photo in photos for run in submit_media(photo.id)]
     production["start_worker"](limit=1)  # one slot: four photos wait for it
     wait_until(lambda: in_flight(run_ids), 90, "a thumbnail run in flight", interval=0.2)
 
@@ -161,7 +161,7 @@ def test_one_killed_flow_run_process_is_one_recovery(production, tmp_path: Path)
     note = register_media(
         make_tone(tmp_path / "note.m4a", 2.0, codec_args=("-c:a", "aac")), category="AUTRE"
     )
-    run_id = submit_media(str(note.id))[0]  # the transcription's run (high)
+    run_id = submit_media(note.id)[0]  # the transcription's run (high)
     production["start_worker"](limit=1)
     wait_until(
         lambda: in_flight([run_id]) and in_flight([run_id])[0].infrastructure_pid,
@@ -196,7 +196,7 @@ def test_a_slow_provider_does_not_hold_the_slots_of_photos(production, tmp_path:
         )
         for i in range(3)
     ]
-    transcriptions = [submit_media(str(n.id))[0] for n in notes]
+    transcriptions = [submit_media(n.id)[0] for n in notes]
     production["start_worker"](limit=1)  # one CPU slot, four provider slots by default
     wait_until(lambda: len(in_flight(transcriptions)) == 3, 90, "three transcriptions")
     began = time.monotonic()
@@ -204,7 +204,7 @@ def test_a_slow_provider_does_not_hold_the_slots_of_photos(production, tmp_path:
         register_media(make_jpeg(tmp_path / f"p{i}.jpg", 1600, 1200, seed=i), category="AUTRE")
         for i in range(3)
     ]
-    wait_for_runs([r for p in photos for r in submit_media(str(p.id))], timeout=60)
+    wait_for_runs([r for p in photos for r in submit_media(p.id)], timeout=60)
 
     assert time.monotonic() - began < 30  # well before the provider answers
     assert {status for status, _ in media_rows(photos).values()} == {MediaStatus.READY}

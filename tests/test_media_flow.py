@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.exceptions import ParameterTypeError
 from sqlalchemy import text
 
 from db.models import JobState, MediaDerivative, MediaStatus, MediaType, ProcessingJob
@@ -257,8 +258,10 @@ def test_ids_that_are_not_uuids_are_refused(sqlite_db: str, tmp_path: Path, bad_
         media_key(bad_id, uuid.uuid4())
     with pytest.raises(InvalidId):
         register_media(make_jpeg(tmp_path / "a.jpg", 64, 64), alert_id=bad_id)
-    state = process_media(bad_id, return_state=True)
-    assert state.is_failed() and "is not a UUID" in state.message
+    state = process_media(bad_id, return_state=True)  # refused by the flow's parameter type
+    assert state.is_failed() and "Validation of flow parameters failed" in state.message
+    with pytest.raises(ParameterTypeError, match="media_id"):
+        state.result()
     with session_scope() as session:
         assert session.query(ProcessingJob).count() == 0
     assert not list(get_settings().media_root.glob("**/*.jpg"))

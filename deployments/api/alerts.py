@@ -11,6 +11,7 @@ An erased media answers 410 Gone on ``GET /api/media/{id}`` (``media_erased``).
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,6 @@ from deployments.api.camel import Body, Camel
 from deployments.api.links import IngestDep
 from deployments.operations.erasure import erase_alert
 from media_pipeline.enums import MediaStatus, MediaType
-from media_pipeline.storage import parse_uuid
 
 
 class AlertBody(Body):
@@ -45,7 +45,7 @@ class AlertBody(Body):
 
 
 class AlertAnswer(Camel):
-    alert_id: str
+    alert_id: uuid.UUID
     created: bool | None = Field(None, description="The category created the alert")
     category_code: str | None = None
     closed_at: str | None = None
@@ -65,7 +65,7 @@ class InitiateBody(Body):
 
 
 class Initiated(Camel):
-    media_id: str
+    media_id: uuid.UUID
     upload_url: str = Field(description="PUT the bytes here, with these headers")
     method: str = "PUT"
     headers: dict[str, str]
@@ -79,7 +79,7 @@ class PlannedJob(Camel):
 
 
 class Completed(Camel):
-    media_id: str
+    media_id: uuid.UUID
     type: MediaType = Field(description="As detected from the content")
     status: MediaStatus
     jobs: list[PlannedJob] = Field(description="Its planned jobs, highest tier first")
@@ -92,8 +92,8 @@ class Completed(Camel):
 class Receipt(Camel):
     """What an erasure removed from each store, and what it still has to (``pending``)."""
 
-    media_id: str
-    alert_id: str
+    media_id: uuid.UUID
+    alert_id: uuid.UUID
     type: MediaType
     enhanced_copy: bool
     erased_at: str
@@ -103,7 +103,7 @@ class Receipt(Camel):
 
 
 class AlertErased(Camel):
-    alert_id: str
+    alert_id: uuid.UUID
     alert_removed: bool
     media: list[Receipt]
 
@@ -112,24 +112,23 @@ def alerts_router() -> APIRouter:
     router = APIRouter(prefix="/api/alerts")
 
     @router.put("/{alert_id}", tags=["ingest"], response_model_exclude_unset=True)
-    def put_alert(alert_id: str, body: AlertBody) -> AlertAnswer:
+    def put_alert(alert_id: uuid.UUID, body: AlertBody) -> AlertAnswer:
         """Create the alert or change its category (before its media are completed);
         close it (or reopen it with ``closedAt: null`` beside a category)."""
-        alert = parse_uuid(alert_id, "alert id")
-        answer = AlertAnswer(alert_id=str(alert))
+        answer = AlertAnswer(alert_id=alert_id)
         if body.category_code is not None:
             code = body.category_code
-            answer.created = transaction(lambda s: set_alert_category(s, alert, code))
+            answer.created = transaction(lambda s: set_alert_category(s, alert_id, code))
             answer.category_code = code.upper()
         if "closed_at" in body.model_fields_set:
             closed = body.closed_at
-            transaction(lambda s: set_alert_closed(s, alert, closed))
+            transaction(lambda s: set_alert_closed(s, alert_id, closed))
             answer.closed_at = closed.isoformat() if closed else None
         return answer
 
     @router.post("/{alert_id}/media/initiate", status_code=201, tags=["ingest"])
     def initiate(
-        alert_id: str, body: InitiateBody, request: Request, ingest: IngestDep
+        alert_id: uuid.UUID, body: InitiateBody, request: Request, ingest: IngestDep
     ) -> Initiated:
         """A media awaiting its upload, and the URL to PUT its bytes to (with these headers)."""
         done = ingest.initiate(
@@ -150,7 +149,7 @@ def alerts_router() -> APIRouter:
         )
 
     @router.post("/{alert_id}/media/{media_id}/complete", status_code=202, tags=["ingest"])
-    def complete(alert_id: str, media_id: str, ingest: IngestDep) -> Completed:
+    def complete(alert_id: uuid.UUID, media_id: uuid.UUID, ingest: IngestDep) -> Completed:
         """Check the upload and plan the media's jobs; their runs are made just after (or
         when Prefect is back). The same jobs and runs on every call."""
         media_type, status, planned = ingest.complete(alert_id, media_id)
@@ -163,7 +162,7 @@ def alerts_router() -> APIRouter:
         )
 
     @router.delete("/{alert_id}", tags=["erasure"])
-    def delete_alert(alert_id: str) -> AlertErased:
+    def delete_alert(alert_id: uuid.UUID) -> AlertErased:
         """Erase every media of the alert, then the alert; the receipts."""
         return AlertErased.model_validate(erase_alert(alert_id))
 

@@ -9,6 +9,7 @@ DELETE /api/backfills/{id}     -> cancelled: its runs in flight finish, no more 
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any, Literal
 
@@ -33,7 +34,7 @@ class BackfillBody(Body):
         "failed: its last run failed; all: every media it applies to"
     )
     type: Literal["IMAGE", "AUDIO", "VIDEO"] | None = None
-    alert_id: str | None = None
+    alert_id: uuid.UUID | None = None
     since: AwareDatetime | None = Field(None, description="Media created at or after")
     until: AwareDatetime | None = Field(None, description="Media created before")
     dry_run: bool = Field(False, description="Only count and estimate")
@@ -62,7 +63,7 @@ class Counts(Camel):
 
 
 class BackfillView(Camel):
-    id: str
+    id: uuid.UUID
     job: str
     job_version: int
     selection: str
@@ -101,12 +102,12 @@ def backfills_router() -> APIRouter:
         return list_backfills()
 
     @router.get("/{backfill_id}", response_model=BackfillView, **answer)
-    def read(backfill_id: str) -> dict[str, Any]:
+    def read(backfill_id: uuid.UUID) -> dict[str, Any]:
         """Its status and counts: selected, submitted, done, failed, skipped, cost so far."""
         return get_backfill(backfill_id)
 
     @router.delete("/{backfill_id}", status_code=202, response_model=BackfillView, **answer)
-    def cancel(backfill_id: str, ingest: IngestDep) -> dict[str, Any]:
+    def cancel(backfill_id: uuid.UUID, ingest: IngestDep) -> dict[str, Any]:
         """Cancel: its runs in flight finish, its other media are skipped."""
         return cancel_backfill(backfill_id, ingest.prefect)
 

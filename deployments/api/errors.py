@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -57,6 +59,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        if ids := [e for e in error.errors() if e["type"].startswith("uuid_")]:
+            return error_response(422, "invalid_id", "; ".join(map(not_a_uuid, ids)))
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}"
             for e in error.errors()
@@ -70,6 +74,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for cls, status, code in PIPELINE_ERRORS:
         app.add_exception_handler(cls, _pipeline_handler(status, code))
+
+
+def not_a_uuid(error: Any) -> str:
+    """``media id 'x' is not a UUID``: as ``parse_uuid`` says it, from pydantic's error."""
+    what = str(error["loc"][-1]).removesuffix("_id").removesuffix("Id").replace("_", " ")
+    return f"{what or 'id'} id {str(error['input'])[:80]!r} is not a UUID"
 
 
 def _pipeline_handler(status: int, code: str):  # type: ignore[no-untyped-def]

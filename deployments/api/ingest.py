@@ -35,7 +35,7 @@ from media_pipeline.enums import MediaStatus, MediaType
 from media_pipeline.errors import InvalidMedia, PermanentError
 from media_pipeline.object_store import LocalStore, Store
 from media_pipeline.settings import Settings
-from media_pipeline.storage import atomic_outputs, media_key, parse_uuid
+from media_pipeline.storage import atomic_outputs, media_key
 from media_pipeline.upload_check import HEAD_BYTES, declared_kind, inspect_upload
 
 UPLOAD = "upload"
@@ -43,7 +43,7 @@ UPLOAD = "upload"
 
 @dataclass(frozen=True)
 class Initiated:
-    media_id: str
+    media_id: uuid.UUID
     upload_url: str
     headers: dict[str, str]
     expires_at: int
@@ -74,7 +74,7 @@ class Ingest:
 
     def initiate(
         self,
-        alert_id: str,
+        alert_id: uuid.UUID,
         *,
         media_type: str,
         mime_type: str,
@@ -84,7 +84,6 @@ class Ingest:
         category_code: str | None,
         api_base: str,
     ) -> Initiated:
-        alert = parse_uuid(alert_id, "alert id")
         try:
             declared, extension = declared_kind(media_type, mime_type)
         except InvalidMedia as error:
@@ -94,25 +93,25 @@ class Ingest:
             message = f"{size} bytes is over the {declared.value} limit of {limit}"
             raise ApiError(413, "too_large", message)
         media_id = uuid.uuid4()
-        key = f"{media_key(alert, media_id)}/original.{extension}"
+        key = f"{media_key(alert_id, media_id)}/original.{extension}"
 
         def create(session: Session) -> None:
             if category_code:
                 try:
-                    ensure_alert(session, alert, category_code)
+                    ensure_alert(session, alert_id, category_code)
                 except PermanentError as error:
-                    message = f"{error}; change it with PUT /api/alerts/{alert}"
+                    message = f"{error}; change it with PUT /api/alerts/{alert_id}"
                     raise ApiError(409, "category_conflict", message) from None
-            elif session.get(Alert, alert) is None:
+            elif session.get(Alert, alert_id) is None:
                 message = (
-                    f"alert {alert} is unknown: send its categoryCode in this body, "
-                    f"or PUT /api/alerts/{alert} first"
+                    f"alert {alert_id} is unknown: send its categoryCode in this body, "
+                    f"or PUT /api/alerts/{alert_id} first"
                 )
                 raise ApiError(404, "alert_not_found", message)
             create_media(
                 session,
                 media_id=media_id,
-                alert_id=alert,
+                alert_id=alert_id,
                 media_type=declared,
                 filename=filename,
                 mime_type=mime,
@@ -135,9 +134,11 @@ class Ingest:
             )
         else:
             headers["Content-Length"] = str(size)
-        return Initiated(str(media_id), url, headers, expires)
+        return Initiated(media_id, url, headers, expires)
 
-    def upload_target(self, media_id: str, expires: int, signature: str) -> tuple[Path, Media]:
+    def upload_target(
+        self, media_id: uuid.UUID, expires: int, signature: str
+    ) -> tuple[Path, Media]:
         """Where the bytes of an initiated media go (local storage), once the URL is checked."""
         if not isinstance(self.store, LocalStore):
             raise ApiError(404, "not_found", "uploads go to the object store's presigned URL")
@@ -173,15 +174,14 @@ class Ingest:
         return received
 
     def complete(
-        self, alert_id: str, media_id: str
+        self, alert_id: uuid.UUID, media_id: uuid.UUID
     ) -> tuple[MediaType, MediaStatus, list[PlannedJob]]:
         """Check the stored object of an initiated media, then plan its jobs and their runs
         (the same on every call); the relay is woken to create the runs. Two transactions:
         read, then accept and plan."""
-        alert = parse_uuid(alert_id, "alert id")
         media = transaction(lambda session: load_media(session, media_id))
-        if media.alert_id != alert:
-            raise ApiError(404, "media_not_found", f"media {media.id} is not of alert {alert}")
+        if media.alert_id != alert_id:
+            raise ApiError(404, "media_not_found", f"media {media.id} is not of alert {alert_id}")
         found = None
         if media.status is MediaStatus.AWAITING_UPLOAD:
             found = self.check_object(media)
@@ -201,14 +201,13 @@ class Ingest:
         self.relay.wake()
         return accepted
 
-    def run_again(self, media_id: str, job: str) -> list[str]:
+    def run_again(self, media_id: uuid.UUID, job: str) -> list[str]:
         """Run one job of the media again (new runs); their ids once the relay has made
         them, or none after ``submit_wait_seconds`` (Prefect away: made when it is back)."""
-        media = parse_uuid(media_id, "media id")
-        submission = transaction(lambda session: plan_submission(session, media, jobs=[job]))
+        submission = transaction(lambda session: plan_submission(session, media_id, jobs=[job]))
         self.relay.wake()
         deadline = time.monotonic() + self.settings.api.submit_wait_seconds
-        while (runs := transaction(lambda s: runs_of_jobs(s, media, submission.jobs))) is None:
+        while (runs := transaction(lambda s: runs_of_jobs(s, media_id, submission.jobs))) is None:
             if time.monotonic() > deadline:
                 return []
             time.sleep(0.02)

@@ -5,6 +5,8 @@ GET /api/jobs/{runId}
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter
 
 from deployments.api.camel import Camel
@@ -21,9 +23,9 @@ class RunJob(Camel):
 
 
 class JobStatus(Camel):
-    id: str
+    id: uuid.UUID
     name: str
-    media_id: str | None
+    media_id: str | None  # as the run's parameters say
     tier: str | None
     state: str | None
     progress: int = 0
@@ -36,7 +38,7 @@ def jobs_router() -> APIRouter:
     router = APIRouter(prefix="/api/jobs", tags=["queues"])
 
     @router.get("/{run_id}")
-    def job_status(run_id: str, ingest: IngestDep) -> JobStatus:
+    def job_status(run_id: uuid.UUID, ingest: IngestDep) -> JobStatus:
         """The seed's getJobStatus: one flow run and the jobs it ran."""
         return JobStatus.model_validate(get_job_status(run_id, ingest.prefect))
 

@@ -4,6 +4,7 @@ and the download links of ``GET /api/media/{id}``. No bearer token: the link is 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -32,7 +33,7 @@ IngestDep = Annotated[Ingest, Depends(ingest_of)]
 
 
 class Uploaded(Camel):
-    media_id: str
+    media_id: uuid.UUID
     size: int = Field(description="Bytes received: the declared size")
 
 
@@ -41,7 +42,7 @@ def links_router() -> APIRouter:
 
     @router.put(UPLOADS.removeprefix("/api") + "{media_id}")
     async def upload(
-        media_id: str,
+        media_id: uuid.UUID,
         request: Request,
         ingest: IngestDep,
         expires: Annotated[int, Query()],
@@ -69,7 +70,7 @@ def links_router() -> APIRouter:
         except ClientDisconnect:  # nothing kept; one line, not a traceback
             logger.warning("upload of media %s aborted by the client", media.id)
             raise ApiError(400, "upload_aborted", "the client went away mid-upload") from None
-        return Uploaded(media_id=str(media.id), size=size)
+        return Uploaded(media_id=media.id, size=size)
 
     @router.get("/files/{key:path}")
     def download(

@@ -9,6 +9,7 @@ retried; its erasure.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 from fastapi import APIRouter, Request
@@ -69,13 +70,13 @@ class MediaView(Camel, MediaSummary):
 
 
 class JobRunAgain(Camel):
-    media_id: str
+    media_id: uuid.UUID
     job: str
     runs: list[str] = Field(description="Empty while Prefect is away: made when it is back")
 
 
 class Retried(Camel):
-    media_id: str
+    media_id: uuid.UUID
     runs: list[str]
 
 
@@ -87,18 +88,18 @@ def media_router() -> APIRouter:
     router = APIRouter(prefix="/api/media")
 
     @router.get("/{media_id}", tags=["media"])
-    def get_media(media_id: str, request: Request) -> MediaView:
+    def get_media(media_id: uuid.UUID, request: Request) -> MediaView:
         """Status, jobs (state, attempts, error), derivatives with links, transcript."""
         link = linker(request)
         return transaction(lambda session: media_view(session, media_id, link))
 
     @router.post("/{media_id}/jobs/{job}", status_code=202, tags=["media"])
-    def run_job_again(media_id: str, job: str, ingest: IngestDep) -> JobRunAgain:
+    def run_job_again(media_id: uuid.UUID, job: str, ingest: IngestDep) -> JobRunAgain:
         """Run one job of the media again (a new transcription version, say)."""
         return JobRunAgain(media_id=media_id, job=job, runs=ingest.run_again(media_id, job))
 
     @router.post("/{media_id}/retry", status_code=202, tags=["media"])
-    def retry(media_id: str, ingest: IngestDep) -> Retried:
+    def retry(media_id: uuid.UUID, ingest: IngestDep) -> Retried:
         """Re-run the media's failed runs under their ids (finished jobs are not redone)."""
         runs = retry_media(media_id, ingest.prefect)
         if not runs:
@@ -106,7 +107,7 @@ def media_router() -> APIRouter:
         return Retried(media_id=media_id, runs=runs)
 
     @router.delete("/{media_id}", tags=["erasure"])
-    def delete_media(media_id: str) -> MediaErased:
+    def delete_media(media_id: uuid.UUID) -> MediaErased:
         """Erase the media (and its enhanced copy) from every store; the receipts."""
         return MediaErased.model_validate({"media": erase_media([media_id])})
 
@@ -134,7 +135,7 @@ def linker(request: Request) -> Callable[[str], str]:
     return link
 
 
-def media_view(session: Session, media_id: str, link: Callable[[str], str]) -> MediaView:
+def media_view(session: Session, media_id: uuid.UUID, link: Callable[[str], str]) -> MediaView:
     summary = media_summary(session, media_id)
     media = load_media(session, media_id)
     uploaded = media.status is not MediaStatus.AWAITING_UPLOAD

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
-from deployments.cli.common import call, fail, parse_moment, print_table
+from deployments.cli.common import call, fail, id_parser, parse_moment, print_table
 
 backfills = typer.Typer()
 
@@ -40,7 +41,9 @@ def backfill(
     failed: Annotated[bool, typer.Option("--failed", help="Its last run failed")] = False,
     every: Annotated[bool, typer.Option("--all", help="Every media it applies to")] = False,
     media_type: Annotated[str | None, typer.Option("--type", help="IMAGE, AUDIO or VIDEO")] = None,
-    alert: Annotated[str | None, typer.Option(help="Only this alert's media")] = None,
+    alert: Annotated[
+        uuid.UUID | None, typer.Option(parser=id_parser("alert id"), help="Only this alert's media")
+    ] = None,
     since: Annotated[str | None, typer.Option(help="Media created since: 2026-12-01, 2d")] = None,
     until: Annotated[str | None, typer.Option(help="Media created before: 2026-12-05, 6h")] = None,
     dry_run: Annotated[bool, typer.Option(help="Only count and estimate")] = False,
@@ -61,11 +64,12 @@ def backfill(
     ]
     if len(chosen) != 1:
         raise fail("choose one of --missing, --outdated, --failed, --all")
+    since_moment, until_moment = parse_moment(since), parse_moment(until)
     filters = {
         "media_type": media_type,
         "alert_id": alert,
-        "since": parse_moment(since),
-        "until": parse_moment(until),
+        "since": since_moment,
+        "until": until_moment,
     }
     if dry_run:
         found = call(estimate_backfill, job=job, selection=chosen[0], **filters)
@@ -76,9 +80,9 @@ def backfill(
             "job": job,
             "select": chosen[0],
             "type": media_type,
-            "alertId": alert,
-            "since": iso(filters["since"]),
-            "until": iso(filters["until"]),
+            "alertId": str(alert) if alert else None,
+            "since": iso(since_moment),
+            "until": iso(until_moment),
         }
         started = call(call_service, method="POST", path="/api/backfills", body=body)
     else:
@@ -98,7 +102,10 @@ def backfill(
 
 @backfills.command("backfill-status")
 def backfill_status(
-    backfill_id: Annotated[str | None, typer.Argument(help="A backfill; none: the newest")] = None,
+    backfill_id: Annotated[
+        uuid.UUID | None,
+        typer.Argument(parser=id_parser("backfill id"), help="A backfill; none: the newest"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """A backfill's status and counts (selected, submitted, done, failed, skipped,
@@ -113,14 +120,15 @@ def backfill_status(
 
 
 @backfills.command("backfill-cancel")
-def backfill_cancel(backfill_id: str) -> None:
+def backfill_cancel(
+    backfill_id: Annotated[uuid.UUID, typer.Argument(parser=id_parser("backfill id"))],
+) -> None:
     """Stop a backfill: its runs in flight finish, its other media are skipped."""
     from deployments.local.service import call_service, embedded_default
     from deployments.operations.backfill import cancel_backfill
-    from media_pipeline.storage import parse_uuid
 
     if embedded_default():
-        path = f"/api/backfills/{parse_uuid(backfill_id, 'backfill id')}"
+        path = f"/api/backfills/{backfill_id}"
         print_backfills([call(call_service, method="DELETE", path=path)])
     else:
         print_backfills([call(cancel_backfill, backfill_id=backfill_id)])

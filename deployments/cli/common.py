@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -11,7 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from media_pipeline.errors import PipelineError
+from media_pipeline.errors import InvalidId, PipelineError
+from media_pipeline.storage import parse_uuid
 
 SINCE = re.compile(r"^(\d+)([smhd])$")
 T = TypeVar("T")
@@ -30,6 +32,18 @@ def call(function: Callable[..., T], **kwargs: Any) -> T:
         return function(**kwargs)
     except (ValueError, PipelineError) as error:
         raise fail(str(error)) from None
+
+
+def id_parser(what: str) -> Callable[[str], uuid.UUID]:
+    """Typer's ``parser`` for an id: parsed where it enters, or one ``error:`` line."""
+
+    def parse(value: str) -> uuid.UUID:
+        try:
+            return parse_uuid(value, what)
+        except InvalidId as error:
+            raise fail(str(error)) from None
+
+    return parse
 
 
 def parse_since(value: str | None) -> timedelta | None:

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Annotated, Any
 
 import typer
 
-from deployments.cli.common import call, fail, print_table
+from deployments.cli.common import call, fail, id_parser, print_table
 
 erasure = typer.Typer()
 
 
 @erasure.command()
 def erase(
-    media_ids: Annotated[list[str] | None, typer.Argument(help="Media to erase")] = None,
-    alert: Annotated[str | None, typer.Option(help="Erase every media of this alert")] = None,
+    media_ids: Annotated[
+        list[uuid.UUID] | None, typer.Argument(parser=id_parser("media id"), help="Media to erase")
+    ] = None,
+    alert: Annotated[
+        uuid.UUID | None,
+        typer.Option(parser=id_parser("alert id"), help="Erase every media of this alert"),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the receipts as JSON")] = False,
 ) -> None:

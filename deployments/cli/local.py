@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from deployments.cli.common import fail, print_table
+from deployments.cli.common import fail, id_parser, print_table
 from media_pipeline.enums import MediaStatus
 from media_pipeline.errors import PipelineError
 
 if TYPE_CHECKING:  # imported by the commands that need them: process starts sooner
     from media_pipeline.payloads import MediaSummary, OutputRecord
+
+AlertOption = Annotated[
+    uuid.UUID | None,
+    typer.Option(parser=id_parser("alert id"), help="Alert id (UUID); new alert if omitted"),
+]
 
 local = typer.Typer()
 db_app = typer.Typer(no_args_is_help=True, help="The pipeline's database.")
@@ -96,7 +102,7 @@ def db_upgrade(revision: str = "head") -> None:
 def process(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     category: Annotated[str, typer.Option(help="Alert category code (DISP, DECD...)")] = "AUTRE",
-    alert: Annotated[str | None, typer.Option(help="Alert id (UUID); new alert if omitted")] = None,
+    alert: AlertOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Register FILE and process it; exit 0 when READY, 1 otherwise.
@@ -115,7 +121,7 @@ def process(
     raise typer.Exit(0 if summary.status is MediaStatus.READY else 1)
 
 
-def process_here_or_by_service(file: Path, alert: str | None, category: str) -> MediaSummary:
+def process_here_or_by_service(file: Path, alert: uuid.UUID | None, category: str) -> MediaSummary:
     launched = launch_local_server_early()  # none when the service runs: it has one
     from deployments.local.server import local_server
     from deployments.local.service import (
@@ -160,7 +166,7 @@ def launch_local_server_early() -> bool:
 def register(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
     category: Annotated[str, typer.Option(help="Alert category code (DISP, DECD...)")] = "AUTRE",
-    alert: Annotated[str | None, typer.Option(help="Alert id (UUID); new alert if omitted")] = None,
+    alert: AlertOption = None,
     submit: Annotated[bool, typer.Option(help="Also create its flow runs on the server")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
@@ -177,7 +183,7 @@ def register(
     if submit:
         from deployments.operations.client_api import submit_media
 
-        run_ids = submit_media(str(media.id))
+        run_ids = submit_media(media.id)
     if as_json:
         typer.echo(
             json.dumps(

@@ -4,12 +4,13 @@ reconciler."""
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from deployments.cli.common import call, fail, parse_since, print_table
+from deployments.cli.common import call, fail, id_parser, parse_since, print_table
 
 if TYPE_CHECKING:
     from deployments.operations.client_api import FailedRun
@@ -66,7 +67,7 @@ def api(
 
 @operations.command()
 def submit(
-    media_id: str,
+    media_id: Annotated[uuid.UUID, typer.Argument(parser=id_parser("media id"))],
     reprocess: Annotated[bool, typer.Option(help="New runs even if already submitted")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -75,12 +76,16 @@ def submit(
 
     run_ids = call(submit_media, media_id=media_id, reprocess=reprocess)
     typer.echo(
-        json.dumps({"media_id": media_id, "flow_runs": run_ids}) if as_json else "\n".join(run_ids)
+        json.dumps({"media_id": str(media_id), "flow_runs": run_ids})
+        if as_json
+        else "\n".join(run_ids)
     )
 
 
 @operations.command()
-def status(flow_run_id: str) -> None:
+def status(
+    flow_run_id: Annotated[uuid.UUID, typer.Argument(parser=id_parser("flow run id"))],
+) -> None:
     """A flow run's state, progress, attempts and per-job states (JSON)."""
     from deployments.operations.client_api import get_job_status
 
@@ -210,7 +215,9 @@ Examples:
 
 @operations.command("retry-failed", help=RETRY_EXAMPLES)
 def retry_failed(
-    flow_run_id: Annotated[list[str] | None, typer.Argument()] = None,
+    flow_run_id: Annotated[
+        list[uuid.UUID] | None, typer.Argument(parser=id_parser("flow run id"))
+    ] = None,
     since: SinceOption = None,
     job: JobOption = None,
     media_type: MediaTypeOption = None,

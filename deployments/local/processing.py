@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from db.migrate import upgrade
@@ -12,7 +13,9 @@ from deployments.operations.registration import register_media
 from media_pipeline.payloads import MediaSummary
 
 
-def process_file(file: Path, alert_id: str | None = None, category: str = "AUTRE") -> MediaSummary:
+def process_file(
+    file: Path, alert_id: uuid.UUID | str | None = None, category: str = "AUTRE"
+) -> MediaSummary:
     """Register ``file``, run the per-media flow on it, and return the media's summary.
 
     The run sends heartbeats as runs under a worker do: if this command dies, the
@@ -29,5 +32,5 @@ def process_file(file: Path, alert_id: str | None = None, category: str = "AUTRE
     heartbeats = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: FLOW_HEARTBEAT_SECONDS}
     end_runs_without_waiting_for_heartbeats()
     with prefect_api(), temporary_settings(updates=heartbeats):
-        process_media(str(media.id), return_state=True)
+        process_media(media.id, return_state=True)
     return transaction(lambda session: media_summary(session, media.id))

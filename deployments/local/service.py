@@ -173,16 +173,15 @@ def launch_after_first_process() -> None:
 
 
 def process_through_service(
-    url: str, file: Path, alert: str | None, category: str
+    url: str, file: Path, alert: uuid.UUID | None, category: str
 ) -> MediaSummary | None:
     """Hand ``file`` to the service at ``url`` and wait until its media is final; its
     summary, or None when the service does not take this file (the caller runs it
     in-process)."""
     from media_pipeline.detect import detect_media
-    from media_pipeline.storage import parse_uuid
 
     detected = detect_media(file)
-    alert_id = str(parse_uuid(alert, "alert id")) if alert else str(uuid.uuid4())
+    alert_id = alert or uuid.uuid4()
     with service_client(url) as client:
         started = client.post(
             f"/api/alerts/{alert_id}/media/initiate",

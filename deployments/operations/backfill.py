@@ -58,7 +58,7 @@ def criteria(
     job: str,
     selection: str,
     media_type: str | None = None,
-    alert_id: str | None = None,
+    alert_id: uuid.UUID | str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Criteria:
@@ -189,7 +189,7 @@ def create_control_run(client: SyncPrefectClient, backfill_id: uuid.UUID) -> str
     return create_flow_runs(client, [request])[0]
 
 
-def get_backfill(backfill_id: str) -> dict[str, Any]:
+def get_backfill(backfill_id: uuid.UUID | str) -> dict[str, Any]:
     """Its job, selection, status and counts (selected, submitted, done, failed, skipped,
     estimated cost so far)."""
     backfill_uuid = parse_uuid(backfill_id, "backfill id")
@@ -204,7 +204,9 @@ def list_backfills(limit: int = 20) -> list[dict[str, Any]]:
     return sorted(found, key=lambda b: b["status"] in finished)
 
 
-def cancel_backfill(backfill_id: str, client: SyncPrefectClient | None = None) -> dict[str, Any]:
+def cancel_backfill(
+    backfill_id: uuid.UUID | str, client: SyncPrefectClient | None = None
+) -> dict[str, Any]:
     """Stop submitting: runs in flight finish (a media's outputs are never left half
     replaced), the rest are skipped. A backfill whose run has not started ends at once."""
     backfill_uuid = parse_uuid(backfill_id, "backfill id")
@@ -223,7 +225,7 @@ def cancel_backfill(backfill_id: str, client: SyncPrefectClient | None = None) -
             api.set_flow_run_state(
                 uuid.UUID(waiting_run), Cancelled(message="backfill cancelled"), force=True
             )
-    return get_backfill(backfill_id)
+    return get_backfill(backfill_uuid)
 
 
 def recover_backfills(

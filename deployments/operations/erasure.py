@@ -66,7 +66,7 @@ WORKSPACES = "media-pipeline-job-*"  # the object store's job folders (object_st
 
 
 def erase_media(
-    media_ids: Sequence[str], client: SyncPrefectClient | None = None
+    media_ids: Sequence[uuid.UUID | str], client: SyncPrefectClient | None = None
 ) -> list[dict[str, Any]]:
     """Erase each media and its enhanced copy; a receipt per media erased."""
     wanted = [parse_uuid(m, "media id") for m in media_ids]
@@ -80,7 +80,9 @@ def erase_media(
     return receipts
 
 
-def erasure_plan(media_ids: Sequence[str], alert: str | None) -> list[tuple[str, ...]]:
+def erasure_plan(
+    media_ids: Sequence[uuid.UUID | str], alert: uuid.UUID | str | None
+) -> list[tuple[str, ...]]:
     """What an erasure would remove: each media (enhanced copies included) with its type,
     status and file name; erased ones say so."""
     from sqlalchemy import or_, select
@@ -105,13 +107,15 @@ def erasure_plan(media_ids: Sequence[str], alert: str | None) -> list[tuple[str,
     return transaction(read)
 
 
-def erase_alert(alert_id: str, client: SyncPrefectClient | None = None) -> dict[str, Any]:
+def erase_alert(
+    alert_id: uuid.UUID | str, client: SyncPrefectClient | None = None
+) -> dict[str, Any]:
     """Erase every media of the alert, then the alert row."""
     alert = parse_uuid(alert_id, "alert id")
     media = transaction(lambda session: alert_media(session, alert))
     if not media:
         raise MediaNotFound(f"alert {alert} has no media, erased or not")
-    receipts = erase_media([str(m) for m in media], client)
+    receipts = erase_media(media, client)
     removed = transaction(lambda session: erase_alert_if_empty(session, alert))
     return {"alertId": str(alert), "alertRemoved": removed, "media": receipts}
 
@@ -265,11 +269,7 @@ def sweep_workspaces() -> int:
     killed mid-job); how many."""
     removed = 0
     for folder in Path(tempfile.gettempdir()).glob(WORKSPACES):
-        ids = [
-            parse_uuid(p.name, "media id")
-            for p in folder.glob("alerts/*/media/*")
-            if _is_uuid(p.name)
-        ]
+        ids = [uuid.UUID(p.name) for p in folder.glob("alerts/*/media/*") if _is_uuid(p.name)]
         if ids and transaction(lambda session, i=ids: any(is_erased(session, m) for m in i)):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1

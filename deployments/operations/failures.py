@@ -3,6 +3,8 @@ what ``failed``, ``retry-failed``, the queue board and the failure webhook read.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +28,6 @@ from db.session import session_scope
 from flows.run_creation import api_client
 from flows.submission import FLOW_NAME
 from media_pipeline.enums import MediaType
-from media_pipeline.storage import parse_uuid
 from tasks.table import JOB_TABLE
 
 FAILED_STATES = (StateType.FAILED, StateType.CRASHED)
@@ -52,7 +53,7 @@ class FailedRun:
 
 def failed_runs(
     since: timedelta | None = None,
-    flow_run_ids: list[str] | None = None,
+    flow_run_ids: Sequence[uuid.UUID] | None = None,
     job: str | None = None,
     media_type: str | None = None,
     limit: int = 200,
@@ -71,7 +72,7 @@ def failed_runs(
     if since is not None:
         filters["start_time"] = FlowRunFilterStartTime(after_=datetime.now(UTC) - since)
     if flow_run_ids:
-        filters["id"] = FlowRunFilterId(any_=[parse_uuid(i, "flow run id") for i in flow_run_ids])
+        filters["id"] = FlowRunFilterId(any_=list(flow_run_ids))
     with api_client(client) as api:
         runs: list[FlowRun] = api.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW_NAME])),

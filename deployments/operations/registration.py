@@ -16,7 +16,7 @@ from media_pipeline.storage import media_key, parse_uuid
 
 def register_media(
     source: Path,
-    alert_id: object | None = None,
+    alert_id: uuid.UUID | str | None = None,
     category: str = "AUTRE",
     *,
     position: int = 0,
