@@ -57,6 +57,18 @@ def test_later_commands_go_to_the_local_service_then_everything_stops(tmp_path: 
         assert outputs == {"THUMBNAIL", "MEDIUM", "LARGE"}
         assert f"processed by the local service at {service['url']}" in second.stderr
         assert json.loads(state_file.read_text())["pid"] == pid  # the same server
+
+        # The operators' commands read the same server and database, not one of their own.
+        run_id = summary["jobs"][0]["flow_run_id"]
+        status = cli(env, "status", run_id)
+        assert status.returncode == 0, status.stderr[-2000:]
+        assert json.loads(status.stdout)["state"] == "Completed"
+        board = cli(env, "stats", "--json")
+        assert board.returncode == 0, board.stderr[-2000:]
+        assert json.loads(board.stdout)["last_hour"]["all"]["completed"] >= 1
+        failed = cli(env, "failed", "--json")
+        assert failed.returncode == 0 and json.loads(failed.stdout) == [], failed.stderr[-2000:]
+        assert "temporary server" not in status.stderr + board.stderr + failed.stderr
         status = cli(env, "server", "status")
         assert status.returncode == 0 and "running at http://127.0.0.1:" in status.stdout
         server_url = json.loads(state_file.read_text())["url"]  # its UI asks its own API

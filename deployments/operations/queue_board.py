@@ -29,6 +29,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
 
 from db.outbox import outbox_depth
 from db.session import session_scope
@@ -87,7 +88,10 @@ def queue_stats(client: SyncPrefectClient, since: datetime | None = None) -> dic
     """Per queue (and ``all``, their sum): the counts, paused, oldest waiting age."""
     counter = Counter(client, datetime.now(UTC))
     pool = get_settings().orchestration.work_pool
-    paused = {q.name: q.is_paused for q in client.read_work_queues(work_pool_name=pool)}
+    try:
+        paused = {q.name: q.is_paused for q in client.read_work_queues(work_pool_name=pool)}
+    except ObjectNotFound:  # no work pool yet (nothing set up or processed): none paused
+        paused = {}
     stats: dict[str, Any] = {}
     queues = [*tiers(), BACKFILL_QUEUE]
     for queue in queues:
