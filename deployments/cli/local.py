@@ -181,9 +181,11 @@ def register(
         raise fail(str(exc)) from None
     run_ids: list[str] = []
     if submit:
+        from deployments.local.server import prefect_api
         from deployments.operations.client_api import submit_media
 
-        run_ids = submit_media(media.id)
+        with prefect_api():  # the embedded default's local server, when no other is named
+            run_ids = submit_media(media.id)
     if as_json:
         typer.echo(
             json.dumps(
