@@ -118,6 +118,7 @@ class OutboxDepth:
     runs: int
     oldest: datetime | None
     failing: int  # rows whose last attempt failed (Prefect away, say)
+    last_error: str | None  # why the oldest of those failed
 
     def age_seconds(self, moment: datetime) -> float:
         return 0.0 if self.oldest is None else max(0.0, (moment - self.oldest).total_seconds())
@@ -131,7 +132,13 @@ def outbox_depth(session: Session) -> OutboxDepth:
             func.count(OutboxRun.last_error),
         )
     ).one()
-    return OutboxDepth(runs, oldest, failing)
+    last_error = session.scalar(
+        select(OutboxRun.last_error)
+        .where(OutboxRun.last_error.is_not(None))
+        .order_by(OutboxRun.id)
+        .limit(1)
+    )
+    return OutboxDepth(runs, oldest, failing, last_error)
 
 
 def media_with_planned_runs(session: Session) -> set[uuid.UUID]:

@@ -245,6 +245,7 @@ def test_uploads_completed_while_prefect_is_away_are_processed_when_it_is_back(
             wait_until(backlog_seen, 30, "the relay to find Prefect away")
             stats = cli(dict(os.environ), "stats")
             assert stats.stdout.startswith("Outbox: 20 planned runs not created yet"), stats
+            assert "failed to be created so far, the oldest because: " in stats.stdout, stats
             port = free_port()
             metrics = start_process(
                 [SCRIPT, "metrics", "--port", str(port)], dict(os.environ), tmp_path / "m.log"

@@ -118,6 +118,7 @@ def outbox_summary() -> dict[str, Any]:
         "runs": depth.runs,
         "oldest_seconds": round(depth.age_seconds(datetime.now(UTC)), 1),
         "failing": depth.failing,
+        "last_error": get_settings().redact(depth.last_error) if depth.last_error else None,
     }
 
 
@@ -172,8 +173,11 @@ def outbox_line(outbox: dict[str, Any]) -> str:
         f"Outbox: {outbox['runs']} planned runs not created yet, the oldest "
         f"{outbox['oldest_seconds']:.0f} s old"
     )
-    return line + (
-        f"; {outbox['failing']} failed to be created so far" if outbox["failing"] else ""
+    if not outbox["failing"]:
+        return line
+    why = (outbox.get("last_error") or "").splitlines()[:1]
+    return f"{line}; {outbox['failing']} failed to be created so far" + (
+        f", the oldest because: {why[0][:200]}" if why else ""
     )
 
 
