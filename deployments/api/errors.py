@@ -78,8 +78,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def not_a_uuid(error: Any) -> str:
     """``media id 'x' is not a UUID``: as ``parse_uuid`` says it, from pydantic's error."""
-    what = str(error["loc"][-1]).removesuffix("_id").removesuffix("Id").replace("_", " ")
-    return f"{what or 'id'} id {str(error['input'])[:80]!r} is not a UUID"
+    name = str(error["loc"][-1]).removesuffix("_id").removesuffix("Id").replace("_", " ")
+    label = f"{name} id" if name not in ("", "id") else "id"
+    return f"{label} {str(error['input'])[:80]!r} is not a UUID"
 
 
 def _pipeline_handler(status: int, code: str):  # type: ignore[no-untyped-def]
