@@ -13,9 +13,10 @@ from typing import Any
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import DeploymentFlowRunCreate
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled, to_state_create
 
-from media_pipeline.errors import PermanentError
+from media_pipeline.errors import PermanentError, TransientError
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,13 @@ def _bulk_create(
 
     def send() -> list[dict[str, Any]]:
         if cache_key not in _deployment_ids:
-            _deployment_ids[cache_key] = client.read_deployment_by_name(deployment).id
+            try:
+                _deployment_ids[cache_key] = client.read_deployment_by_name(deployment).id
+            except ObjectNotFound:  # the rows wait: made once the deployments exist
+                raise TransientError(
+                    f"the Prefect server has no deployment {deployment}: run "
+                    "`media-pipeline setup` (the planned runs are made once it exists)"
+                ) from None
         path = {"id": _deployment_ids[cache_key]}
         response = client.request(
             "POST", "/deployments/{id}/create_flow_run/bulk", path_params=path, json=bodies

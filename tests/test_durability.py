@@ -17,7 +17,7 @@ from sqlalchemy import event, select, update
 from typer.testing import CliRunner
 
 from db.jobs import finish_job, start_jobs
-from db.models import JobState, MediaStatus, ProcessingJob, ProviderCall
+from db.models import JobState, MediaStatus, OutboxRun, ProcessingJob, ProviderCall
 from db.repository import load_media, lock_media
 from db.session import get_engine, session_scope, transaction
 from deployments.cli.app import app
@@ -264,3 +264,24 @@ def test_bad_ids_get_one_error_line_and_exit_2(args: list[str], message: str):
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.usefixtures("prefect_server", "sqlite_db")
+def test_a_submission_to_a_server_without_the_deployments_says_to_run_setup(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """Before ``setup`` the runs cannot be made: one line says so, and the planned runs wait
+    in the outbox with that reason (a relay makes them once the deployments exist)."""
+    monkeypatch.setenv("MEDIA_PIPELINE_WORK_POOL", f"unset-{uuid.uuid4().hex[:6]}")
+    get_settings.cache_clear()
+    media = register_media(make_jpeg(tmp_path / "p.jpg", 320, 240))
+    result = cli.invoke(app, ["submit", str(media.id)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    pool = get_settings().orchestration.work_pool
+    assert line.startswith(f"error: the Prefect server has no deployment process-media/{pool}-")
+    assert "run `media-pipeline setup`" in line
+    with session_scope() as session:
+        (waiting,) = session.scalars(select(OutboxRun).where(OutboxRun.media_id == media.id))
+        assert "has no deployment" in (waiting.last_error or "")
+        assert load_media(session, media.id).jobs[0].state is JobState.PENDING
