@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import mimetypes
+import os
 import re
 import shutil
 import tempfile
@@ -49,8 +50,9 @@ class Store(Protocol):
     def size(self, key: str) -> int | None:
         """The stored object's size in bytes; None when there is none."""
 
-    def read_head(self, key: str, length: int) -> bytes:
-        """The first ``length`` bytes of the object (all of it when shorter)."""
+    def read_head(self, key: str, length: int) -> tuple[int, bytes] | None:
+        """The object's size and its first ``length`` bytes (all of it when shorter), in
+        one request; None when there is none."""
 
     def put_file(self, key: str, source: Path, content_type: str) -> None:
         """Store the file at ``source`` under ``key``, whole or not at all."""
@@ -90,9 +92,12 @@ class LocalStore:
         path = self.path(key)
         return path.stat().st_size if path.is_file() else None
 
-    def read_head(self, key: str, length: int) -> bytes:
-        with self.path(key).open("rb") as file:
-            return file.read(length)
+    def read_head(self, key: str, length: int) -> tuple[int, bytes] | None:
+        try:
+            with self.path(key).open("rb") as file:
+                return os.fstat(file.fileno()).st_size, file.read(length)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
 
     def put_file(self, key: str, source: Path, content_type: str) -> None:
         with atomic_outputs(self.path(key)) as (temp,):
@@ -147,15 +152,23 @@ class S3Store:
             return None
         return int(head["ContentLength"])
 
-    def read_head(self, key: str, length: int) -> bytes:
-        answer = self._call(
-            self.client.get_object,
-            Bucket=self.bucket,
-            Key=self.object_key(key),
-            Range=f"bytes=0-{length - 1}",
-        )
+    def read_head(self, key: str, length: int) -> tuple[int, bytes] | None:
+        try:
+            answer = self._call(
+                self.client.get_object,
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Range=f"bytes=0-{length - 1}",
+            )
+        except _Missing:
+            return None
+        except _EmptyObject:  # it has no first byte to answer with
+            return (0, b"") if self.size(key) is not None else None
         with contextlib.closing(answer["Body"]) as body:
-            return bytes(body.read())
+            head = bytes(body.read())
+        # "bytes 0-262143/3145728" when the range was served; the whole object otherwise
+        whole = answer.get("ContentRange", "").rpartition("/")[2]
+        return (int(whole) if whole.isdigit() else len(head)), head
 
     def put_file(self, key: str, source: Path, content_type: str) -> None:
         # One PUT (multipart above 8 MB); the object appears whole or not at all.
@@ -262,6 +275,8 @@ class S3Store:
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
             if code in ("404", "NoSuchKey", "NoSuchBucket", "NotFound") or status == 404:
                 raise _Missing(code) from None
+            if status == 416 or code == "InvalidRange":
+                raise _EmptyObject(code) from None
             if status in (429, 503) or status >= 500 or code == "SlowDown":
                 raise TransientError(f"object store {status} {code}") from None
             raise StorageError(
@@ -274,6 +289,10 @@ class S3Store:
 
 class _Missing(Exception):
     """No such object (or bucket)."""
+
+
+class _EmptyObject(Exception):
+    """A range of an object that has no bytes."""
 
 
 def get_store() -> Store:

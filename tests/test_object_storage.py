@@ -29,7 +29,15 @@ def test_s3_store_round_trip_and_bound_upload_urls(s3_storage, tmp_path: Path):
     key = f"alerts/{uuid.uuid4()}/media/{uuid.uuid4()}/original.jpg"
     store.put_file(key, photo, "image/jpeg")
     assert store.size(key) == photo.stat().st_size and store.size(key + ".no") is None
-    assert store.read_head(key, 16) == photo.read_bytes()[:16]
+    # The head and the whole size in one request; none for a missing or an empty object.
+    size = photo.stat().st_size
+    assert store.read_head(key, 16) == (size, photo.read_bytes()[:16])
+    assert store.read_head(key, size + 100) == (size, photo.read_bytes())
+    assert store.read_head(key + ".no", 16) is None
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    store.put_file(key + ".empty", empty, "image/jpeg")
+    assert store.read_head(key + ".empty", 16) == (0, b"")
 
     # A job's workspace: the original streamed into a private folder, removed afterwards;
     # what the job writes there is published under the same keys.

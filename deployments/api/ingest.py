@@ -214,30 +214,32 @@ class Ingest:
         return runs
 
     def check_object(self, media: Media) -> tuple[MediaType, str]:
+        """The stored object's kind, once its size and its bytes (on local storage, all of
+        them; in an object store, its head: one request) match what was declared."""
         key = media.storage_key
-        size = self.store.size(key)
-        if size is None:
+        stored = self.store.read_head(key, HEAD_BYTES)
+        if stored is None:
             raise ApiError(
                 409,
                 "upload_missing",
                 f"nothing was uploaded for media {media.id}: PUT it to the upload URL first",
             )
+        size, head = stored
         if size != media.size:
             raise ApiError(409, "size_mismatch", f"{size} bytes stored, {media.size} declared")
         try:
-            detected = self.inspect(media, key)
+            detected = self.inspect(media, key, head)
         except InvalidMedia as error:
             self.store.delete(key)  # refused: the client initiates again
             raise ApiError(422, "content_mismatch", f"{error}; upload refused") from None
         return detected.type, detected.mime_type
 
-    def inspect(self, media: Media, key: str) -> DetectedMedia:
+    def inspect(self, media: Media, key: str, head: bytes) -> DetectedMedia:
         """What the stored bytes are: the whole file on local storage, else its head."""
         limit = self.settings.images.max_pixels
         if isinstance(self.store, LocalStore):
             return inspect_upload(self.store.path(key), media.type, media.mime_type, limit, True)
         with tempfile.TemporaryDirectory(prefix="media-pipeline-check-") as folder:
-            head = self.store.read_head(key, HEAD_BYTES)
             sample = Path(folder) / "upload"
             sample.write_bytes(head)
             whole = len(head) >= media.size
