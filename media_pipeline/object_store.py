@@ -163,7 +163,8 @@ class S3Store:
         except _Missing:
             return None
         except _EmptyObject:  # it has no first byte to answer with
-            return (0, b"") if self.size(key) is not None else None
+            size = self.size(key)
+            return None if size is None else (size, b"")
         with contextlib.closing(answer["Body"]) as body:
             head = bytes(body.read())
         # "bytes 0-262143/3145728" when the range was served; the whole object otherwise
