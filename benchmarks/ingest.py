@@ -221,6 +221,25 @@ def complete_to_scheduled(accepted: dict[str, float]) -> list[float]:
     return [created[m] - accepted[m] for m in accepted if m in created]
 
 
+def probe_store(stop: threading.Event, times: list[float]) -> None:
+    """What ``complete`` reads from the store (an upload's head: one ranged GET), timed
+    every 50 ms until ``stop``: the store's own share of complete's time under a load."""
+    from sqlalchemy import select
+
+    from db.models import Media
+    from db.session import session_scope
+    from media_pipeline.object_store import get_store
+    from media_pipeline.upload_check import HEAD_BYTES
+
+    store = get_store()
+    with session_scope() as session:
+        key = session.scalars(select(Media.storage_key).limit(1)).one()
+    while not stop.wait(0.05):
+        started = time.perf_counter()
+        store.read_head(key, HEAD_BYTES)
+        times.append(time.perf_counter() - started)
+
+
 def floor(clients: Any, timings: dict[str, list[float]]) -> None:
     """An authenticated call that reads one row: GET /api/media of an unknown media (404)."""
     started = time.perf_counter()
@@ -310,7 +329,14 @@ def run_round(storage: str, report: dict[str, Any], args: Any, photo: bytes, wor
             server_quiet()
             report[f"{storage}_paced"] = load(base, api.pid, 20, 1, paced)
             report[f"{storage}_floor"] = load(base, api.pid, args.uploads, args.clients, floor)
+            stop, heads = threading.Event(), list[float]()
+            probe = threading.Thread(target=probe_store, args=(stop, heads), daemon=True)
+            if storage == "s3":
+                probe.start()
             report[storage] = load(base, api.pid, args.uploads, args.clients, upload)
+            stop.set()
+            if heads:
+                report[storage]["store_head"] = summary(heads)
         finally:
             stop_process(api)
     print(json.dumps({storage: report[storage]}, indent=2), flush=True)
@@ -412,6 +438,12 @@ def main() -> None:
             f"complete p50 / authenticated 404 p50 = "
             f"{row['complete']['p50_ms'] / base_ms:.1f}"
         )
+        if "store_head" in row:
+            head = row["store_head"]
+            print(
+                f"{storage}: complete's read of the upload's head from the store during the "
+                f"load, alone: p50 {head['p50_ms']} ms / p95 {head['p95_ms']} ms"
+            )
 
 
 if __name__ == "__main__":
