@@ -226,14 +226,15 @@ def probe_store(stop: threading.Event, times: list[float]) -> None:
     every 50 ms until ``stop``: the store's own share of complete's time under a load."""
     from sqlalchemy import select
 
-    from db.models import Media
+    from db.models import Media, MediaStatus
     from db.session import session_scope
     from media_pipeline.object_store import get_store
     from media_pipeline.upload_check import HEAD_BYTES
 
     store = get_store()
     with session_scope() as session:
-        key = session.scalars(select(Media.storage_key).limit(1)).one()
+        uploaded = Media.status != MediaStatus.AWAITING_UPLOAD
+        key = session.scalars(select(Media.storage_key).where(uploaded).limit(1)).one()
     while not stop.wait(0.05):
         started = time.perf_counter()
         store.read_head(key, HEAD_BYTES)
@@ -330,9 +331,8 @@ def run_round(storage: str, report: dict[str, Any], args: Any, photo: bytes, wor
             report[f"{storage}_paced"] = load(base, api.pid, 20, 1, paced)
             report[f"{storage}_floor"] = load(base, api.pid, args.uploads, args.clients, floor)
             stop, heads = threading.Event(), list[float]()
-            probe = threading.Thread(target=probe_store, args=(stop, heads), daemon=True)
             if storage == "s3":
-                probe.start()
+                threading.Thread(target=probe_store, args=(stop, heads), daemon=True).start()
             report[storage] = load(base, api.pid, args.uploads, args.clients, upload)
             stop.set()
             if heads:

@@ -217,7 +217,8 @@ class Ingest:
         """The stored object's kind, once its size and its bytes (on local storage, all of
         them; in an object store, its head: one request) match what was declared."""
         key = media.storage_key
-        stored = self.store.read_head(key, HEAD_BYTES)
+        local = isinstance(self.store, LocalStore)  # its file is inspected whole, in place
+        stored = self.store.read_head(key, 0 if local else HEAD_BYTES)
         if stored is None:
             raise ApiError(
                 409,
