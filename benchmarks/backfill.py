@@ -11,7 +11,8 @@ thumbnails and voice notes without waveforms in two alerts, then:
    else running: media a minute;
 3. beside uploads: backfills of the second alert while the client uploads as in 1: media a
    minute, the uploads' p50/p95 against 1, and the most runs of each backfill found on
-   the queues at once (sampled), against ``MEDIA_PIPELINE_BACKFILL_IN_FLIGHT``.
+   the queues at once (sampled), against ``MEDIA_PIPELINE_BACKFILL_IN_FLIGHT``; each run
+   does ``MEDIA_PIPELINE_BACKFILL_BATCH`` media (set it to compare).
 
     .venv/bin/python benchmarks/backfill.py [--photos 1000] [--notes 200] [--every 2]
 """
@@ -215,7 +216,8 @@ def main() -> None:
             site, args.every, done, lambda: run_backfills(beside, rest)
         )
         stop.set()
-        in_flight = get_settings().orchestration.backfill_in_flight
+        policy = get_settings().orchestration
+        in_flight, batch = policy.backfill_in_flight, policy.backfill_batch
     finally:
         site.close()
 
@@ -245,7 +247,10 @@ def main() -> None:
         f"media/min | {rate_beside / rate_alone:.2f}x alone (goal >= 0.7x) |"
     )
     most = max([*most_alone.values(), *most_beside.values()])
-    print(f"| most runs of one backfill at once | {most} | BACKFILL_IN_FLIGHT {in_flight} |")
+    print(
+        f"| most runs of one backfill at once ({batch} media a run) | {most} | "
+        f"BACKFILL_IN_FLIGHT {in_flight} |"
+    )
     print(f"logs: {work}")
 
 

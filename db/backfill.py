@@ -40,6 +40,7 @@ Selection = Literal["missing", "outdated", "failed", "all"]
 SELECTIONS: tuple[Selection, ...] = ("missing", "outdated", "failed", "all")
 IN_PROGRESS = (JobState.PENDING, JobState.RUNNING)
 UNFINISHED = (BackfillStatus.PENDING, BackfillStatus.RUNNING, BackfillStatus.CANCELLING)
+GONE = "the media was erased or deleted"
 
 
 class JobFacts(Protocol):
@@ -251,8 +252,8 @@ def outcome(row: ProcessingJob | None, flow_run_id: str) -> BackfillItemState | 
 
 
 def settle_submitted(session: Session, backfill: Backfill) -> int:
-    """Record the outcome of every submitted item whose run has finished; returns how many
-    are still in flight."""
+    """Record the outcome of every submitted item whose run has finished it; returns how
+    many runs are still in flight (media claimed without a run count as one)."""
     submitted = items_in(session, backfill.id, BackfillItemState.SUBMITTED)
     if not submitted:
         return 0
@@ -265,20 +266,17 @@ def settle_submitted(session: Session, backfill: Backfill) -> int:
             )
         )
     }
-    in_flight = 0
+    in_flight: set[str | None] = set()
     for item in submitted:
-        if item.flow_run_id is None:  # claimed, its run not made yet
-            in_flight += 1
-            continue
         row = rows.get(item.media_id)
-        state = outcome(row, item.flow_run_id or "")
-        if state is None:
-            in_flight += 1
+        state = None if item.flow_run_id is None else outcome(row, item.flow_run_id)
+        if state is None:  # claimed, its run not made yet; or its run owes it
+            in_flight.add(item.flow_run_id)
             continue
         reason = row.error if row is not None and state is not BackfillItemState.DONE else None
         cost = row.estimated_cost if row is not None else None
         set_item(session, backfill.id, item.media_id, state, reason=reason, estimated_cost=cost)
-    return in_flight
+    return len(in_flight)
 
 
 def claim_for_submission(
@@ -291,7 +289,7 @@ def claim_for_submission(
     if exists is not None:
         lock_media(session, item.media_id)
     if exists is None:
-        reason = "the media was erased or deleted"
+        reason = GONE
     elif not still_matches(session, criteria, item.media_id):
         reason = f"no longer {backfill.selection} for {backfill.job}, or in progress elsewhere"
     else:
@@ -301,22 +299,25 @@ def claim_for_submission(
 
 
 def assign_backfill_run(
-    session: Session, backfill_id: uuid.UUID, media_id: uuid.UUID, job: str, run_id: str
+    session: Session, backfill_id: uuid.UUID, *, ids: Sequence[uuid.UUID], job: str, run_id: str
 ) -> None:
-    """The media's job row belongs to the backfill's run from now on (PENDING, unless that
-    run has already taken it), and the item records the run."""
-    lock_media(session, media_id)
-    row = session.scalar(
-        select(ProcessingJob).where(ProcessingJob.media_id == media_id, ProcessingJob.job == job)
-    )
-    if row is None or row.flow_run_id != run_id:
-        plan_jobs(session, media_id, [job], reset=True)
-        session.execute(
-            update(ProcessingJob)
-            .where(ProcessingJob.media_id == media_id, ProcessingJob.job == job)
-            .values(flow_run_id=run_id)
+    """The media's job rows belong to the backfill's run from now on (PENDING, unless that
+    run has already taken them), and their items record the run."""
+    for media_id in ids:
+        lock_media(session, media_id)
+        row = session.scalar(
+            select(ProcessingJob).where(
+                ProcessingJob.media_id == media_id, ProcessingJob.job == job
+            )
         )
-    set_item(session, backfill_id, media_id, BackfillItemState.SUBMITTED, flow_run_id=run_id)
+        if row is None or row.flow_run_id != run_id:
+            plan_jobs(session, media_id, [job], reset=True)
+            session.execute(
+                update(ProcessingJob)
+                .where(ProcessingJob.media_id == media_id, ProcessingJob.job == job)
+                .values(flow_run_id=run_id)
+            )
+        set_item(session, backfill_id, media_id, BackfillItemState.SUBMITTED, flow_run_id=run_id)
 
 
 def set_status(

@@ -4,8 +4,11 @@ At most ``in_flight`` of its runs exist at once (waiting or running), on the bac
 below ``low``: queues never hold thousands of its runs, and workers take them only when no
 upload's run of that kind waits (``deployments/worker/slots.py``). Everything it knows is in
 the app database (``db/backfill.py``), so a run killed at any moment, and scheduled again by
-the reconciler, goes on where it was: a media is submitted once per backfill (the run's
-idempotency key names the backfill), and its outcome is read from its job row.
+the reconciler, goes on where it was: a media is submitted once per backfill (its run's
+idempotency key names the backfill and the run's media), and its outcome is read from its
+job row. Each run does the job on ``backfill_batch`` media one after the other, which
+divides the Prefect server's cost of a flow run (as much as the job's own work for a
+thumbnail) among them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger, runtime
@@ -33,6 +37,7 @@ from prefect.client.schemas.objects import StateType
 from sqlalchemy.orm import Session
 
 from db.backfill import (
+    GONE,
     UNFINISHED,
     assign_backfill_run,
     claim_for_submission,
@@ -46,9 +51,10 @@ from db.backfill import (
 )
 from db.models import Backfill, BackfillItemState, BackfillStatus
 from db.session import transaction
-from flows.run_creation import create_flow_runs
-from flows.sources import read_source
-from flows.submission import Submission, create_runs
+from flows.run_creation import RunRequest, create_flow_runs
+from flows.sources import MediaSource, read_source
+from flows.submission import backfill_run_request
+from media_pipeline.errors import MediaNotFound
 from media_pipeline.settings import get_settings
 from tasks.table import BACKFILL_TAG, JOB_TABLE
 
@@ -85,10 +91,10 @@ def run_backfill(backfill_id: uuid.UUID) -> dict[str, Any]:
     )
     progress = Progress(backfill_id)
     poll = get_settings().orchestration.backfill_poll_seconds
-    batch = max(1, backfill.in_flight // 2)
+    wave = max(1, backfill.in_flight // 2)
     while True:
         status, room = transaction(lambda session: step(session, backfill_id))
-        if room >= batch or room == backfill.in_flight:  # in batches: fewer calls to Prefect
+        if room >= wave or room == backfill.in_flight:  # in waves: fewer calls to Prefect
             # Runs that recorded their job may still be ending in Prefect.
             room = min(room, backfill.in_flight - live_runs(backfill_id))
             if room > 0:
@@ -109,8 +115,8 @@ def start(session: Session, backfill_id: uuid.UUID, run_id: str | None) -> Backf
 
 
 def step(session: Session, backfill_id: uuid.UUID) -> tuple[BackfillStatus, int]:
-    """Settle finished runs; end the backfill when nothing is left, else how many media
-    may be submitted now."""
+    """Settle finished runs; end the backfill when nothing is left, else how many runs
+    may be made now."""
     backfill = load_backfill(session, backfill_id)
     in_flight = settle_submitted(session, backfill)
     cancelling = backfill.status is BackfillStatus.CANCELLING
@@ -133,48 +139,54 @@ def live_runs(backfill_id: uuid.UUID) -> int:
         )
 
 
-def submit_next(backfill_id: uuid.UUID, room: int) -> None:
-    """Submit up to ``room`` media: first those a killed run had claimed but not yet given
-    a flow run, then the next selected ones."""
+def submit_next(backfill_id: uuid.UUID, runs: int) -> None:
+    """Make up to ``runs`` runs of ``backfill_batch`` media each: first one for the media a
+    killed run had claimed but not given a run (the same run: its key names its media),
+    then runs of the next selected ones. Each run is claimed, made and recorded before the
+    next, so the media of at most one run are ever claimed without it."""
+    batch = get_settings().orchestration.backfill_batch
+    with get_client(sync_client=True) as client:
+        for _ in range(runs):
+            claimed = transaction(lambda session: claim_batch(session, backfill_id, batch))
+            if claimed is None:
+                return
+            request, media_ids, job = claimed
+            run_id = create_flow_runs(client, [request])[0]
+            record = {"backfill_id": backfill_id, "ids": media_ids, "job": job, "run_id": run_id}
+            transaction(partial(assign_backfill_run, **record))
 
-    def claim(session: Session) -> list[Submission]:
-        backfill = load_backfill(session, backfill_id)
-        job = JOB_TABLE.get(backfill.job)
-        criteria = criteria_of(backfill, job, get_settings().gemini.enhancement_categories)
-        claimed = [
-            i
-            for i in items_in(session, backfill_id, BackfillItemState.SUBMITTED)
-            if i.flow_run_id is None
-        ]
-        for item in items_in(session, backfill_id, BackfillItemState.SELECTED, room):
+
+def claim_batch(
+    session: Session, backfill_id: uuid.UUID, size: int
+) -> tuple[RunRequest, list[uuid.UUID], str] | None:
+    """The run for the media claimed without one, or else for up to ``size`` selected
+    media still to run (the others skipped); its media and job. None when none are left."""
+    backfill = load_backfill(session, backfill_id)
+    job = JOB_TABLE.get(backfill.job)
+    criteria = criteria_of(backfill, job, get_settings().gemini.enhancement_categories)
+    claimed = [
+        item.media_id
+        for item in items_in(session, backfill_id, BackfillItemState.SUBMITTED)
+        if item.flow_run_id is None
+    ]
+    while not claimed:
+        selected = items_in(session, backfill_id, BackfillItemState.SELECTED, size)
+        if not selected:
+            return None
+        for item in selected:
             if claim_for_submission(session, backfill, item, criteria) is None:
                 set_item(session, backfill_id, item.media_id, BackfillItemState.SUBMITTED)
-                claimed.append(item)
-        return [
-            Submission(
-                read_source(session, item.media_id),
-                [job],
-                f"backfill-{backfill_id}",
-                named=True,
-                backfill=backfill_id,
-            )
-            for item in claimed
-        ]
-
-    submissions = transaction(claim)
-    if not submissions:
-        return
-    with get_client(sync_client=True) as client:
-        runs = [
-            create_runs(s, lambda requests: create_flow_runs(client, requests)) for s in submissions
-        ]
-
-    def assign(session: Session) -> None:
-        for submission, made in zip(submissions, runs, strict=True):
-            for job, run_id in made.items():
-                assign_backfill_run(session, backfill_id, submission.source.media_id, job, run_id)
-
-    transaction(assign)
+                claimed.append(item.media_id)
+    sources: list[MediaSource] = []
+    for media_id in claimed:  # a media claimed by a killed run may have been erased since
+        try:
+            sources.append(read_source(session, media_id))
+        except MediaNotFound:
+            set_item(session, backfill_id, media_id, BackfillItemState.SKIPPED, reason=GONE)
+    if not sources:
+        return claim_batch(session, backfill_id, size)
+    request = backfill_run_request(backfill_id, job, claimed, sources)
+    return request, [source.media_id for source in sources], job.name
 
 
 class Progress:

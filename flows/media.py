@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from prefect import Flow, flow, runtime
+from prefect import Flow, flow, get_run_logger, runtime
 from prefect.futures import wait
 from prefect.states import Completed, Failed, State
 from sqlalchemy.orm import Session
@@ -27,10 +27,10 @@ from flows.faults import InfrastructureFault, is_infrastructure_fault
 from flows.notifications import notify_media_processed
 from flows.sources import load_source
 from flows.submission import FLOW_NAME, run_name, submit_media
-from media_pipeline.errors import PermanentError
+from media_pipeline.errors import MediaNotFound, PermanentError
 from media_pipeline.payloads import JobOutput, MediaSummary
 from media_pipeline.settings import get_settings
-from tasks.table import BACKFILL_QUEUE, BACKFILL_TAG, JOB_TABLE, JobTable
+from tasks.table import BACKFILL_TAG, JOB_TABLE, JobTable
 
 
 def run_media_jobs(
@@ -78,7 +78,10 @@ def _run_media_jobs(
     names = [job.name for job in selected]
     transaction(lambda session: start_jobs(session, source.media_id, names, flow_run_id))
 
-    label = f"{source.type.value.lower()} · {source.short_id}"
+    # A backfill's run is shared by several media: its task runs name their media in full
+    # (erasure finds a media's task runs there by name).
+    backfill = BACKFILL_TAG in runtime.flow_run.tags
+    label = f"{source.type.value.lower()} · {source.media_id if backfill else source.short_id}"
     futures = {
         job.name: job_task(table, job, f"{job.name} · {label}").submit(job.name, source.media_id)
         for job in selected
@@ -113,7 +116,7 @@ def _run_media_jobs(
         return media_summary(session, source.media_id)
 
     summary = transaction(record)
-    if BACKFILL_TAG not in runtime.flow_run.tags:  # a backfill's own artifacts tell its story
+    if not backfill:  # a backfill's own artifacts tell its story
         publish_media_artifacts(summary)
     notify_media_processed(summary, flow_run_id)
     if follow_up is not None:
@@ -144,11 +147,7 @@ def failure_message(error: BaseException) -> str:
 
 def current_run_name() -> str:
     parameters = runtime.flow_run.parameters
-    backfill = BACKFILL_TAG in runtime.flow_run.tags
-    return run_name(
-        str(parameters.get("media_id", "?")),
-        parameters.get("tier") or (BACKFILL_QUEUE if backfill else None),
-    )
+    return run_name(str(parameters.get("media_id", "?")), parameters.get("tier"))
 
 
 def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:
@@ -158,18 +157,51 @@ def make_media_flow(table: JobTable, name: str = FLOW_NAME) -> Flow[..., Any]:
     ) -> State[MediaSummary]:
         """Process one media: the jobs of the job table that apply to it (all, the ``jobs``
         named, or those of one priority ``tier``: high, normal, low)."""
-        return run_media_jobs(media_id, jobs, table, follow_up=process_follow_up, tier=tier)
+        follow_up = submit_follow_up if runtime.deployment.id else process_follow_up
+        return run_media_jobs(media_id, jobs, table, follow_up=follow_up, tier=tier)
 
     def process_follow_up(created_media_id: uuid.UUID) -> object:
-        """A deployment run hands new media to the deployments (their own runs, on their
-        own queues, recovered like any other); an in-process run processes them here. A
-        copy made again (an enhancement run again) gets its jobs again: new runs, the same
-        ones for every try of this run."""
-        if runtime.deployment.id:
-            return submit_media(created_media_id, generation=f"after-{runtime.flow_run.id}")
+        """An in-process run processes the media it created here."""
         return process_media(created_media_id, return_state=True)
 
     return process_media
 
 
+def submit_follow_up(created_media_id: uuid.UUID) -> object:
+    """A deployment run hands the media it created to the deployments (their own runs, on
+    their own queues, recovered like any other). A copy made again (an enhancement run
+    again) gets its jobs again: new runs, the same ones for every try of this run."""
+    return submit_media(created_media_id, generation=f"after-{runtime.flow_run.id}")
+
+
 process_media = make_media_flow(JOB_TABLE)
+
+
+@flow(name=FLOW_NAME, validate_parameters=True)
+def process_media_batch(media_ids: list[uuid.UUID], jobs: list[str]) -> State[dict[str, str]]:
+    """Run ``jobs`` on each media in turn: a backfill's run, which shares the Prefect
+    server's cost of a flow run among several media and holds one worker slot. A media
+    that fails does not stop the others; one erased meanwhile is passed over (GONE).
+    Returns each media's status."""
+    statuses: dict[str, str] = {}
+    failures: list[str] = []
+    for media_id in media_ids:
+        try:
+            state = run_media_jobs(media_id, jobs, follow_up=submit_follow_up)
+        except MediaNotFound as gone:
+            statuses[str(media_id)] = "GONE"
+            get_run_logger().info("media %s passed over: %s", media_id, gone)
+            continue
+        except Exception as error:
+            if is_infrastructure_fault(error):
+                raise  # the run ends with its media owed: the reconciler runs it again
+            statuses[str(media_id)] = "FAILED"
+            failures.append(f"media {media_id}: {failure_message(error)}")
+            continue
+        statuses[str(media_id)] = state.data.status.value
+        if state.is_failed():
+            failures.append(state.message or f"media {media_id} failed")
+    if failures:
+        count = f"{len(failures)} of {len(media_ids)} media failed"
+        return Failed(message=f"{count}: {'; '.join(failures)}", data=statuses)
+    return Completed(message=f"{len(media_ids)} media processed", data=statuses)

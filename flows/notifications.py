@@ -88,6 +88,7 @@ def notify_media_processed(summary: MediaSummary, flow_run_id: str | None) -> bo
         deliver = task(
             deliver_webhook,
             name="media-webhook",
+            task_run_name=f"media-webhook · {summary.media_id}",  # erasure finds it by name
             retries=attempts - 1,
             retry_delay_seconds=retry_delays(),
             persist_result=False,

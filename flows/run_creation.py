@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +38,6 @@ def run_request(deployment: str, **fields: Any) -> RunRequest:
     body = DeploymentFlowRunCreate(state=to_state_create(Scheduled()), **fields)
     body.enforce_parameter_schema = False
     return RunRequest(deployment, body.model_dump(mode="json", exclude_unset=True))
-
-
-RunCreator = Callable[[Sequence[RunRequest]], list[str]]
 
 
 def api_client(

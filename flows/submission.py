@@ -9,8 +9,10 @@ the media's side too (see ``deployments/operations/reconciler.py``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ from db.models import JobState
 from db.outbox import enqueue_run
 from db.session import transaction
 from flows.relay import relay_pass
-from flows.run_creation import RunCreator, RunRefused, RunRequest, api_client, run_request
+from flows.run_creation import RunRefused, RunRequest, api_client, run_request
 from flows.sources import MediaSource, read_source
 from media_pipeline.errors import PermanentError, PipelineError
 from media_pipeline.settings import get_settings
@@ -50,9 +52,6 @@ class Submission:
     jobs: list[Job]
     generation: str  # part of the runs' idempotency keys
     named: bool  # only the jobs asked for (their runs say which)
-    # A backfill's: one run on the backfill queue, made once whoever asks (its idempotency
-    # key names the backfill), not one per tier.
-    backfill: uuid.UUID | None = None
 
 
 def plan_submission(
@@ -83,10 +82,7 @@ def plan_submission(
 
 
 def queues_of(submission: Submission) -> dict[str, list[str]]:
-    """Queue -> the names of the planned jobs its run does: one run per priority tier, or
-    one on the backfill queue for a backfill."""
-    if submission.backfill is not None:
-        return {BACKFILL_QUEUE: [job.name for job in submission.jobs]}
+    """Queue -> the names of the planned jobs its run does: one run per priority tier."""
     lanes = sorted({job.queue for job in submission.jobs}, key=tiers().index)
     return {lane: [job.name for job in submission.jobs if job.queue == lane] for lane in lanes}
 
@@ -104,10 +100,7 @@ def planned_runs(submission: Submission) -> list[PlannedRun]:
     source = submission.source
     planned: list[PlannedRun] = []
     for lane, names in queues_of(submission).items():
-        backfill = submission.backfill
-        tier = None if backfill else lane
-        parameters: dict[str, Any] = {"media_id": str(source.media_id)}
-        parameters |= {"tier": tier} if tier else {}
+        parameters: dict[str, Any] = {"media_id": str(source.media_id), "tier": lane}
         if submission.named:
             parameters["jobs"] = names
         # Named and tagged at creation, so that a run waiting in a queue can be found by
@@ -117,28 +110,44 @@ def planned_runs(submission: Submission) -> list[PlannedRun]:
             parameters=parameters,
             name=run_name(str(source.media_id), lane),
             idempotency_key=f"{source.media_id}:{lane}:{submission.generation}",
-            tags=[
-                f"media-{source.media_id}",
-                f"alert-{source.alert_id}",
-                f"type-{source.type.value.lower()}",
-                f"category-{source.category.lower()}",
-                f"tier-{lane}",
-                *(f"job-{name}" for name in names),
-                *((BACKFILL_TAG, f"backfill-{backfill}") if backfill else ()),
-            ],
+            tags=[*source_tags(source), f"tier-{lane}", *(f"job-{name}" for name in names)],
         )
         planned.append(PlannedRun(request, names))
     return planned
 
 
-def create_runs(submission: Submission, create: RunCreator) -> dict[str, str]:
-    """Create the submission's runs now (a backfill's, which keeps its own record of them);
-    job name -> flow run id."""
-    planned = planned_runs(submission)
-    runs: dict[str, str] = {}
-    for run, run_id in zip(planned, create([p.request for p in planned]), strict=True):
-        runs.update(dict.fromkeys(run.jobs, run_id))
-    return runs
+def source_tags(source: MediaSource) -> list[str]:
+    return [
+        f"media-{source.media_id}",
+        f"alert-{source.alert_id}",
+        f"type-{source.type.value.lower()}",
+        f"category-{source.category.lower()}",
+    ]
+
+
+def backfill_run_request(
+    backfill_id: uuid.UUID, job: Job, claimed: Sequence[uuid.UUID], sources: Sequence[MediaSource]
+) -> RunRequest:
+    """A backfill's run of ``job`` over the ``sources`` among the media ``claimed`` for it,
+    on the backfill queue, made once whoever asks: its idempotency key names the backfill
+    and the claimed media (a media erased since it was claimed leaves the run made before
+    the same). Tagged with each media (the UI's search, erasure) and the backfill."""
+    media_ids = [str(source.media_id) for source in sources]
+    digest = hashlib.sha256(" ".join(map(str, claimed)).encode()).hexdigest()[:16]
+    tags = dict.fromkeys(tag for source in sources for tag in source_tags(source))
+    return run_request(
+        deployment_name(BACKFILL_QUEUE),
+        parameters={"media_ids": media_ids, "jobs": [job.name]},
+        name=f"backfill · {str(backfill_id)[:8]} · {job.name} · {len(media_ids)} media",
+        idempotency_key=f"backfill-{backfill_id}:{digest}",
+        tags=[
+            *tags,
+            f"tier-{BACKFILL_QUEUE}",
+            f"job-{job.name}",
+            BACKFILL_TAG,
+            f"backfill-{backfill_id}",
+        ],
+    )
 
 
 def enqueue_runs(session: Session, submission: Submission) -> None:

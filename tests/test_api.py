@@ -126,7 +126,13 @@ def test_seed_workflow_over_http_with_local_storage(api, tmp_path: Path):
     run = client.get(f"/api/jobs/{note_runs[0]}").json()
     assert run["state"] == "Completed" and run["progress"] == 100
     assert run["jobs"] == [
-        {"job": "transcribe-audio", "state": "SUCCEEDED", "attempts": 1, "error": None}
+        {
+            "job": "transcribe-audio",
+            "mediaId": note["mediaId"],
+            "state": "SUCCEEDED",
+            "attempts": 1,
+            "error": None,
+        }
     ]
     stats = client.get("/api/queues/stats").json()
     assert set(stats) == {"high", "normal", "low", "backfill", "all"}

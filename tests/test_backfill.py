@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterTags,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from sqlalchemy import select, update
 
 from db.backfill import Criteria, matching_media
@@ -37,6 +43,7 @@ from deployments.operations.backfill import (
     get_backfill,
     start_backfill,
 )
+from deployments.operations.erasure import erase_media
 from deployments.operations.registration import register_media
 from deployments.worker.warm import WORKER_TYPE as WARM
 from flows.submission import submit_media
@@ -208,7 +215,9 @@ def test_missing_then_outdated_waveforms_touch_only_their_media(production, tmp_
                 select(ProcessingJob.job).where(ProcessingJob.media_id == media.id)
             ).all()
         assert jobs == [WAVEFORM.name]
-    assert len(backfill_runs(started["id"])) == 3
+    (shared,) = backfill_runs(started["id"])  # MEDIA_PIPELINE_BACKFILL_BATCH (4): one run
+    assert shared.parameters["media_ids"] == [str(m.id) for m in bare]  # oldest first
+    assert {f"media-{m.id}" for m in bare} <= set(shared.tags)
 
     # An older version made one of the first two: --outdated re-runs it alone, in place.
     stale = processed[0]
@@ -229,12 +238,49 @@ def test_missing_then_outdated_waveforms_touch_only_their_media(production, tmp_
     assert run != before[stale.id][0][1]  # the backfill's run made it
     assert waveform_row(processed[1].id) == before[processed[1].id]
 
+    # Erasing a media of the shared run deletes its task run and results, not the run.
+    task_runs = {t.name: t for t in shared_task_runs(shared.id)}
+    assert len(task_runs) == 6  # each media's job and its webhook
+    erased = [t for name, t in task_runs.items() if str(bare[0].id) in name]
+    assert sorted(t.name.split(" · ")[0] for t in erased) == [WAVEFORM.name, "media-webhook"]
+    result_file = result_path(next(t for t in erased if t.name.startswith(WAVEFORM.name)))
+    assert result_file.is_file()
+    (receipt,) = erase_media([bare[0].id])
+    assert receipt["pending"] == {}, receipt
+    assert receipt["removed"]["prefect"] | {"artifacts": 0} == {
+        "runs": 0,
+        "shared_runs": 1,
+        "artifacts": 0,
+        "results": 1,
+    }
+    assert not result_file.exists()
+    left = shared_task_runs(shared.id)
+    assert sorted(t.id for t in left) == sorted(t.id for t in task_runs.values() if t not in erased)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(shared.id).state.is_completed()
+
+
+def shared_task_runs(flow_run_id: uuid.UUID) -> list:  # type: ignore[type-arg]
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id]))
+        )
+
+
+def result_path(task_run) -> Path:  # type: ignore[no-untyped-def]
+    """Where the task run's persisted result is (the results folder of the workers)."""
+    with get_client(sync_client=True) as client:
+        key = client.read_task_run(task_run.id).state.data.storage_key
+    base = get_settings().storage.results_dir or Path(str(PREFECT_LOCAL_STORAGE_PATH.value()))
+    return Path(key) if Path(key).is_absolute() else base / key
+
 
 @pytest.mark.usefixtures("prefect_server", "fast_recovery")
 def test_a_backfill_whose_worker_is_killed_goes_on_with_no_media_done_twice(
     production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_IN_FLIGHT", "2")
+    monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_BATCH", "2")
     get_settings.cache_clear()
     production["use"](WARM)
     media = photos(tmp_path, 8)
@@ -250,7 +296,9 @@ def test_a_backfill_whose_worker_is_killed_goes_on_with_no_media_done_twice(
     assert done["status"] == "DONE", done
     assert done["counts"]["done"] == 8 and done["counts"]["failed"] == 0
     runs = backfill_runs(started["id"])
-    assert sorted(r.parameters["media_id"] for r in runs) == sorted(str(m.id) for m in media)
+    assert all(len(r.parameters["media_ids"]) == 2 for r in runs)
+    batched = [media_id for r in runs for media_id in r.parameters["media_ids"]]
+    assert sorted(batched) == sorted(str(m.id) for m in media)  # each in one run only
     with session_scope() as session:
         for item in media:
             kinds = session.scalars(
@@ -264,6 +312,7 @@ def test_a_cancelled_backfill_starts_no_more_runs(
     production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_IN_FLIGHT", "1")
+    monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_BATCH", "2")
     get_settings.cache_clear()
     production["use"](WARM)
     photos(tmp_path, 8)
@@ -276,9 +325,9 @@ def test_a_cancelled_backfill_starts_no_more_runs(
 
     counts = ended["counts"]
     assert ended["status"] == "CANCELLED"
-    assert counts["done"] in (1, 2) and counts["skipped"] == 8 - counts["done"]
+    assert counts["done"] in (2, 4) and counts["skipped"] == 8 - counts["done"]
     time.sleep(2)
-    assert len(backfill_runs(started["id"])) == counts["done"]  # none started afterwards
+    assert len(backfill_runs(started["id"])) * 2 == counts["done"]  # none started afterwards
     assert get_backfill(started["id"])["status"] == BackfillStatus.CANCELLED.value
 
 

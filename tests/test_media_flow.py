@@ -18,7 +18,7 @@ from db.models import JobState, MediaDerivative, MediaStatus, MediaType, Process
 from db.repository import create_media, ensure_alert, load_media
 from db.session import session_scope, transaction
 from deployments.operations.registration import register_media
-from flows.media import make_media_flow, process_media
+from flows.media import make_media_flow, process_media, process_media_batch
 from media_pipeline.errors import InvalidId, InvalidMedia, TransientError
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import media_key, relative_key
@@ -250,6 +250,32 @@ def test_corrupt_image_fails_at_once_without_partial_files(app_db: str, tmp_path
         expected = "corrupt JPEG" if damage == "truncated" else "cannot identify image file"
         assert expected in media.status_message and "generate-thumbnails" in media.status_message
     assert files_in(folder) == ["original.jpg"]
+
+
+def test_a_batch_goes_past_a_corrupt_media_and_passes_over_a_missing_one(
+    app_db: str, tmp_path: Path
+):
+    """A backfill's run: one job on several media in turn, each recorded on its own."""
+    photo = make_jpeg(tmp_path / "whole.jpg", 2000, 1500)
+    (tmp_path / "bad.jpg").write_bytes(photo.read_bytes()[: photo.stat().st_size // 2])
+    bad = add_media_row(tmp_path / "bad.jpg")
+    good = register_media(photo, category="AUTRE").id
+    missing = uuid.uuid4()
+
+    state = process_media_batch([bad, missing, good], ["generate-thumbnails"], return_state=True)
+
+    assert state.is_failed() and state.message.startswith("1 of 3 media failed: media ")
+    assert "corrupt JPEG" in state.message
+    assert state.result(raise_on_failure=False) == {
+        str(bad): "FAILED",
+        str(missing): "GONE",
+        str(good): "READY",
+    }
+    assert sorted(r.type.value for r in derivative_rows(good)) == ["LARGE", "MEDIUM", "THUMBNAIL"]
+    runs = task_runs_of(state.state_details.flow_run_id)
+    assert len(runs) == 2  # one task run per media present
+    with session_scope() as session:
+        assert load_media(session, bad).jobs[0].state is JobState.FAILED
 
 
 @pytest.mark.parametrize("bad_id", ["../../etc/passwd", "not-a-uuid", "", "1234", "%2e%2e%2f"])

@@ -17,6 +17,7 @@ from media_pipeline.enums import JobState
 
 class RunJob(Camel):
     job: str
+    media_id: uuid.UUID  # a backfill's run does its job on several media
     state: JobState
     attempts: int
     error: str | None
@@ -25,7 +26,7 @@ class RunJob(Camel):
 class JobStatus(Camel):
     id: uuid.UUID
     name: str
-    media_id: str | None  # as the run's parameters say
+    media_id: str | None  # as the run's parameters say (comma-separated: a backfill's)
     tier: str | None
     state: str | None
     progress: int = 0

@@ -28,7 +28,7 @@ from deployments.operations.erasure import (
     erase_alert as erase_alert,  # the app imports them from here
 )
 from deployments.operations.erasure import erase_media as erase_media
-from deployments.operations.failures import FailedRun, failed_runs
+from deployments.operations.failures import FailedRun, failed_runs, run_media
 from deployments.operations.queue_board import queue_stats
 from flows import submission
 from flows.run_creation import api_client
@@ -64,7 +64,13 @@ def get_job_status(
             raise RunNotFound(f"flow run {run_uuid} does not exist") from None
     with session_scope() as session:
         jobs = [
-            {"job": row.job, "state": row.state.value, "attempts": row.attempts, "error": row.error}
+            {
+                "job": row.job,
+                "media_id": str(row.media_id),
+                "state": row.state.value,
+                "attempts": row.attempts,
+                "error": row.error,
+            }
             for row in jobs_of_run(session, str(run_uuid))
         ]
     finished = [j for j in jobs if j["state"] in ("SUCCEEDED", "FAILED", "SKIPPED")]
@@ -72,7 +78,7 @@ def get_job_status(
     return {
         "id": str(run.id),
         "name": run.name,
-        "media_id": run.parameters.get("media_id"),
+        "media_id": run_media(run),
         "tier": run.parameters.get("tier"),
         "state": run.state.name if run.state else None,
         "progress": 100 if done else round(100 * len(finished) / max(1, len(jobs))),

@@ -40,7 +40,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilter,
     TaskRunFilterFlowRunId,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
 from prefect.states import Cancelled, Cancelling
@@ -61,6 +61,7 @@ from media_pipeline.errors import MediaNotFound
 from media_pipeline.object_store import get_store
 from media_pipeline.settings import get_settings
 from media_pipeline.storage import parse_uuid
+from tasks.table import BACKFILL_TAG
 
 WORKSPACES = "media-pipeline-job-*"  # the object store's job folders (object_store.py)
 
@@ -189,8 +190,10 @@ def clear_store(tombstone: MediaErasure, _: SyncPrefectClient) -> tuple[dict[str
 def clear_prefect(
     tombstone: MediaErasure, client: SyncPrefectClient
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """Cancel the runs in flight; once every run is final, delete their results,
-    artifacts and the runs themselves."""
+    """Cancel the media's runs in flight; once every run is final, delete their results,
+    artifacts and the runs themselves. A backfill's run is shared with other media: it is
+    left to run (it passes over an erased media) and, once final, only this media's task
+    runs and their results are deleted from it."""
     tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[f"media-{tombstone.media_id}"]))
     recorded = [uuid.UUID(r) for r in tombstone.keys.get("runs", [])]
     runs = list(
@@ -210,31 +213,37 @@ def clear_prefect(
     )
     flying = [r for r in runs if r.state is None or not r.state.is_final()]
     for run in flying:
-        if run.state is not None and run.state.type is StateType.CANCELLING:
+        if BACKFILL_TAG in run.tags or (run.state and run.state.type is StateType.CANCELLING):
             continue
         scheduled = run.state is None or run.state.type is StateType.SCHEDULED
         state = Cancelled if scheduled else Cancelling
         client.set_flow_run_state(run.id, state(message="the media was erased"), force=True)
     if flying:
-        return None, f"{len(flying)} runs in flight, cancelled: waiting for them to end"
-    results = delete_results(client, runs)
-    artifacts = delete_artifacts(client, tombstone.media_id, [r.id for r in runs])
-    for run in runs:
+        return None, f"{len(flying)} runs in flight, cancelled or let end: waiting for them"
+    own = [r for r in runs if BACKFILL_TAG not in r.tags]
+    shared = [r.id for r in runs if BACKFILL_TAG in r.tags]
+    of_runs = TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs]))
+    task_runs = client.read_task_runs(task_run_filter=of_runs) if runs else []
+    # In a shared run, the media's task runs name it in full (flows/media.py).
+    media = str(tombstone.media_id)
+    mine = [t for t in task_runs if t.flow_run_id not in shared or media in t.name]
+    results = delete_results(client, own, mine)
+    artifacts = delete_artifacts(client, tombstone.media_id, [r.id for r in own])
+    for task_run in mine:
+        if task_run.flow_run_id in shared:  # the others go with their flow run
+            with contextlib.suppress(ObjectNotFound):
+                client.delete_task_run(task_run.id)
+    for run in own:
         with contextlib.suppress(ObjectNotFound):  # the server deletes its logs with it
             client.delete_flow_run(run.id)
-    counts = {"runs": len(runs), "artifacts": artifacts, "results": results}
-    return counts, None
+    counts = {"runs": len(own), "artifacts": artifacts, "results": results}
+    return counts | ({"shared_runs": len(shared)} if shared else {}), None
 
 
-def delete_results(client: SyncPrefectClient, runs: list[FlowRun]) -> int:
-    """The persisted results of the runs' task runs and of the runs, where this machine
-    reaches them (``MEDIA_PIPELINE_RESULTS_DIR``)."""
-    if not runs:
-        return 0
+def delete_results(client: SyncPrefectClient, runs: list[FlowRun], task_runs: list[TaskRun]) -> int:
+    """The persisted results of the task runs and of the runs, where this machine reaches
+    them (``MEDIA_PIPELINE_RESULTS_DIR``)."""
     states = [s for r in runs for s in client.read_flow_run_states(r.id)]
-    task_runs = client.read_task_runs(
-        task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[r.id for r in runs]))
-    )
     for task_run in task_runs:
         states += client.read_task_run_states(task_run.id)
     base = get_settings().storage.results_dir or Path(str(PREFECT_LOCAL_STORAGE_PATH.value()))

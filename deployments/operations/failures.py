@@ -87,7 +87,7 @@ def failed_runs(
         FailedRun(
             id=str(r.id),
             name=r.name,
-            media_id=r.parameters.get("media_id"),
+            media_id=run_media(r),
             media_type=next((t[5:].upper() for t in r.tags if t.startswith("type-")), None),
             tier=r.parameters.get("tier"),
             jobs=tuple(job for job, _ in unfinished.get(str(r.id), ())),
@@ -99,6 +99,11 @@ def failed_runs(
         for r in runs
     ]
     return [run for run in found if job is None or job in run.jobs]
+
+
+def run_media(run: FlowRun) -> str | None:
+    """The media of a run: one, or several (comma-separated) for a backfill's run."""
+    return run.parameters.get("media_id") or ", ".join(run.parameters.get("media_ids", ())) or None
 
 
 def is_permanent(jobs: list[tuple[str, str | None]]) -> bool:

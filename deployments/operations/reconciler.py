@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 class Recovery:
     """What one pass did about one run (or one media without a run)."""
 
-    media_id: str
+    media_id: str  # several, comma-separated, for a backfill's run
     flow_run_id: str | None
     action: str  # rescheduled, failed, resubmitted, erased
     reason: str
@@ -135,13 +135,13 @@ class Reconciler:
         with session_scope() as session:
             if not try_lock(session, LOCK):
                 return  # another worker's pass is under way
-            owed: dict[str, uuid.UUID] = {}  # flow run id -> the media whose jobs it owes
+            owed: dict[str, list[uuid.UUID]] = {}  # flow run id -> media whose jobs it owes
             unplanned: dict[uuid.UUID, datetime] = {}  # media -> its oldest planned job
             for row in unfinished_jobs(session):
                 if row.flow_run_id is None:
                     unplanned.setdefault(row.media_id, row.updated_at)
-                else:
-                    owed.setdefault(row.flow_run_id, row.media_id)
+                elif row.media_id not in (media := owed.setdefault(row.flow_run_id, [])):
+                    media.append(row.media_id)  # several for a backfill's run
             runs = read_runs(client, list(owed))
             workers = read_workers(client, {r.work_pool_name for r in runs.values()})
             heartbeats = read_heartbeats(
@@ -149,16 +149,17 @@ class Reconciler:
                 [r.id for r in runs.values() if r.state and r.state.type is StateType.RUNNING],
                 moment - 2 * stall,
             )
-            for run_id, media_id in owed.items():
+            for run_id, media_ids in owed.items():
                 run = runs.get(run_id)
                 if (reason := beyond_recovery(run_id, run)) is not None:
-                    fail_unfinished_jobs(session, media_id, run_id, reason)
-                    done.append(Recovery(str(media_id), run_id, "failed", reason))
+                    for media_id in media_ids:
+                        fail_unfinished_jobs(session, media_id, run_id, reason)
+                    done.append(Recovery(names(media_ids), run_id, "failed", reason))
                     continue
                 assert run is not None
                 reason = diagnose(run, workers, heartbeats.get(run.id), moment, api_up_since, stall)
                 if reason is not None:
-                    recovery = recover(client, session, run, media_id, reason, policy)
+                    recovery = recover(client, session, run, media_ids, reason, policy)
                     if recovery is not None:
                         done.append(recovery)
             relaying = media_with_planned_runs(session)
@@ -186,21 +187,27 @@ class Reconciler:
                     )
 
 
+def names(media_ids: list[uuid.UUID]) -> str:
+    return ", ".join(map(str, media_ids))
+
+
 def recover(
     client: SyncPrefectClient,
     session: Session,
     run: FlowRun,
-    media_id: uuid.UUID,
+    media_ids: list[uuid.UUID],
     reason: str,
     policy: OrchestrationSettings,
 ) -> Recovery | None:
     """Schedule ``run`` again, or, after ``max_recoveries`` in a row, end it Crashed and
     its unfinished jobs FAILED. None when the run moved on while we looked."""
-    resubmit = f"run the media again with `media-pipeline submit --reprocess {media_id}`"
+    commands = ", ".join(f"`media-pipeline submit --reprocess {m}`" for m in media_ids)
+    resubmit = f"run the media again with {commands}"
     outcome = reschedule_or_give_up(client, run, reason, policy, resubmit)
     if outcome is None:
         return None
     action, message = outcome
     if action == "failed":
-        fail_unfinished_jobs(session, media_id, str(run.id), message)
-    return Recovery(str(media_id), str(run.id), action, message)
+        for media_id in media_ids:
+            fail_unfinished_jobs(session, media_id, str(run.id), message)
+    return Recovery(names(media_ids), str(run.id), action, message)

@@ -111,7 +111,14 @@ class OrchestrationSettings(Group):
         8,
         ge=1,
         description="Runs of one backfill that exist at once (waiting or running); it "
-        "submits the next media as each finishes, on the backfill queue below `low`",
+        "makes the next as each finishes, on the backfill queue below `low`",
+    )
+    backfill_batch: int = Field(
+        4,
+        ge=1,
+        le=50,
+        description="Media a backfill's run processes one after the other: the Prefect "
+        "server's cost of a flow run is shared by that many media",
     )
     backfill_niceness: int = Field(
         10,
