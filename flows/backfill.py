@@ -17,6 +17,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -82,30 +83,54 @@ def run_backfill(backfill_id: uuid.UUID) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = str(runtime.flow_run.id or "") or None
     backfill = transaction(lambda session: start(session, backfill_id, run_id))
+    policy = get_settings().orchestration
     logger.info(
-        "backfill %s: %s %s, at most %d runs at once",
+        "backfill %s: %s %s, at most %d runs at once, %d media a run, %s media a minute",
         backfill_id,
         backfill.job,
         backfill.selection,
         backfill.in_flight,
+        policy.backfill_batch,
+        f"{policy.backfill_per_minute:g}" if policy.backfill_per_minute else "any number of",
     )
     progress = Progress(backfill_id)
-    poll = get_settings().orchestration.backfill_poll_seconds
+    pace = Pace(policy.backfill_per_minute, policy.backfill_batch)
     wave = max(1, backfill.in_flight // 2)
     while True:
         status, room = transaction(lambda session: step(session, backfill_id))
         if room >= wave or room == backfill.in_flight:  # in waves: fewer calls to Prefect
-            # Runs that recorded their job may still be ending in Prefect.
-            room = min(room, backfill.in_flight - live_runs(backfill_id))
+            room = pace.runs(room)
+            if room > 0:  # runs that recorded their job may still be ending in Prefect
+                room = min(room, backfill.in_flight - live_runs(backfill_id))
             if room > 0:
-                submit_next(backfill_id, room)
+                pace.submitted += submit_next(backfill_id, room)
         final = status not in UNFINISHED
         if final:
             counts = progress.update(final=True)
             logger.info("backfill %s %s: %s", backfill_id, status.value.lower(), counts)
             return counts
         progress.update()
-        time.sleep(poll)
+        time.sleep(policy.backfill_poll_seconds)
+
+
+@dataclass
+class Pace:
+    """At most ``per_minute`` media submitted a minute (0: no limit), counted from when
+    this run started: the ceiling an operator puts on what a backfill asks of the Prefect
+    server and the machines while uploads come in."""
+
+    per_minute: float
+    batch: int
+    began: float = field(default_factory=time.monotonic)
+    submitted: int = 0
+
+    def runs(self, room: int) -> int:
+        """How many of ``room`` runs (``batch`` media each) may be made now."""
+        if not self.per_minute:
+            return room
+        minutes = (time.monotonic() - self.began) / 60
+        allowed = self.per_minute * minutes + self.batch - self.submitted
+        return min(room, max(0, int(allowed // self.batch)))
 
 
 def start(session: Session, backfill_id: uuid.UUID, run_id: str | None) -> Backfill:
@@ -139,21 +164,25 @@ def live_runs(backfill_id: uuid.UUID) -> int:
         )
 
 
-def submit_next(backfill_id: uuid.UUID, runs: int) -> None:
+def submit_next(backfill_id: uuid.UUID, runs: int) -> int:
     """Make up to ``runs`` runs of ``backfill_batch`` media each: first one for the media a
     killed run had claimed but not given a run (the same run: its key names its media),
     then runs of the next selected ones. Each run is claimed, made and recorded before the
-    next, so the media of at most one run are ever claimed without it."""
+    next, so the media of at most one run are ever claimed without it. Returns how many
+    media were submitted."""
     batch = get_settings().orchestration.backfill_batch
+    submitted = 0
     with get_client(sync_client=True) as client:
         for _ in range(runs):
             claimed = transaction(lambda session: claim_batch(session, backfill_id, batch))
             if claimed is None:
-                return
+                break
             request, media_ids, job = claimed
             run_id = create_flow_runs(client, [request])[0]
             record = {"backfill_id": backfill_id, "ids": media_ids, "job": job, "run_id": run_id}
             transaction(partial(assign_backfill_run, **record))
+            submitted += len(media_ids)
+    return submitted
 
 
 def claim_batch(

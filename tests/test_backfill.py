@@ -6,6 +6,7 @@ death with no media done twice, and stops when cancelled."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import signal
@@ -329,6 +330,27 @@ def test_a_cancelled_backfill_starts_no_more_runs(
     time.sleep(2)
     assert len(backfill_runs(started["id"])) * 2 == counts["done"]  # none started afterwards
     assert get_backfill(started["id"])["status"] == BackfillStatus.CANCELLED.value
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_paced_backfill_submits_no_faster_than_its_pace(
+    production, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_PER_MINUTE", "60")  # a media a second
+    monkeypatch.setenv("MEDIA_PIPELINE_BACKFILL_BATCH", "1")
+    get_settings.cache_clear()
+    production["use"](WARM)
+    photos(tmp_path, 6)
+    production["start_worker"](limit=2)
+
+    ended = wait_for_backfill(start_backfill("generate-thumbnails", "missing")["id"])
+
+    assert ended["counts"]["done"] == 6, ended
+    made = sorted(run.created for run in backfill_runs(ended["id"]))
+    assert len(made) == 6
+    # The first at once, then one a second (unpaced, all six within the first poll).
+    assert (made[-1] - made[0]).total_seconds() >= 4.5
+    assert all((b - a).total_seconds() >= 0.5 for a, b in itertools.pairwise(made))
 
 
 def test_a_backfill_of_media_of_another_type_is_refused(app_db):

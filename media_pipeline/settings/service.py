@@ -120,6 +120,13 @@ class OrchestrationSettings(Group):
         description="Media a backfill's run processes one after the other: the Prefect "
         "server's cost of a flow run is shared by that many media",
     )
+    backfill_per_minute: float = Field(
+        0,
+        ge=0,
+        description="Media a backfill submits a minute at most (0: as many as its runs in "
+        "flight and the workers' slots allow): the pace an operator chooses, read where the "
+        "backfill's own run runs",
+    )
     backfill_niceness: int = Field(
         10,
         ge=0,
