@@ -410,6 +410,8 @@ def test_backfills_over_http(api, tmp_path: Path):
     estimate = client.post("/api/backfills", json=body | {"dryRun": True})
     assert estimate.status_code == 200, estimate.text
     assert estimate.json()["count"] == 3 and estimate.json()["types"] == {"IMAGE": 3}
+    pace = get_settings().orchestration.backfill_per_minute
+    assert estimate.json()["paceMinutes"] == round(3 / pace, 1)  # the least it can take
 
     started = client.post("/api/backfills", json=body)
     assert started.status_code == 201, started.text

@@ -51,6 +51,9 @@ class Estimate(Camel):
     estimated_cost: float = Field(description="USD, from the job table's prices")
     provider_calls: int
     provider_minutes: float = Field(description="How long the provider's rate limit makes it")
+    pace_minutes: float = Field(
+        description="How long MEDIA_PIPELINE_BACKFILL_PER_MINUTE makes it at least (0: no pace)"
+    )
 
 
 class Counts(Camel):

@@ -141,6 +141,8 @@ def iso(moment: datetime | None) -> str | None:
 def describe_estimate(found: dict[str, Any]) -> str:
     types = ", ".join(f"{count} {kind.upper()}" for kind, count in found["types"].items()) or "none"
     text = f"{found['count']} media for {found['job']} ({found['selection']}): {types}"
+    if found.get("pace_minutes"):
+        text += f", at least {found['pace_minutes']} min at its pace"
     if found.get("provider"):
         text += (
             f"\nestimated cost ${found['estimated_cost']:.2f}, {found['provider_calls']} "

@@ -82,8 +82,9 @@ def criteria(
 
 
 def estimate(session: Session, chosen: Criteria) -> dict[str, Any]:
-    """How many media, of which types, and for a provider's job the estimated cost and how
-    long its rate limit makes the backfill take (uploads keep a reserve of the calls)."""
+    """How many media, of which types, how long the backfill's pace makes it take at least,
+    and for a provider's job the estimated cost and how long its rate limit makes it take
+    (uploads keep a reserve of the calls)."""
     media = matching_media(session, chosen)
     job = chosen.job
     found: dict[str, Any] = {
@@ -97,10 +98,13 @@ def estimate(session: Session, chosen: Criteria) -> dict[str, Any]:
         "estimated_cost": 0.0,
         "provider_calls": 0,
         "provider_minutes": 0.0,
+        "pace_minutes": 0.0,
     }
+    settings = get_settings()
+    if per_minute := settings.orchestration.backfill_per_minute:
+        found["pace_minutes"] = round(len(media) / per_minute, 1)
     if job.provider is None or not media:
         return found
-    settings = get_settings()
     if job.output == "transcription":
         durations = known_durations(session, media)
         sizes = media_sizes(session, media)

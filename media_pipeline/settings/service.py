@@ -121,7 +121,7 @@ class OrchestrationSettings(Group):
         "server's cost of a flow run is shared by that many media",
     )
     backfill_per_minute: float = Field(
-        0,
+        60,
         ge=0,
         description="Media a backfill submits a minute at most (0: as many as its runs in "
         "flight and the workers' slots allow): the pace an operator chooses, read where the "
