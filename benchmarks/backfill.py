@@ -11,8 +11,9 @@ thumbnails and voice notes without waveforms in two alerts, then:
    else running: media a minute;
 3. beside uploads: backfills of the second alert while the client uploads as in 1: media a
    minute, the uploads' p50/p95 against 1, and the most runs of each backfill found on
-   the queues at once (sampled), against ``MEDIA_PIPELINE_BACKFILL_IN_FLIGHT``; each run
-   does ``MEDIA_PIPELINE_BACKFILL_BATCH`` media (set it to compare).
+   the queues at once (sampled), against ``MEDIA_PIPELINE_BACKFILL_IN_FLIGHT``. Each run
+   does ``MEDIA_PIPELINE_BACKFILL_BATCH`` media, at ``MEDIA_PIPELINE_BACKFILL_PER_MINUTE``
+   (set them to compare).
 
     .venv/bin/python benchmarks/backfill.py [--photos 1000] [--notes 200] [--every 2]
 """
