@@ -115,9 +115,10 @@ def run_backfill(backfill_id: uuid.UUID) -> dict[str, Any]:
 
 @dataclass
 class Pace:
-    """At most ``per_minute`` media submitted a minute (0: no limit), counted from when
-    this run started: the ceiling an operator puts on what a backfill asks of the Prefect
-    server and the machines while uploads come in."""
+    """At most ``per_minute`` media submitted a minute (0: no limit), one run at a time
+    (time the backfill could not use is not made up in a burst): the ceiling an operator
+    puts on what a backfill asks of the Prefect server and the machines while uploads come
+    in."""
 
     per_minute: float
     batch: int
@@ -130,6 +131,9 @@ class Pace:
             return room
         minutes = (time.monotonic() - self.began) / 60
         allowed = self.per_minute * minutes + self.batch - self.submitted
+        if allowed > self.batch:  # no catching up on time it could not use: no burst
+            self.began += (allowed - self.batch) * 60 / self.per_minute
+            allowed = self.batch
         return min(room, max(0, int(allowed // self.batch)))
 
 
